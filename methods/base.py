@@ -1,0 +1,126 @@
+"""The small interface every objective implements, and the registry of objectives.
+
+A method turns the projections of a batch's crops into a loss and keeps its own state (prototypes,
+queues, memory banks, pseudo-labels). It knows nothing of the loop: the loop calls ``loss`` and the
+optional hooks below with a :class:`Context`. Adding a method is one file in methods/ that calls
+:func:`register`, plus ``experiments/method/<name>.yaml``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+
+from ssl_bench.distributed import all_reduce_
+
+
+@dataclass
+class Context:
+    """What the loop tells a hook: where training stands and how to reach the shared machinery."""
+
+    epoch: int = 0  # 0-based epoch about to run / running
+    step: int = 0  # optimiser steps taken so far
+    epochs: int = 1
+    steps_per_epoch: int = 1
+    accelerator: Any = None
+    # Projections (z, after the head) of the whole pretraining set, ordered by dataset index, computed on
+    # the global crops without augmentation; for methods that need a full pass (memory banks).
+    embed_dataset: Callable[[], tuple[Tensor, Tensor]] | None = None
+    dataset_size: int = 0
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Method(nn.Module):
+    """Base class: a loss over crop projections plus optional hooks. Holds no training logic."""
+
+    #: set by subclasses that need ``batch["index"]`` or a full-dataset pass.
+    def __init__(self, cfg: DictConfig, embed_dim: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed_dim = embed_dim
+
+    def loss(self, z_crops: list[Tensor], batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        """z for every crop (global crops first), each [B_local, D]; returns (loss, logged stats)."""
+        raise NotImplementedError
+
+    # Optional hooks, no-ops by default.
+    def on_train_start(self, ctx: Context) -> None: ...
+
+    def on_epoch_start(self, ctx: Context) -> None: ...
+
+    def after_backward(self, ctx: Context) -> None: ...
+
+    def after_step(self, ctx: Context) -> None: ...
+
+    def epoch_stats(self) -> dict[str, float]:
+        """Diagnostics for the per-epoch record (e.g. collapse indicators)."""
+        return {}
+
+    # State kept per process (queues): saved and restored per rank, never broadcast.
+    def local_state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_local_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    @classmethod
+    def check_config(cls, cfg: DictConfig) -> None:
+        """Cross-section checks (e.g. against the batch size); raise ConfigError with one line."""
+
+
+@dataclass
+class MethodEntry:
+    cls: type[Method]
+    config: type
+
+    def validate(self, cfg: DictConfig) -> None:
+        self.config(**OmegaConf.to_container(cfg.method))  # the dataclass's __post_init__ range checks
+        self.cls.check_config(cfg)
+
+
+_REGISTRY: dict[str, MethodEntry] = {}
+
+
+def register(name: str, config: type) -> Callable[[type[Method]], type[Method]]:
+    def deco(cls: type[Method]) -> type[Method]:
+        _REGISTRY[name] = MethodEntry(cls, config)
+        return cls
+
+    return deco
+
+
+def registry() -> dict[str, MethodEntry]:
+    if not _REGISTRY:
+        import methods
+
+        for mod in pkgutil.iter_modules(methods.__path__):
+            if mod.name != "base":
+                importlib.import_module(f"methods.{mod.name}")
+    return dict(sorted(_REGISTRY.items()))
+
+
+def build_method(cfg: DictConfig, embed_dim: int) -> Method:
+    return registry()[cfg.method.name].cls(cfg, embed_dim)
+
+
+def cross_entropy(targets: Tensor, logits: Tensor) -> Tensor:
+    """Mean over rows of -sum_k q_k log softmax(logits)_k, with soft targets q."""
+    return -(targets * torch.log_softmax(logits, dim=1)).sum(dim=1).mean()
+
+
+def assignment_stats(counts: Tensor) -> dict[str, float]:
+    """Collapse diagnostics from hard-assignment counts over an epoch (summed over processes):
+    entropy of the mean assignment (normalised to [0, 1], 1 = uniform) and prototypes in use."""
+    counts = all_reduce_(counts.clone().float())
+    total = counts.sum()
+    if total == 0:
+        return {}
+    p = counts / total
+    entropy = -(p[p > 0] * p[p > 0].log()).sum() / torch.log(torch.tensor(float(len(counts))))
+    return {"assign_entropy": float(entropy), "prototypes_used": int((counts > 0).sum())}

@@ -1,0 +1,144 @@
+"""SwAV: Swapping Assignments between Views (Caron et al., NeurIPS 2020).
+
+Features are projected to the unit sphere, z = f(x) / ||f(x)||, and scored against K prototypes
+C (no bias, columns re-normalised after every step). Codes q come from Sinkhorn-Knopp on the *global*
+crops only (Eqs. 3-5, epsilon 0.05, 3 iterations); each code is predicted from every other crop of the
+same image (Eq. 6):
+
+    L = sum_{i in global} sum_{v != i} l(z_v, q_i),   l(z, q) = -sum_k q_k log softmax(z^T C / tau)_k.
+
+Choices the paper leaves open, following the reference implementation:
+- Normalisation of Eq. 6: the loss is the mean over global crops i of the mean over the V + 1 other
+  crops of the cross-entropy averaged over the batch (so it does not grow with the number of crops).
+- Queue (paper A.6, for small batches): per process and per global crop, the last ``queue_length``
+  global-batch projections (``queue_length / N`` on each of N processes). Created at
+  ``queue_start_epoch``, used only once full; its scores are recomputed with the current prototypes and
+  prepended to the batch before Sinkhorn, and only the batch's codes enter the loss. The queue must be a
+  multiple of the global batch (refused otherwise: no silent rounding). It is checkpointed per process.
+- Prototypes are frozen (their gradient dropped) for the first ``freeze_prototypes_iters`` optimiser
+  steps; the paper says "the first epoch", the reference counts iterations (313 = one ImageNet epoch at
+  batch 4096; 5005 in its batch-256 recipe).
+- Soft codes (not rounded), as the paper recommends (C.3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import Tensor, nn
+
+from methods.base import Context, Method, assignment_stats, cross_entropy, register
+from ssl_bench.config import ConfigError
+from ssl_bench.distributed import world_size
+from ssl_bench.sinkhorn import sinkhorn
+
+
+@dataclass
+class SwAVConfig:
+    name: str = "swav"
+    num_prototypes: int = 3000
+    temperature: float = 0.1
+    epsilon: float = 0.05
+    sinkhorn_iterations: int = 3
+    # Features kept from previous batches for Sinkhorn (0 = no queue); paper: 3840 at batch 256.
+    queue_length: int = 0
+    queue_start_epoch: int = 15
+    freeze_prototypes_iters: int = 313
+
+    def __post_init__(self) -> None:
+        checks = {
+            "num_prototypes": self.num_prototypes > 0,
+            "temperature": self.temperature > 0,
+            "epsilon": self.epsilon > 0,
+            "sinkhorn_iterations": self.sinkhorn_iterations > 0,
+            "queue_length": self.queue_length >= 0,
+            "queue_start_epoch": self.queue_start_epoch >= 0,
+            "freeze_prototypes_iters": self.freeze_prototypes_iters >= 0,
+        }
+        for key, ok in checks.items():
+            if not ok:
+                bound = ">= 0" if key.startswith(("queue", "freeze")) else "> 0"
+                raise ConfigError(f"method.{key} must be {bound}, got {getattr(self, key)}")
+
+
+def swav_loss(scores: list[Tensor], codes: list[Tensor], temperature: float) -> Tensor:
+    """Eq. 6 with the reference normalisation: ``scores`` per crop [B, K] (z^T C), ``codes`` for the
+    first len(codes) crops; mean over coded crops i of the mean over crops v != i of l(z_v, q_i)."""
+    total = scores[0].new_zeros(())
+    for i, q in enumerate(codes):
+        others = [v for v in range(len(scores)) if v != i]
+        total = total + sum(cross_entropy(q, scores[v].float() / temperature) for v in others) / len(others)
+    return total / len(codes)
+
+
+@register("swav", SwAVConfig)
+class SwAV(Method):
+    def __init__(self, cfg: DictConfig, embed_dim: int) -> None:
+        super().__init__(cfg, embed_dim)
+        m = cfg.method
+        self.num_global = int(cfg.crops["global"].n)
+        self.prototypes = nn.Linear(embed_dim, m.num_prototypes, bias=False)
+        self.normalize_prototypes()
+        self.queue: Tensor | None = None  # per process: [num_global, queue_length / N, D]; not a buffer
+        self._counts = torch.zeros(m.num_prototypes)
+
+    @classmethod
+    def check_config(cls, cfg: DictConfig) -> None:
+        q, b = cfg.method.queue_length, cfg.data.batch_size
+        if q % b:
+            raise ConfigError(f"method.queue_length={q} must be a multiple of data.batch_size={b} "
+                              f"(e.g. {max(b, q - q % b)}); it is never rounded silently")
+        if cfg.crops["global"].n + cfg.crops["local"].n < 2:
+            raise ConfigError("swav needs at least 2 crops (crops.global.n + crops.local.n >= 2)")
+
+    @torch.no_grad()
+    def normalize_prototypes(self) -> None:
+        self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
+
+    def loss(self, z_crops: list[Tensor], batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        m = self.cfg.method
+        z = [F.normalize(x, dim=1) for x in z_crops]
+        scores = [self.prototypes(x) for x in z]
+        bs = z[0].shape[0]
+        codes = []
+        with torch.no_grad():
+            for i in range(self.num_global):
+                s = scores[i]
+                if self.queue is not None:
+                    if bool(self.queue[i, -1].any()):  # use the queue once it is full
+                        s = torch.cat([self.prototypes(self.queue[i].to(s.dtype)), s])
+                    self.queue[i, bs:] = self.queue[i, :-bs].clone()
+                    self.queue[i, :bs] = z[i].detach().float()
+                codes.append(sinkhorn(s, m.epsilon, m.sinkhorn_iterations)[-bs:])
+            self._counts += torch.bincount(codes[0].argmax(1), minlength=m.num_prototypes).cpu()
+        loss = swav_loss(scores, codes, m.temperature)
+        return loss, {"loss": loss.item()}
+
+    def on_epoch_start(self, ctx: Context) -> None:
+        m = self.cfg.method
+        self._counts.zero_()
+        if m.queue_length > 0 and ctx.epoch >= m.queue_start_epoch and self.queue is None:
+            n = m.queue_length // world_size()
+            self.queue = torch.zeros(self.num_global, n, self.embed_dim, device=self.prototypes.weight.device)
+
+    def after_backward(self, ctx: Context) -> None:
+        if ctx.step < self.cfg.method.freeze_prototypes_iters:
+            self.prototypes.weight.grad = None
+
+    def after_step(self, ctx: Context) -> None:
+        self.normalize_prototypes()
+
+    def epoch_stats(self) -> dict[str, float]:
+        return assignment_stats(self._counts)
+
+    def local_state_dict(self) -> dict[str, Any]:
+        return {"queue": None if self.queue is None else self.queue.cpu()}
+
+    def load_local_state_dict(self, state: dict[str, Any]) -> None:
+        q = state.get("queue")
+        self.queue = None if q is None else q.to(self.prototypes.weight.device)
+

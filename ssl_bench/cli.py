@@ -1,0 +1,26 @@
+"""Shared handling for the entry points: bad input is one line on stderr and exit 2, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+
+from ssl_bench.config import ConfigError
+from ssl_bench.data import DataNotFound
+from ssl_bench.train import TrainingStopped
+
+
+def guarded(fn: Callable[[list[str]], int | None], argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    main = int(os.environ.get("RANK", "0")) == 0
+    try:
+        return int(fn(argv) or 0)
+    except (ConfigError, DataNotFound) as exc:
+        if main:
+            print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except TrainingStopped as exc:
+        if main:
+            print(f"stopped: {exc}", file=sys.stderr)
+        return exc.exit_code

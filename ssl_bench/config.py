@@ -1,0 +1,327 @@
+"""The configuration schema and its composition.
+
+Every default of the framework is declared once, here; every default of an objective is declared once,
+in its method file (``methods/<name>.py``). The YAML files in ``experiments/`` only choose and override:
+datasets set their image size and crop sizes, budgets fix what must be identical across methods.
+
+``compose(["method=swav", "dataset=cifar10", "method.epsilon=0.03"])`` returns the resolved config.
+Anything wrong (an unknown group option or key, a value of the wrong type or out of range) raises
+:class:`ConfigError` with a one-line message that names the valid choices.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.errors import HydraException
+from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
+
+EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
+GROUPS = ("method", "dataset", "backbone", "budget")
+# Keys that say where and how a run is stored, not what it computes: left out of the run fingerprint.
+NON_FINGERPRINT_KEYS = ("resume", "overwrite", "output_dir", "run_id", "tags", "train.num_threads",
+                        "data.num_workers", "train.log_every", "train.tensorboard", "train.progress")
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration problem; its message is one line."""
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    # Where the data lives; null lets each dataset look in its usual places (see ssl_bench/data).
+    root: str | None = None
+    # Side of the (square) images in pixels; 0 for datasets of varying size (image folders, ImageNet).
+    image_size: int = 0
+    num_classes: int = 0
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    # Splits: pretraining may use several (STL-10: unlabeled + train); evaluation uses train/test.
+    pretrain_splits: list[str] = field(default_factory=lambda: ["train"])
+    train_split: str = "train"
+    test_split: str = "test"
+    # Hugging Face datasets: column names.
+    image_key: str = "image"
+    label_key: str = "label"
+    # Allow torchvision to download when the data is missing (never in tests or CI).
+    download: bool = False
+
+
+@dataclass
+class DataConfig:
+    # The global batch (all processes together), as the papers report it; each process gets 1/N of it.
+    batch_size: int = 256
+    # Loader workers per process; -1 picks min(8, cores per process).
+    num_workers: int = -1
+    # Pretrain on a fixed random subset of this many images (0 = the whole split); same subset for all methods.
+    train_subset: int = 0
+    subset_seed: int = 0
+
+
+@dataclass
+class CropSpec:
+    n: int = 2
+    size: int = 224
+    scale: list[float] = field(default_factory=lambda: [0.14, 1.0])
+
+
+def _default_crops() -> dict[str, CropSpec]:
+    # SwAV's multi-crop: 2 x 224 at scale (0.14, 1) and 6 x 96 at (0.05, 0.14) (paper, A.2).
+    return {"global": CropSpec(2, 224, [0.14, 1.0]), "local": CropSpec(6, 96, [0.05, 0.14])}
+
+
+@dataclass
+class AugmentConfig:
+    # SimCLR's colour distortion, blur and flip, applied to every crop (SwAV paper, A.2).
+    hflip_prob: float = 0.5
+    color_jitter_prob: float = 0.8
+    color_jitter_strength: float = 1.0
+    grayscale_prob: float = 0.2
+    blur_prob: float = 0.5
+    blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0])
+
+
+@dataclass
+class BackboneConfig:
+    name: str = "resnet50"
+    # Replace the 7x7/2 conv + max-pool stem by a 3x3/1 conv (CIFAR-size images).
+    small_image_stem: bool = False
+    # Channels of the first stage of the small convnet (ignored by the ResNets).
+    width: int = 32
+    # SyncBatchNorm across processes; null = on when there is more than one process (as the papers do).
+    sync_bn: bool | None = None
+
+
+@dataclass
+class HeadConfig:
+    # 2-layer MLP with BN: feat -> hidden -> out (SwAV: 2048 -> 128).
+    hidden_dim: int = 2048
+    out_dim: int = 128
+
+
+@dataclass
+class OptimConfig:
+    name: str = "lars"
+    # The learning rate at the configured global batch; never rescaled behind the user's back.
+    lr: float = 4.8
+    final_lr: float = 0.0048
+    warmup_epochs: float = 10.0
+    start_warmup_lr: float = 0.0
+    momentum: float = 0.9
+    weight_decay: float = 1e-6
+    # Bias and normalisation parameters get no weight decay (and no LARS adaptation).
+    exclude_bias_and_norm: bool = True
+    lars_trust_coefficient: float = 0.001
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 100
+    precision: str = "no"
+    grad_accum: int = 1
+    # Save a checkpoint every N epochs (and always at the end and on SIGTERM/SIGINT).
+    checkpoint_every: int = 1
+    # Stop an epoch after this many steps (0 = full epoch); for smoke budgets.
+    max_steps_per_epoch: int = 0
+    # Torch threads per process; 0 = all cores divided among the local processes.
+    num_threads: int = 0
+    log_every: int = 10
+    progress: bool = True
+    tensorboard: bool = False
+
+
+@dataclass
+class EvalConfig:
+    knn_k: list[int] = field(default_factory=lambda: [20, 200])
+    knn_temperature: float = 0.07
+    # Evaluate on fixed subsets (0 = whole split) to keep CPU budgets short.
+    knn_train_subset: int = 0
+    knn_test_subset: int = 0
+    # Online kNN monitor after each epoch (on the subsets below; 0 turns it off).
+    monitor_train_subset: int = 0
+    monitor_test_subset: int = 0
+    batch_size: int = 256
+    # kNN of the randomly initialised backbone, the floor every table needs.
+    random_baseline: bool = True
+
+
+@dataclass
+class RunConfig:
+    method: Any = MISSING
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    crops: dict[str, CropSpec] = field(default_factory=_default_crops)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0
+    # Continue the run from its last checkpoint.
+    resume: bool = False
+    # Train again even if a finished record of the same config exists.
+    overwrite: bool = False
+    output_dir: str = "results/runs"
+    # Default: <method>-<dataset>-<budget>-s<seed>-<fingerprint>, so the same config finds the same folder.
+    run_id: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+BACKBONES = ("small_cnn", "resnet18", "resnet50")
+OPTIMIZERS = ("sgd", "lars", "adamw")
+PRECISIONS = ("no", "fp16", "bf16")
+
+
+def _register() -> None:
+    from methods import registry
+
+    cs = ConfigStore.instance()
+    cs.store(name="run_schema", node=RunConfig)
+    for name, entry in registry().items():
+        cs.store(group="method", name=f"{name}_schema", node=entry.config)
+
+
+def group_options(group: str) -> list[str]:
+    """The options of a config group: the YAML files in experiments/<group>/."""
+    return sorted(p.stem for p in (EXPERIMENTS_DIR / group).glob("*.yaml"))
+
+
+def _split_overrides(overrides: list[str]) -> tuple[dict[str, str], list[str]]:
+    groups, keys = {}, []
+    for o in overrides:
+        _check("=" in o, f"cannot read '{o}': overrides are key=value (e.g. method=swav data.batch_size=64)")
+        k, v = o.split("=", 1)
+        if k.lstrip("+~") in GROUPS:
+            groups[k.lstrip("+~")] = v
+        else:
+            keys.append(o)
+    return groups, keys
+
+
+def _compose(overrides: list[str]) -> DictConfig:
+    _register()
+    with initialize_config_dir(config_dir=str(EXPERIMENTS_DIR), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=overrides, return_hydra_config=True)
+
+
+def _one_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """Compose experiments/config.yaml with command-line overrides and validate the result."""
+    overrides = list(overrides)
+    groups, keys = _split_overrides(overrides)
+    for group, choice in groups.items():
+        options = group_options(group)
+        _check(choice in options, f"unknown {group} '{choice}'; valid choices: {', '.join(options)}")
+    group_overrides = [f"{g}={c}" for g, c in groups.items()]
+    try:
+        base = _compose(group_overrides)
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(_one_line(exc)) from exc
+    for o in keys:
+        key = o.split("=", 1)[0]
+        if key.startswith(("+", "~")):
+            raise ConfigError(f"'{o}': adding or deleting keys is not supported; set an existing key")
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(base, parent) if parent else base
+        if not isinstance(node, DictConfig) or leaf not in node:
+            valid = sorted(k for k in node.keys() if k != "hydra") if isinstance(node, DictConfig) else []
+            where = f"'{parent}'" if parent else "the top level"
+            raise ConfigError(f"unknown key '{key}'; valid keys in {where}: {', '.join(map(str, valid))}")
+    try:
+        cfg = _compose(group_overrides + keys) if keys else base
+    except (HydraException, OmegaConfBaseException) as exc:
+        cause = exc.__cause__ if exc.__cause__ is not None else exc
+        raise ConfigError(f"{_one_line(exc)}: {_one_line(cause)}" if cause is not exc else _one_line(exc)) from exc
+    choices = {g: cfg.hydra.runtime.choices.get(g) for g in GROUPS}
+    with open_dict(cfg):
+        del cfg["hydra"]
+    out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    out.choices = choices
+    out.overrides = overrides
+    validate(out)
+    OmegaConf.set_struct(out, True)
+    return out
+
+
+def validate(cfg: DictConfig) -> None:
+    """Range checks that types alone cannot express; each failure is one line naming the valid range."""
+    from methods import registry
+
+    methods = registry()
+    _check(cfg.method.name in methods, f"unknown method '{cfg.method.name}'; valid: {', '.join(methods)}")
+    _check(cfg.backbone.name in BACKBONES,
+           f"unknown backbone.name '{cfg.backbone.name}'; valid choices: {', '.join(BACKBONES)}")
+    _check(cfg.optim.name in OPTIMIZERS,
+           f"unknown optim.name '{cfg.optim.name}'; valid choices: {', '.join(OPTIMIZERS)}")
+    _check(cfg.train.precision in PRECISIONS,
+           f"unknown train.precision '{cfg.train.precision}'; valid choices: {', '.join(PRECISIONS)}")
+    _check(cfg.data.batch_size > 0, f"data.batch_size must be > 0, got {cfg.data.batch_size}")
+    _check(cfg.train.epochs > 0, f"train.epochs must be > 0, got {cfg.train.epochs}")
+    _check(cfg.train.grad_accum >= 1, f"train.grad_accum must be >= 1, got {cfg.train.grad_accum}")
+    _check(cfg.train.checkpoint_every >= 0, "train.checkpoint_every must be >= 0 (0: only at the end)")
+    _check(cfg.optim.lr > 0, f"optim.lr must be > 0, got {cfg.optim.lr}")
+    _check(cfg.optim.final_lr >= 0 and cfg.optim.weight_decay >= 0, "optim.final_lr and weight_decay must be >= 0")
+    _check(cfg.optim.warmup_epochs >= 0, "optim.warmup_epochs must be >= 0")
+    _check(cfg.head.hidden_dim > 0 and cfg.head.out_dim > 0, "head.hidden_dim and head.out_dim must be > 0")
+    _check(set(cfg.crops.keys()) == {"global", "local"},
+           f"crops must have exactly 'global' and 'local', got {', '.join(cfg.crops.keys())}")
+    _check(cfg.crops["global"].n >= 1, f"crops.global.n must be >= 1, got {cfg.crops['global'].n}")
+    _check(cfg.crops["local"].n >= 0, f"crops.local.n must be >= 0, got {cfg.crops['local'].n}")
+    for kind, spec in cfg.crops.items():
+        lo, hi = (list(spec.scale) + [None, None])[:2]
+        _check(len(spec.scale) == 2 and 0 < lo <= hi <= 1,
+               f"crops.{kind}.scale must be [min, max] with 0 < min <= max <= 1, got {list(spec.scale)}")
+        _check(spec.size > 0, f"crops.{kind}.size must be > 0, got {spec.size}")
+        if cfg.dataset.image_size > 0 and spec.n > 0:
+            _check(spec.size <= cfg.dataset.image_size,
+                   f"crops.{kind}.size={spec.size} is larger than the {cfg.dataset.name} images "
+                   f"({cfg.dataset.image_size} px); valid: 1..{cfg.dataset.image_size}")
+    for k in cfg.eval.knn_k:
+        _check(k > 0, f"eval.knn_k values must be > 0, got {list(cfg.eval.knn_k)}")
+    _check(cfg.eval.knn_temperature > 0, "eval.knn_temperature must be > 0")
+    for key in ("train_subset",):
+        _check(cfg.data[key] >= 0, f"data.{key} must be >= 0 (0 = all)")
+    methods[cfg.method.name].validate(cfg)
+
+
+def fingerprint(cfg: DictConfig) -> str:
+    """A short hash of everything that changes what a run computes."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    data.pop("overrides", None)
+    for key in NON_FINGERPRINT_KEYS:
+        parts = key.split(".")
+        node = data
+        for p in parts[:-1]:
+            node = node.get(p, {})
+        node.pop(parts[-1], None)
+    blob = json.dumps(data, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:8]
+
+
+def run_id(cfg: DictConfig) -> str:
+    if cfg.run_id:
+        return str(cfg.run_id)
+    c = cfg.choices
+    name = f"{c.method}-{c.dataset}-{c.budget}-s{cfg.seed}-{fingerprint(cfg)}"
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)

@@ -1,0 +1,183 @@
+"""One ordinary run: resolved config -> train -> evaluate -> result record. Used by every entry point
+(run, sweep, compare), so a trial or a comparison row is exactly what ``ssl_bench.run`` produces."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.state import AcceleratorState, GradientState
+from accelerate.utils import set_seed
+from omegaconf import DictConfig, OmegaConf
+
+from methods.base import build_method
+from ssl_bench.config import ConfigError, fingerprint, run_id
+from ssl_bench.data import EvalDataset, eval_transform, fixed_subset, load_split, pretrain_dataset
+from ssl_bench.models import ProjectionHead, SSLModel, build_backbone
+from ssl_bench.multicrop import MultiCropDataset, build_multicrop
+from ssl_bench.results import read_json, read_metrics, write_atomic, write_json
+from ssl_bench.train import Trainer, default_num_workers, peak_memory_mb
+
+
+def versions() -> dict[str, str]:
+    import accelerate
+    import lightly
+    import torchvision
+
+    out = {"python": platform.python_version(), "torch": torch.__version__,
+           "torchvision": torchvision.__version__, "accelerate": accelerate.__version__,
+           "lightly": lightly.__version__}
+    try:
+        out["git"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                    cwd=Path(__file__).parent, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return out
+
+
+def build_model(cfg: DictConfig) -> SSLModel:
+    backbone = build_backbone(cfg)
+    head = ProjectionHead(backbone.out_dim, cfg.head.hidden_dim, cfg.head.out_dim)
+    return SSLModel(backbone, head, build_method(cfg, cfg.head.out_dim))
+
+
+def make_accelerator(cfg: DictConfig, run_dir: Path) -> Accelerator:
+    return Accelerator(
+        mixed_precision=cfg.train.precision, gradient_accumulation_steps=cfg.train.grad_accum,
+        # data.batch_size is the global batch: each process takes its 1/N slice of every batch.
+        dataloader_config=DataLoaderConfiguration(split_batches=True),
+        log_with="tensorboard" if cfg.train.tensorboard else None, project_dir=str(run_dir),
+    )
+
+
+def set_threads(cfg: DictConfig, accelerator: Accelerator) -> None:
+    """`accelerate launch` on a CPU sets one thread per process; use the machine's cores unless told."""
+    if cfg.train.num_threads > 0:
+        torch.set_num_threads(cfg.train.num_threads)
+    elif accelerator.device.type == "cpu":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        torch.set_num_threads(max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))))
+
+
+def eval_pairs(cfg: DictConfig) -> dict[str, tuple]:
+    """Labeled (train, test) pairs: 'final' for the end-of-run kNN, 'monitor' for the per-epoch one."""
+    tf = eval_transform(cfg)
+    train = load_split(cfg, cfg.dataset.train_split)
+    test = load_split(cfg, cfg.dataset.test_split)
+    e, seed = cfg.eval, cfg.data.subset_seed
+    pairs = {"final": (EvalDataset(fixed_subset(train, e.knn_train_subset, seed), tf),
+                       EvalDataset(fixed_subset(test, e.knn_test_subset, seed), tf))}
+    if e.monitor_train_subset and e.monitor_test_subset:
+        pairs["monitor"] = (EvalDataset(fixed_subset(train, e.monitor_train_subset, seed + 1), tf),
+                            EvalDataset(fixed_subset(test, e.monitor_test_subset, seed + 1), tf))
+    return pairs
+
+
+def run_experiment(cfg: DictConfig) -> dict[str, Any]:
+    """Train and evaluate one config; returns the summary (also written to <run>/summary.json)."""
+    rid = run_id(cfg)
+    run_dir = Path(cfg.output_dir) / rid
+    main = int(os.environ.get("RANK", "0")) == 0
+    if (run_dir / "summary.json").exists() and not cfg.overwrite:
+        if main:
+            print(f"run {rid} is already complete: {run_dir}/summary.json (overwrite=true trains it again)")
+        return read_json(run_dir / "summary.json")
+    if (run_dir / "checkpoint").exists() and not (cfg.resume or cfg.overwrite):
+        raise ConfigError(f"{run_dir} holds an unfinished run: resume=true continues it, "
+                          f"overwrite=true starts it over")
+    accelerator = make_accelerator(cfg, run_dir)
+    try:
+        return _run(cfg, accelerator, rid, run_dir)
+    finally:
+        accelerator.end_training()
+        AcceleratorState._reset_state()  # let the next run in this process build its own Accelerator
+        GradientState._reset_state()
+
+
+def _run(cfg: DictConfig, acc: Accelerator, rid: str, run_dir: Path) -> dict[str, Any]:
+    n = acc.num_processes
+    if cfg.data.batch_size % n:
+        raise ConfigError(f"data.batch_size={cfg.data.batch_size} (the global batch) must be divisible by the "
+                          f"{n} processes")
+    if acc.is_main_process and cfg.overwrite and run_dir.exists():
+        shutil.rmtree(run_dir)
+    acc.wait_for_everyone()
+    set_threads(cfg, acc)
+    set_seed(cfg.seed)
+    train_set = MultiCropDataset(pretrain_dataset(cfg), build_multicrop(cfg), cfg.seed)
+    if len(train_set) < cfg.data.batch_size:
+        raise ConfigError(f"data.batch_size={cfg.data.batch_size} is larger than the {len(train_set)} "
+                          f"pretraining images")
+    pairs = eval_pairs(cfg)
+    model = build_model(cfg)
+    sync_bn = cfg.backbone.sync_bn if cfg.backbone.sync_bn is not None else n > 1
+    if sync_bn and n > 1:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    workers = default_num_workers(cfg)
+    trainer = Trainer(cfg, acc, model, train_set, pairs, run_dir, workers)
+    if acc.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
+        if cfg.train.tensorboard:
+            acc.init_trackers("tensorboard")
+    resumed = cfg.resume and trainer.load_checkpoint()
+    say = print if acc.is_main_process else (lambda *a, **k: None)
+    say(f"ssl_bench run {rid}\n  folder: {run_dir}\n  {n} process(es) on {acc.device}, "
+        f"{torch.get_num_threads()} threads, {workers} loader workers each\n"
+        f"  {len(train_set)} pretraining images, global batch {cfg.data.batch_size} "
+        f"({cfg.data.batch_size // n} per process), {trainer.steps_per_epoch} steps/epoch x {cfg.train.epochs} epochs\n"
+        f"  optimiser {cfg.optim.name}: lr {cfg.optim.lr} for global batch {cfg.data.batch_size} "
+        f"(as configured, not rescaled), warm-up {cfg.optim.warmup_epochs} epochs, cosine to {cfg.optim.final_lr}"
+        + (f"\n  resumed at epoch {trainer.state.epoch + 1}, batch {trainer.state.batch}" if resumed else ""))
+    baseline_path = run_dir / "baseline.json"
+    eval_s = 0.0
+    if cfg.eval.random_baseline and not baseline_path.exists() and trainer.state.step == 0:
+        say("kNN of the randomly initialised backbone (baseline) ...")
+        t0 = time.time()
+        base = trainer.knn("final")
+        eval_s += time.time() - t0
+        if acc.is_main_process:
+            write_json(baseline_path, base)
+    state = trainer.fit()
+    say("final kNN evaluation ...")
+    t_final = time.time()
+    final = trainer.knn("final")
+    summary = {
+        "run_id": rid, "fingerprint": fingerprint(cfg), "status": "complete",
+        "method": cfg.method.name, "dataset": cfg.dataset.name, "budget": cfg.choices.budget,
+        "backbone": cfg.backbone.name, "seed": cfg.seed, "epochs": cfg.train.epochs,
+        "batch_size": cfg.data.batch_size, "overrides": list(cfg.overrides), "tags": dict(cfg.tags),
+        "metrics": dict(final),
+        "cost": {"wall_s": state.wall_s + eval_s + (time.time() - t_final),
+                 "train_s": state.train_s, "images_seen": state.images,
+                 "images_per_s": state.images / max(1e-9, state.train_s),
+                 "peak_mem_mb": peak_memory_mb(acc.device), "num_processes": n, "device": str(acc.device)},
+        "versions": versions(),
+    }
+    if baseline_path.exists():
+        summary["metrics"].update({f"random_{k}": v for k, v in read_json(baseline_path).items()})
+    rows = read_metrics(run_dir) if acc.is_main_process else []
+    if rows:
+        last = rows[-1]
+        for key in ("loss", "assign_entropy", "prototypes_used", "monitor_knn_top1"):
+            if key in last:
+                summary["metrics"][f"final_{key}" if key != "monitor_knn_top1" else key] = last[key]
+        if last.get("prototypes_used") == 1:
+            summary["collapsed"] = True
+            say("warning: assignments collapsed to a single prototype in the last epoch")
+    if acc.is_main_process:
+        write_json(run_dir / "summary.json", summary)
+        m = summary["metrics"]
+        ks = list(cfg.eval.knn_k)
+        say("kNN top-1: " + ", ".join(f"k={k} {m[f'knn_top1_k{k}']:.2f}%" + (
+            f" (random init {m[f'random_knn_top1_k{k}']:.2f}%)" if f"random_knn_top1_k{k}" in m else "") for k in ks))
+        say(f"wall {state.wall_s:.0f} s, {summary['cost']['images_per_s']:.0f} images/s, peak memory "
+            f"{summary['cost']['peak_mem_mb']:.0f} MB\nrecord: {run_dir}/summary.json")
+    return summary

@@ -1,0 +1,257 @@
+"""The shared training loop on Accelerate. It knows no method by name: it forwards crops, asks the
+method for a loss, steps, and calls the method's hooks. Same code on CPU, one GPU, many GPUs and nodes.
+
+Checkpoints (``<run>/checkpoint/``) hold Accelerate's state (model with the method's global state,
+optimiser, RNG), each process's local method state (queues) and the loop position; they are written to
+a temporary folder and renamed, so an interrupted save never replaces a good checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import shutil
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from methods.base import Context
+from ssl_bench.distributed import all_reduce_
+from ssl_bench.evaluation import extract_features, knn_eval
+from ssl_bench.optim import build_optimizer, lr_at, set_lr
+from ssl_bench.results import read_json, read_metrics, write_json, write_metrics
+
+
+class TrainingStopped(RuntimeError):
+    """Training ended early: diverged (NaN loss) or interrupted (a checkpoint was saved)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass
+class LoopState:
+    epoch: int = 0  # epoch in progress (or next to run)
+    batch: int = 0  # batches of that epoch already done
+    step: int = 0  # optimiser steps so far
+    images: int = 0  # images seen (global)
+    train_s: float = 0.0  # seconds spent in training steps (throughput denominator)
+    wall_s: float = 0.0  # wall time of the run so far, over all sessions
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class _Interrupt:
+    """Turns SIGTERM/SIGINT into a flag the loop polls, so it can save a checkpoint and stop cleanly."""
+
+    def __init__(self) -> None:
+        self.flag = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _Interrupt:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:  # noqa: ANN001
+        self.flag = True
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, h in self._old.items():
+            signal.signal(sig, h)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+class Trainer:
+    def __init__(self, cfg: DictConfig, accelerator: Accelerator, model: torch.nn.Module, train_set,
+                 eval_sets: dict[str, Any], run_dir: Path, num_workers: int) -> None:
+        self.cfg, self.acc, self.run_dir = cfg, accelerator, run_dir
+        self.train_set = train_set
+        self.eval_sets = eval_sets  # {"monitor": (train_ds, test_ds) or None, ...}
+        self.num_workers = num_workers
+        self.generator = torch.Generator()
+        loader = DataLoader(train_set, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True,
+                            num_workers=num_workers, generator=self.generator,
+                            pin_memory=accelerator.device.type == "cuda",
+                            persistent_workers=False)  # workers must see each epoch's dataset.epoch
+        optimizer = build_optimizer(model, cfg)
+        self.model, self.optimizer, self.loader = accelerator.prepare(model, optimizer, loader)
+        self.steps_per_epoch = len(self.loader)
+        if cfg.train.max_steps_per_epoch:
+            self.steps_per_epoch = min(self.steps_per_epoch, cfg.train.max_steps_per_epoch)
+        self.opt_steps_per_epoch = max(1, self.steps_per_epoch // cfg.train.grad_accum)
+        self.total_steps = self.opt_steps_per_epoch * cfg.train.epochs
+        self.warmup_steps = int(round(cfg.optim.warmup_epochs * self.opt_steps_per_epoch))
+        self.state = LoopState()
+        self.ckpt_dir = run_dir / "checkpoint"
+
+    # -- helpers ---------------------------------------------------------------------------------
+    @property
+    def unwrapped(self) -> torch.nn.Module:
+        return self.acc.unwrap_model(self.model)
+
+    def context(self) -> Context:
+        return Context(epoch=self.state.epoch, step=self.state.step, epochs=self.cfg.train.epochs,
+                       steps_per_epoch=self.opt_steps_per_epoch, accelerator=self.acc,
+                       dataset_size=len(self.train_set), embed_dataset=None)
+
+    def log(self, msg: str) -> None:
+        if self.acc.is_main_process:
+            tqdm.write(msg)
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        """Write everything to checkpoint.tmp, then swap it in (main process renames)."""
+        tmp = self.run_dir / "checkpoint.tmp"
+        if self.acc.is_main_process and tmp.exists():
+            shutil.rmtree(tmp)
+        self.acc.wait_for_everyone()
+        self.acc.save_state(str(tmp))
+        method = self.unwrapped.method
+        torch.save(method.local_state_dict(), tmp / f"method_local_{self.acc.process_index}.pt")
+        self.acc.wait_for_everyone()
+        if self.acc.is_main_process:
+            write_json(tmp / "loop.json", self.state.__dict__)
+            old = self.run_dir / "checkpoint.old"
+            if self.ckpt_dir.exists():
+                os.replace(self.ckpt_dir, old)
+            os.replace(tmp, self.ckpt_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        self.acc.wait_for_everyone()
+
+    def load_checkpoint(self) -> bool:
+        if not (self.ckpt_dir / "loop.json").exists():
+            return False
+        self.acc.load_state(str(self.ckpt_dir))
+        local = self.ckpt_dir / f"method_local_{self.acc.process_index}.pt"
+        if local.exists():
+            self.unwrapped.method.load_local_state_dict(torch.load(local, weights_only=False))
+        self.state = LoopState(**read_json(self.ckpt_dir / "loop.json"))
+        return True
+
+    # -- evaluation ------------------------------------------------------------------------------
+    def knn(self, which: str, ks: list[int] | None = None) -> dict[str, float]:
+        pair = self.eval_sets.get(which)
+        if pair is None:
+            return {}
+        e = self.cfg.eval
+        backbone = self.unwrapped.backbone
+        tr = extract_features(backbone, pair[0], self.acc, e.batch_size, self.num_workers)
+        te = extract_features(backbone, pair[1], self.acc, e.batch_size, self.num_workers)
+        return knn_eval((*tr, *te), list(ks or e.knn_k), e.knn_temperature, self.cfg.dataset.num_classes or None)
+
+    # -- the loop --------------------------------------------------------------------------------
+    def fit(self) -> LoopState:
+        cfg, acc = self.cfg, self.acc
+        method = self.unwrapped.method
+        start_wall = time.time() - self.state.wall_s
+        if self.state.epoch == 0 and self.state.batch == 0 and self.state.step == 0:
+            method.on_train_start(self.context())
+        rows = [r for r in read_metrics(self.run_dir) if r["epoch"] < self.state.epoch]
+        with _Interrupt() as interrupt:
+            while self.state.epoch < cfg.train.epochs:
+                epoch = self.state.epoch
+                # Same order and crops for this epoch however we got here (fresh, resumed, N processes).
+                self.generator.manual_seed(cfg.seed * 100_003 + epoch)
+                self.train_set.epoch = epoch
+                if self.state.batch == 0:
+                    method.on_epoch_start(self.context())
+                loader = acc.skip_first_batches(self.loader, self.state.batch) if self.state.batch else self.loader
+                losses, t_epoch, n_epoch = [], time.time(), 0
+                bar = tqdm(total=self.steps_per_epoch, initial=self.state.batch, desc=f"epoch {epoch + 1}/"
+                           f"{cfg.train.epochs}", disable=not (acc.is_main_process and cfg.train.progress),
+                           dynamic_ncols=True, leave=False)
+                for batch in loader:
+                    if self.state.batch >= self.steps_per_epoch:
+                        break
+                    t0 = time.time()
+                    loss, stats = self.train_step(batch)
+                    bs = batch["index"].shape[0] * acc.num_processes
+                    self.state.batch += 1
+                    self.state.images += bs
+                    n_epoch += bs
+                    self.state.train_s += time.time() - t0
+                    losses.append(stats.get("loss", float(loss)))
+                    flags = torch.tensor([float(not math.isfinite(losses[-1])), float(interrupt.flag)],
+                                         device=acc.device)
+                    all_reduce_(flags, "max")
+                    if flags[0]:
+                        raise TrainingStopped(
+                            f"loss became {losses[-1]} at epoch {epoch + 1}, step {self.state.step}; stopped. "
+                            f"The last good checkpoint (if any) is kept in {self.ckpt_dir}", 1)
+                    bar.update(1)
+                    if acc.is_main_process and cfg.train.progress:
+                        bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.3g}",
+                                        img_s=f"{n_epoch / max(1e-9, time.time() - t_epoch):.0f}")
+                    if flags[1]:
+                        self.state.wall_s = time.time() - start_wall
+                        self.save_checkpoint()
+                        bar.close()
+                        raise TrainingStopped(f"interrupted at epoch {epoch + 1}, batch {self.state.batch}; "
+                                              f"checkpoint saved; continue with resume=true", 130)
+                bar.close()
+                # End of epoch: record, monitor, checkpoint.
+                row = {"epoch": epoch, "step": self.state.step, "loss": sum(losses) / max(1, len(losses)),
+                       "lr": self.optimizer.param_groups[0]["lr"],
+                       "images_per_s": n_epoch / max(1e-9, time.time() - t_epoch)}
+                row.update(method.epoch_stats())
+                if cfg.eval.monitor_train_subset and cfg.eval.monitor_test_subset:
+                    k = min(20, cfg.eval.monitor_train_subset)
+                    row["monitor_knn_top1"] = self.knn("monitor", [k])["knn_top1"]
+                self.state.epoch += 1
+                self.state.batch = 0
+                self.state.wall_s = time.time() - start_wall
+                row["wall_s"] = self.state.wall_s
+                rows.append(row)
+                if acc.is_main_process:
+                    write_metrics(self.run_dir, rows)
+                    if cfg.train.tensorboard:
+                        acc.log({k: v for k, v in row.items() if isinstance(v, int | float)}, step=epoch)
+                self.log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+                last = self.state.epoch == cfg.train.epochs
+                every = cfg.train.checkpoint_every
+                if last or (every and self.state.epoch % every == 0):
+                    self.save_checkpoint()
+        return self.state
+
+    def train_step(self, batch: dict) -> tuple[torch.Tensor, dict]:
+        acc = self.acc
+        method = self.unwrapped.method
+        with acc.accumulate(self.model):
+            loss, stats = self.model(batch)
+            acc.backward(loss)
+            method.after_backward(self.context())
+            if acc.sync_gradients:
+                set_lr(self.optimizer, lr_at(self.state.step, self.total_steps, self.warmup_steps,
+                                             self.cfg.optim.lr, self.cfg.optim.final_lr,
+                                             self.cfg.optim.start_warmup_lr))
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        if acc.sync_gradients:
+            self.state.step += 1
+            method.after_step(self.context())
+        return loss.detach(), stats
+
+
+def default_num_workers(cfg: DictConfig) -> int:
+    """Loader workers per process: the configured number, else the process's share of the cores minus
+    the one that runs the model (at most 8)."""
+    if cfg.data.num_workers >= 0:
+        return int(cfg.data.num_workers)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    per_process = cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    return max(1, min(8, per_process - 1))
