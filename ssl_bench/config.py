@@ -103,7 +103,7 @@ class BackboneConfig:
     small_image_stem: bool = False
     # Channels of the first stage of the small convnet (ignored by the ResNets).
     width: int = 32
-    # SyncBatchNorm across processes; null = on when there is more than one process (as the papers do).
+    # SyncBatchNorm across processes; null = on with several GPU processes (as the papers do).
     sync_bn: bool | None = None
 
 

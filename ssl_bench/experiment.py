@@ -117,7 +117,10 @@ def _run(cfg: DictConfig, acc: Accelerator, rid: str, run_dir: Path) -> dict[str
                           f"pretraining images")
     pairs = eval_pairs(cfg)
     model = build_model(cfg)
-    sync_bn = cfg.backbone.sync_bn if cfg.backbone.sync_bn is not None else n > 1
+    # SyncBatchNorm: on by default with several GPU processes; torch has no CPU implementation.
+    sync_bn = cfg.backbone.sync_bn if cfg.backbone.sync_bn is not None else acc.device.type == "cuda"
+    if sync_bn and n > 1 and acc.device.type != "cuda":
+        raise ConfigError("backbone.sync_bn=true needs GPUs (torch's SyncBatchNorm has no CPU version)")
     if sync_bn and n > 1:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     workers = default_num_workers(cfg)

@@ -1,0 +1,133 @@
+"""End to end on the smoke budget: the record, bad input, resume == uninterrupted, NaN handling."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ssl_bench import results
+from ssl_bench.cli import guarded
+from ssl_bench.config import compose, run_id
+from ssl_bench.experiment import run_experiment
+from ssl_bench.run import main
+from ssl_bench.train import Trainer, TrainingStopped
+
+
+def smoke(tmp_path, *extra):
+    return compose(["budget=smoke", f"output_dir={tmp_path}", *extra])
+
+
+def test_end_to_end_writes_a_complete_record(tmp_path):
+    cfg = smoke(tmp_path)
+    summary = run_experiment(cfg)
+    run = tmp_path / run_id(cfg)
+    assert {p.name for p in run.iterdir()} >= {"config.yaml", "metrics.jsonl", "summary.json", "checkpoint"}
+    for key in ("method", "dataset", "budget", "seed", "epochs", "versions"):
+        assert key in summary
+    assert summary["method"] == "swav" and summary["budget"] == "smoke" and summary["epochs"] == 2
+    m, c = summary["metrics"], summary["cost"]
+    assert 0 <= m["knn_top1"] <= 100 and "random_knn_top1" in m and "knn_top1_k20" in m
+    assert c["wall_s"] > 0 and c["images_per_s"] > 0 and c["peak_mem_mb"] > 0
+    rows = results.read_metrics(run)
+    assert [r["epoch"] for r in rows] == [0, 1]
+    assert {"loss", "lr", "monitor_knn_top1", "assign_entropy", "prototypes_used"} <= set(rows[0])
+    df = results.load(tmp_path)
+    assert len(df) == 1 and df.loc[0, "metrics.knn_top1"] == m["knn_top1"]
+    # Same command again: the finished record is reused, not retrained.
+    mtime = (run / "summary.json").stat().st_mtime_ns
+    assert run_experiment(smoke(tmp_path)) == json.loads((run / "summary.json").read_text())
+    assert (run / "summary.json").stat().st_mtime_ns == mtime
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["method=nope"], "valid choices: "),
+    (["dataset=nope"], "valid choices: cifar10, cifar100, fashion_mnist"),
+    (["budget=nope"], "valid choices: "),
+    (["method.nope=1"], "valid keys in 'method': "),
+    (["data.batchsize=3"], "valid keys in 'data': batch_size"),
+    (["method.epsilon=0"], "method.epsilon must be > 0"),
+    (["method.epsilon=-0.1"], "method.epsilon must be > 0"),
+    (["method.num_prototypes=0"], "method.num_prototypes must be > 0"),
+    (["method.sinkhorn_iterations=0"], "method.sinkhorn_iterations must be > 0"),
+    (["data.batch_size=0"], "data.batch_size must be > 0"),
+    (["data.batch_size=abc"], "could not be converted to Integer"),
+    (["crops.global.size=64"], "larger than the fashion_mnist images"),
+    (["dataset.root=/nonexistent"], "apt-get install dataset-fashion-mnist"),
+    (["dataset=cifar10", "dataset.root=/nonexistent"], "cifar10 not found"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, needle):
+    code = guarded(main, ["budget=smoke", f"output_dir={tmp_path}", *args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("error: ") and "\n" not in err and needle in err
+    assert not any(tmp_path.iterdir())  # nothing trained, nothing written
+
+
+def test_cli_exit_code_without_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "ssl_bench.run", "method=nope", f"output_dir={tmp_path}"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and proc.stderr.strip().startswith("error: unknown method 'nope'")
+
+
+def final_weights(run_dir):
+    return load_file(str(run_dir / "checkpoint" / "model.safetensors"))
+
+
+def test_resume_after_sigterm_matches_uninterrupted_run(tmp_path, monkeypatch):
+    """SIGTERM in the middle of epoch 2 of 3 (with a SwAV queue in use): the resumed run ends with the
+    same weights as an uninterrupted one."""
+    extra = ["train.epochs=3", "method.queue_length=32", "method.queue_start_epoch=0", "data.num_workers=0"]
+    full_cfg = smoke(tmp_path / "full", *extra)
+    run_experiment(full_cfg)
+    cfg = smoke(tmp_path / "cut", *extra)
+    real_step = Trainer.train_step
+    calls = {"n": 0}
+
+    def step_then_sigterm(self, batch):
+        out = real_step(self, batch)
+        calls["n"] += 1
+        if calls["n"] == 6:  # epoch 2, batch 2 of 4
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    monkeypatch.setattr(Trainer, "train_step", step_then_sigterm)
+    with pytest.raises(TrainingStopped) as stop:
+        run_experiment(cfg)
+    assert stop.value.exit_code == 130
+    run = tmp_path / "cut" / run_id(cfg)
+    assert json.loads((run / "checkpoint" / "loop.json").read_text())["batch"] == 2
+    assert not (run / "summary.json").exists()
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+    # Without resume=true an unfinished run is not clobbered.
+    assert guarded(main, ["budget=smoke", f"output_dir={tmp_path / 'cut'}", *extra]) == 2
+    summary = run_experiment(smoke(tmp_path / "cut", *extra, "resume=true"))
+    assert summary["status"] == "complete"
+    a, b = final_weights(run), final_weights(tmp_path / "full" / run_id(full_cfg))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert [r["epoch"] for r in results.read_metrics(run)] == [0, 1, 2]
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    cfg = smoke(tmp_path, "train.epochs=3")
+    real_step = Trainer.train_step
+    calls = {"n": 0}
+
+    def nan_in_epoch_2(self, batch):
+        loss, stats = real_step(self, batch)
+        calls["n"] += 1
+        return (loss, {"loss": float("nan")}) if calls["n"] == 6 else (loss, stats)
+
+    monkeypatch.setattr(Trainer, "train_step", nan_in_epoch_2)
+    with pytest.raises(TrainingStopped, match="loss became nan") as stop:
+        run_experiment(cfg)
+    assert stop.value.exit_code == 1
+    loop = json.loads((tmp_path / run_id(cfg) / "checkpoint" / "loop.json").read_text())
+    assert loop["epoch"] == 1 and loop["batch"] == 0  # the end-of-epoch-1 checkpoint is intact
