@@ -87,6 +87,9 @@ def _default_crops() -> dict[str, CropSpec]:
 
 @dataclass
 class AugmentConfig:
+    # Where crops are made: 'pil' per image in loader workers (lightly's transforms, any image size),
+    # 'tensor' batched on the training device (fixed-size images), 'auto' = tensor when dataset.image_size > 0.
+    backend: str = "auto"
     # SimCLR's colour distortion, blur and flip, applied to every crop (SwAV paper, A.2).
     hflip_prob: float = 0.5
     color_jitter_prob: float = 0.8
@@ -187,6 +190,7 @@ class RunConfig:
 BACKBONES = ("small_cnn", "resnet18", "resnet50")
 OPTIMIZERS = ("sgd", "lars", "adamw")
 PRECISIONS = ("no", "fp16", "bf16")
+AUGMENT_BACKENDS = ("auto", "pil", "tensor")
 
 
 def _register() -> None:
@@ -276,6 +280,10 @@ def validate(cfg: DictConfig) -> None:
            f"unknown optim.name '{cfg.optim.name}'; valid choices: {', '.join(OPTIMIZERS)}")
     _check(cfg.train.precision in PRECISIONS,
            f"unknown train.precision '{cfg.train.precision}'; valid choices: {', '.join(PRECISIONS)}")
+    _check(cfg.augment.backend in AUGMENT_BACKENDS,
+           f"unknown augment.backend '{cfg.augment.backend}'; valid choices: {', '.join(AUGMENT_BACKENDS)}")
+    _check(cfg.augment.backend != "tensor" or cfg.dataset.image_size > 0,
+           f"augment.backend=tensor needs fixed-size images; {cfg.dataset.name} has dataset.image_size=0 (use pil)")
     _check(cfg.data.batch_size > 0, f"data.batch_size must be > 0, got {cfg.data.batch_size}")
     _check(cfg.train.epochs > 0, f"train.epochs must be > 0, got {cfg.train.epochs}")
     _check(cfg.train.grad_accum >= 1, f"train.grad_accum must be >= 1, got {cfg.train.grad_accum}")

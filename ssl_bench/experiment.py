@@ -21,7 +21,7 @@ from methods.base import build_method
 from ssl_bench.config import ConfigError, fingerprint, run_id
 from ssl_bench.data import EvalDataset, eval_transform, fixed_subset, load_split, pretrain_dataset
 from ssl_bench.models import ProjectionHead, SSLModel, build_backbone
-from ssl_bench.multicrop import MultiCropDataset, build_multicrop
+from ssl_bench.multicrop import BatchMultiCrop, MultiCropDataset, RawImageDataset, build_multicrop
 from ssl_bench.results import read_json, read_metrics, write_atomic, write_json
 from ssl_bench.train import Trainer, default_num_workers, peak_memory_mb
 
@@ -111,7 +111,12 @@ def _run(cfg: DictConfig, acc: Accelerator, rid: str, run_dir: Path) -> dict[str
     acc.wait_for_everyone()
     set_threads(cfg, acc)
     set_seed(cfg.seed)
-    train_set = MultiCropDataset(pretrain_dataset(cfg), build_multicrop(cfg), cfg.seed)
+    backend = cfg.augment.backend
+    if backend == "auto":
+        backend = "tensor" if cfg.dataset.image_size > 0 else "pil"
+    augment = BatchMultiCrop(cfg) if backend == "tensor" else None
+    train_set = (RawImageDataset(pretrain_dataset(cfg)) if augment is not None
+                 else MultiCropDataset(pretrain_dataset(cfg), build_multicrop(cfg), cfg.seed))
     if len(train_set) < cfg.data.batch_size:
         raise ConfigError(f"data.batch_size={cfg.data.batch_size} is larger than the {len(train_set)} "
                           f"pretraining images")
@@ -124,7 +129,7 @@ def _run(cfg: DictConfig, acc: Accelerator, rid: str, run_dir: Path) -> dict[str
     if sync_bn and n > 1:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     workers = default_num_workers(cfg)
-    trainer = Trainer(cfg, acc, model, train_set, pairs, run_dir, workers)
+    trainer = Trainer(cfg, acc, model, train_set, pairs, run_dir, workers, augment)
     if acc.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
@@ -134,7 +139,7 @@ def _run(cfg: DictConfig, acc: Accelerator, rid: str, run_dir: Path) -> dict[str
     say = print if acc.is_main_process else (lambda *a, **k: None)
     say(f"ssl_bench run {rid}\n  folder: {run_dir}\n  {n} process(es) on {acc.device}, "
         f"{torch.get_num_threads()} threads, {workers} loader workers each\n"
-        f"  {len(train_set)} pretraining images, global batch {cfg.data.batch_size} "
+        f"  {len(train_set)} pretraining images, {backend} multi-crop, global batch {cfg.data.batch_size} "
         f"({cfg.data.batch_size // n} per process), {trainer.steps_per_epoch} steps/epoch x {cfg.train.epochs} epochs\n"
         f"  optimiser {cfg.optim.name}: lr {cfg.optim.lr} for global batch {cfg.data.batch_size} "
         f"(as configured, not rescaled), warm-up {cfg.optim.warmup_epochs} epochs, cosine to {cfg.optim.final_lr}"

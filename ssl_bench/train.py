@@ -14,6 +14,7 @@ import resource
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,11 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from methods.base import Context
+from ssl_bench.data import EvalDataset, eval_transform
 from ssl_bench.distributed import all_reduce_
 from ssl_bench.evaluation import extract_features, knn_eval
 from ssl_bench.optim import build_optimizer, lr_at, set_lr
@@ -78,9 +80,11 @@ def peak_memory_mb(device: torch.device) -> float:
 
 class Trainer:
     def __init__(self, cfg: DictConfig, accelerator: Accelerator, model: torch.nn.Module, train_set,
-                 eval_sets: dict[str, Any], run_dir: Path, num_workers: int) -> None:
+                 eval_sets: dict[str, Any], run_dir: Path, num_workers: int,
+                 augment: Callable[[dict], dict] | None = None) -> None:
         self.cfg, self.acc, self.run_dir = cfg, accelerator, run_dir
         self.train_set = train_set
+        self.augment = augment  # batched multi-crop on the device (tensor backend), else crops come ready
         self.eval_sets = eval_sets  # {"monitor": (train_ds, test_ds) or None, ...}
         self.num_workers = num_workers
         self.generator = torch.Generator()
@@ -107,7 +111,32 @@ class Trainer:
     def context(self) -> Context:
         return Context(epoch=self.state.epoch, step=self.state.step, epochs=self.cfg.train.epochs,
                        steps_per_epoch=self.opt_steps_per_epoch, accelerator=self.acc,
-                       dataset_size=len(self.train_set), embed_dataset=None)
+                       dataset_size=len(self.train_set), embed_dataset=self.embed_dataset)
+
+    @torch.no_grad()
+    def embed_dataset(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Dataset indices [N] and head projections z [N, D] (float32, CPU, dataset order) of the whole
+        pretraining set on the deterministic eval view, for memory banks. As the training forward (and the
+        SwAV reference's memory initialisation): batches of data.batch_size with batch-statistics BN (at
+        random init, eval-mode BN maps every image to nearly the same z); the running statistics are
+        restored afterwards. The set is padded by wrap-around to whole batches (no tiny last batch for
+        BN); each process embeds 1/N of every batch and all get the whole set."""
+        n, bs = len(self.train_set), self.cfg.data.batch_size
+        ds = EvalDataset(self.train_set.base, eval_transform(self.cfg))
+        ds = Subset(ds, [*range(n), *range((-n) % bs)])
+        loader = self.acc.prepare_data_loader(DataLoader(ds, batch_size=bs, num_workers=self.num_workers))
+        model = self.unwrapped
+        saved = [b.clone() for b in model.buffers()]
+        zs = []
+        try:
+            for images, _ in loader:
+                with self.acc.autocast():
+                    z = model.head(model.backbone(images))
+                zs.append(self.acc.gather_for_metrics(z.float().contiguous()).cpu())
+        finally:
+            for b, old in zip(model.buffers(), saved, strict=True):
+                b.copy_(old)
+        return torch.arange(n), torch.cat(zs)[:n]
 
     def log(self, msg: str) -> None:
         if self.acc.is_main_process:
@@ -168,6 +197,8 @@ class Trainer:
                 # Same order and crops for this epoch however we got here (fresh, resumed, N processes).
                 self.generator.manual_seed(cfg.seed * 100_003 + epoch)
                 self.train_set.epoch = epoch
+                if self.augment is not None:
+                    self.augment.epoch = epoch
                 if self.state.batch == 0:
                     method.on_epoch_start(self.context())
                 loader = acc.skip_first_batches(self.loader, self.state.batch) if self.state.batch else self.loader
@@ -179,6 +210,8 @@ class Trainer:
                     if self.state.batch >= self.steps_per_epoch:
                         break
                     t0 = time.time()
+                    if self.augment is not None:
+                        batch = self.augment(batch)
                     loss, stats = self.train_step(batch)
                     bs = batch["index"].shape[0] * acc.num_processes
                     self.state.batch += 1

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The main job: SwAV on the embedded Fashion-MNIST at the demo budget (about 4 minutes on 2 CPU cores).
+# Extra key=value arguments are passed on, e.g. scripts/demo.sh method=simclr seed=1
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+exec .venv/bin/accelerate launch --cpu --num_processes 1 --num_cpu_threads_per_process "$(nproc)" \
+  -m ssl_bench.run method=swav dataset=fashion_mnist budget=demo "$@"
