@@ -79,10 +79,12 @@ def final_weights(run_dir):
     return load_file(str(run_dir / "checkpoint" / "model.safetensors"))
 
 
-def test_resume_after_sigterm_matches_uninterrupted_run(tmp_path, monkeypatch):
+@pytest.mark.parametrize("backend", ["tensor", "pil"])
+def test_resume_after_sigterm_matches_uninterrupted_run(tmp_path, monkeypatch, backend):
     """SIGTERM in the middle of epoch 2 of 3 (with a SwAV queue in use): the resumed run ends with the
-    same weights as an uninterrupted one."""
-    extra = ["train.epochs=3", "method.queue_length=32", "method.queue_start_epoch=0", "data.num_workers=0"]
+    same weights as an uninterrupted one, with either multi-crop backend."""
+    extra = ["train.epochs=3", "method.queue_length=32", "method.queue_start_epoch=0", "data.num_workers=0",
+             f"augment.backend={backend}"]
     full_cfg = smoke(tmp_path / "full", *extra)
     run_experiment(full_cfg)
     cfg = smoke(tmp_path / "cut", *extra)
@@ -131,3 +133,30 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     assert stop.value.exit_code == 1
     loop = json.loads((tmp_path / run_id(cfg) / "checkpoint" / "loop.json").read_text())
     assert loop["epoch"] == 1 and loop["batch"] == 0  # the end-of-epoch-1 checkpoint is intact
+
+
+@pytest.mark.parametrize("extra", [["train.precision=bf16"], ["train.grad_accum=2", "optim.name=lars"],
+                                   ["optim.name=adamw", "optim.lr=0.001", "train.tensorboard=true"]])
+def test_precision_accumulation_optimisers_and_tensorboard(tmp_path, extra):
+    cfg = smoke(tmp_path, *extra)
+    summary = run_experiment(cfg)
+    assert summary["status"] == "complete" and summary["metrics"]["final_loss"] > 0
+    steps = [r["step"] for r in results.read_metrics(tmp_path / run_id(cfg))]
+    assert steps == ([2, 4] if "train.grad_accum=2" in extra else [4, 8])  # optimiser steps, not batches
+    if "train.tensorboard=true" in extra:
+        assert list((tmp_path / run_id(cfg)).rglob("events.out.tfevents*"))
+
+
+def test_two_processes_run_end_to_end_and_only_rank0_writes(tmp_path):
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--main_process_port", "29533", "-m", "ssl_bench.run", "budget=smoke", f"output_dir={tmp_path}"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("record: ") == 1  # only the main process reports
+    (run,) = tmp_path.iterdir()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["cost"]["num_processes"] == 2
+    assert sorted(p.name for p in (run / "checkpoint").glob("method_local_*.pt")) == [
+        "method_local_0.pt", "method_local_1.pt"]  # per-process method state (queues)
+    assert not list(tmp_path.rglob("*.tmp"))
