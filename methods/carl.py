@@ -1,0 +1,112 @@
+"""CARL: Consistent Assignment for Representation Learning (Silva & Ramirez Rivera, SAC 2022).
+
+K prototypes C are a linear layer (no bias); each view's projection z gets the energies q = z C (Eq. 2)
+and the assignment distribution p = softmax(q) (Eq. 3). The loss (Eq. 7) is
+
+    L = L_c + lambda_e L_KL,
+    L_c  = -1/B sum_i log <p_i^a, p_i^+>                              (Eq. 4, consistency of two views)
+    L_KL = KL(p_hat || U) = log K + sum_k p_hat_k log p_hat_k,  p_hat = 1/B sum_i p_i   (Eqs. 5-6)
+    lambda_e = b - (b - a) e / E  for e <= E, else a                   (Eq. 8, linear decay)
+
+Paper defaults: b = 4, a = 1.5, E = 100 epochs (CIFAR, Sec. 4.2); K = 100 (CIFAR-10), 300 (CIFAR-100,
+STL-10), 3000 (downsampled ImageNet) (A.4).
+
+Choices the paper leaves open:
+- Multi-crop (the paper uses 2 views): L_c is the mean over all unordered pairs of crops {a, b} of the
+  image of -log <p^a, p^b> (with 2 crops exactly Eq. 4), and L_KL is the mean over crops v of
+  KL(p_hat^v || U), p_hat^v the mean of crop v's distributions over the whole (global) batch, so every
+  view is pushed to use all prototypes (with 2 crops: the mean of the two views' terms).
+- Distributed: p_hat is the mean over the global batch (per-process means gathered with gradient).
+- z is used as the head outputs it (not normalised) and the softmax has no temperature, as in Eqs. 2-3;
+  prototypes are trained by plain gradient descent (not re-normalised).
+- e counts finished epochs (0 during the first epoch); E = 0 means lambda = a throughout.
+- <p^a, p^b> is computed as exp(logsumexp(log p^a + log p^b)), finite even for confident assignments.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from omegaconf import DictConfig
+from torch import Tensor, nn
+
+from methods.base import Context, Method, assignment_stats, register
+from ssl_bench.config import ConfigError
+from ssl_bench.distributed import all_gather
+
+
+@dataclass
+class CARLConfig:
+    name: str = "carl"
+    num_prototypes: int = 100
+    lambda_start: float = 4.0  # b
+    lambda_end: float = 1.5  # a
+    lambda_epochs: int = 100  # E
+
+    def __post_init__(self) -> None:
+        checks = {"num_prototypes": (self.num_prototypes > 0, "> 0"),
+                  "lambda_start": (self.lambda_start >= 0, ">= 0"),
+                  "lambda_end": (self.lambda_end >= 0, ">= 0"),
+                  "lambda_epochs": (self.lambda_epochs >= 0, ">= 0")}
+        for key, (ok, bound) in checks.items():
+            if not ok:
+                raise ConfigError(f"method.{key} must be {bound}, got {getattr(self, key)}")
+
+
+def kl_weight(epoch: int, start: float, end: float, epochs: int) -> float:
+    """Eq. 8: lambda_e decays linearly from ``start`` (b) to ``end`` (a) over ``epochs`` (E), then stays."""
+    if epochs <= 0 or epoch >= epochs:
+        return end
+    return start - (start - end) * epoch / epochs
+
+
+def consistency_loss(logits: list[Tensor]) -> Tensor:
+    """Eq. 4 over all pairs of crops: mean over pairs {a, b} of -mean_i log <softmax(q_a), softmax(q_b)>."""
+    logp = [torch.log_softmax(q.float(), dim=1) for q in logits]
+    terms = [-torch.logsumexp(logp[a] + logp[b], dim=1).mean()
+             for a in range(len(logp)) for b in range(a + 1, len(logp))]
+    return torch.stack(terms).mean()
+
+
+def uniform_kl(logits: list[Tensor]) -> Tensor:
+    """Eqs. 5-6 per crop, averaged over crops: KL(mean_i p_i || U) with the mean over the global batch."""
+    terms = []
+    for q in logits:
+        p_mean = all_gather(torch.softmax(q.float(), dim=1).mean(dim=0, keepdim=True), grad=True).mean(dim=0)
+        terms.append(math.log(p_mean.numel()) + torch.special.xlogy(p_mean, p_mean).sum())
+    return torch.stack(terms).mean()
+
+
+@register("carl", CARLConfig)
+class CARL(Method):
+    def __init__(self, cfg: DictConfig, embed_dim: int) -> None:
+        super().__init__(cfg, embed_dim)
+        m = cfg.method
+        self.prototypes = nn.Linear(embed_dim, m.num_prototypes, bias=False)
+        # lambda_e of the current epoch, a buffer so that a run resumed mid-epoch uses the right value.
+        lam = kl_weight(0, m.lambda_start, m.lambda_end, m.lambda_epochs)
+        self.register_buffer("lambda_e", torch.tensor(lam))
+        self._counts = torch.zeros(m.num_prototypes)
+
+    @classmethod
+    def check_config(cls, cfg: DictConfig) -> None:
+        if cfg.crops["global"].n + cfg.crops["local"].n < 2:
+            raise ConfigError("carl needs at least 2 crops (crops.global.n + crops.local.n >= 2)")
+
+    def loss(self, z_crops: list[Tensor], batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        logits = [self.prototypes(z) for z in z_crops]
+        l_c, l_kl = consistency_loss(logits), uniform_kl(logits)
+        loss = l_c + self.lambda_e * l_kl
+        with torch.no_grad():
+            self._counts += torch.bincount(logits[0].argmax(1), minlength=len(self._counts)).cpu()
+        return loss, {"loss": loss.item(), "loss_consistency": l_c.item(), "loss_kl": l_kl.item()}
+
+    def on_epoch_start(self, ctx: Context) -> None:
+        m = self.cfg.method
+        self.lambda_e.fill_(kl_weight(ctx.epoch, m.lambda_start, m.lambda_end, m.lambda_epochs))
+        self._counts.zero_()
+
+    def epoch_stats(self) -> dict[str, float]:
+        return {**assignment_stats(self._counts), "lambda_e": float(self.lambda_e)}

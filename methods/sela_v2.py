@@ -1,0 +1,92 @@
+"""SeLa-v2 (Caron et al., NeurIPS 2020, appendix D; after Asano et al., ICLR 2020).
+
+Training phase (D.1, Eqs. 8 and 10): every crop's l2-normalised projection z is classified into the
+sample's pseudo-label q against H heads of K prototypes C learned by gradient descent,
+
+    l(z, C, q) = -log softmax(z^T C / tau)_q,     averaged over crops, the batch and the heads.
+
+Assignment phase (D.2, Eq. 12): at the start of every epoch, for each head, Sinkhorn-Knopp on the scores
+z^T C of the whole memory bank (the previous epoch's projections, shared with DeepCluster-v2, see
+methods/deepcluster_v2.py for the bank, its sharding and its bytes per sample): the equal partition of
+all N samples over the K clusters, Q = argmax_Q Tr(Q^T C^T Z) + eps H(Q) with Q 1 = 1/K, Q^T 1 = 1/N.
+With W processes each holds N/W columns and the row sums are all-reduced (ssl_bench.sinkhorn, shared with
+SwAV), so the assignments equal one process's on the whole bank. ssl_bench.sinkhorn stabilises the
+kernel by each sample's maximum and falls back to log-domain iterations when a scaling vector stops being
+finite, so N in the tens of thousands and K in the thousands stay finite.
+
+Choices the paper leaves open, and ours:
+- Hard labels: q_i = argmax_k Q_ik (as SeLa). Soft labels would need N K floats per head (46 GB for
+  ImageNet at 3 x 3000); hard ones need 8 bytes per sample and head.
+- How often: once per epoch, at its start, on the bank of the previous epoch (as DeepCluster-v2 in D.2).
+  Before the first epoch the bank comes from one pass over the pretraining set (eval view).
+- eps = 0.05 (SwAV's; SeLa's lambda = 25 is eps = 0.04) and 10 Sinkhorn iterations (SeLa iterates to
+  convergence; 10 bring the cluster sizes of the whole bank within a few percent of N/K).
+- Prototypes: l2-normalised after every step, as SwAV (``same hyperparameters as SwAV'', D.2), so z^T c
+  is a cosine and scores / eps stay bounded; head h uses global crop h mod n_global's bank.
+- Transient memory of the assignment step: the [N/W, K] score matrix of one head (float32, and the
+  Sinkhorn kernel of the same size): 1.2 GB for N = 50k, K = 3000 on one process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import Tensor, nn
+
+from methods.base import Context, register
+from methods.deepcluster_v2 import MemoryBankMethod, check_bank_config
+from ssl_bench.config import ConfigError
+from ssl_bench.sinkhorn import sinkhorn
+
+
+@dataclass
+class SeLaV2Config:
+    name: str = "selav2"
+    num_heads: int = 3
+    num_prototypes: int = 3000
+    temperature: float = 0.1
+    epsilon: float = 0.05
+    sinkhorn_iterations: int = 10
+    bank_dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        check_bank_config(self)
+        for key in ("epsilon", "sinkhorn_iterations"):
+            if not getattr(self, key) > 0:
+                raise ConfigError(f"method.{key} must be > 0, got {getattr(self, key)}")
+
+
+@torch.no_grad()
+def sela_assign(z: Tensor, prototypes: Tensor, epsilon: float, iterations: int) -> Tensor:
+    """Hard equal-partition labels of the rows of ``z`` [n, D] (this process's part of the whole set)
+    over the rows of ``prototypes`` [K, D]: argmax of the Sinkhorn codes of z^T C."""
+    return sinkhorn(z.float() @ prototypes.float().t(), epsilon, iterations).argmax(dim=1)
+
+
+@register("selav2", SeLaV2Config)
+class SeLaV2(MemoryBankMethod):
+    def __init__(self, cfg: DictConfig, embed_dim: int) -> None:
+        super().__init__(cfg, embed_dim)
+        m = cfg.method
+        self.prototypes = nn.ModuleList(nn.Linear(embed_dim, m.num_prototypes, bias=False)
+                                        for _ in range(m.num_heads))
+        self.normalize_prototypes()
+
+    @torch.no_grad()
+    def normalize_prototypes(self) -> None:
+        for p in self.prototypes:
+            p.weight.copy_(F.normalize(p.weight, dim=1))
+
+    def prototype_weights(self) -> list[Tensor]:
+        return [p.weight for p in self.prototypes]
+
+    def assign(self, ctx: Context) -> Tensor:
+        m = self.cfg.method
+        return torch.stack([sela_assign(self.bank_for_head(h), p.weight, m.epsilon, m.sinkhorn_iterations)
+                            for h, p in enumerate(self.prototypes)])
+
+    def after_step(self, ctx: Context) -> None:
+        self.normalize_prototypes()

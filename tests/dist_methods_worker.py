@@ -1,0 +1,93 @@
+"""Two-process (gloo) worker for tests/test_methods_extra.py: ``run(rank, world, port, out)`` is started by
+``torch.multiprocessing.spawn``; each rank computes on its share of the fixed data of ``fixed_data()`` and
+rank 0 saves what the test compares with one process."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+N, K, D, B = 90, 6, 8, 8  # bank rows, prototypes, dim, global batch
+
+
+def fixed_data() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(11)
+    return {
+        "bank": F.normalize(torch.randn(N, D, generator=g), dim=1),
+        "prototypes": F.normalize(torch.randn(K, D, generator=g), dim=1),
+        "crops": torch.randn(4, B, D, generator=g),  # 4 crops of the global batch
+        "index": torch.randperm(N, generator=g)[:B],
+    }
+
+
+def small_method(name: str):  # noqa: ANN201
+    from methods.base import build_method
+    from ssl_bench.config import compose
+
+    cfg = compose([f"method={name}", "budget=smoke", f"method.num_prototypes={K}", "crops.local.n=2"])
+    torch.manual_seed(0)
+    return build_method(cfg, D)
+
+
+def run(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    try:
+        results = compute(rank, world)
+        if rank == 0:
+            torch.save(results, Path(out) / "dist.pt")
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def compute(rank: int, world: int) -> dict[str, torch.Tensor]:
+    """Everything the test compares; also called with rank 0, world 1 (no process group) for the reference."""
+    from methods.base import Context
+    from methods.carl import consistency_loss, uniform_kl
+    from methods.deepcluster_v2 import spherical_kmeans
+    from methods.sela_v2 import sela_assign
+    from methods.simclr import multicrop_nt_xent
+    from ssl_bench.distributed import all_gather, all_reduce_
+
+    d = fixed_data()
+    own = torch.arange(rank, N, world)
+    out: dict[str, torch.Tensor] = {}
+    centroids, local = spherical_kmeans(d["bank"][own], own, N, K, iters=10, seed=3)
+    out["kmeans_centroids"] = centroids
+    out["kmeans_labels"] = all_reduce_(torch.zeros(N, dtype=torch.long).index_put_((own,), local))
+    labels = sela_assign(d["bank"][own], d["prototypes"], 0.05, 10)
+    out["sela_labels"] = all_reduce_(torch.zeros(N, dtype=torch.long).index_put_((own,), labels))
+
+    # Losses over a global batch split across processes: the mean of the per-process losses is the
+    # one-process loss, and each process's gradient (summed over the gather) is the slice's share.
+    b = B // world
+    crops = d["crops"][:, rank * b : (rank + 1) * b].clone().requires_grad_(True)
+    for name, fn in {"simclr": lambda z: multicrop_nt_xent(list(z), 0.2),
+                     "carl": lambda z: consistency_loss(list(z)) + 2.0 * uniform_kl(list(z))}.items():
+        crops.grad = None
+        loss = fn(crops)
+        loss.backward()
+        out[f"{name}_loss"] = all_reduce_(loss.detach().reshape(1)) / world
+        out[f"{name}_grad"] = all_gather(crops.grad.transpose(0, 1).contiguous()).transpose(0, 1) / world
+
+    # The methods themselves: whole-dataset pseudo-labels and the sharded bank after one step.
+    for name in ("deepclusterv2", "selav2"):
+        method = small_method(name)
+        ctx = Context(epoch=0, dataset_size=N, embed_dataset=lambda: (torch.arange(N), d["bank"] * 3.0))
+        method.on_epoch_start(ctx)
+        out[f"{name}_assignments"] = method.assignments
+        if name == "deepclusterv2":
+            out[f"{name}_centroids"] = method.centroids
+        z = [c[rank * b : (rank + 1) * b] for c in d["crops"]]
+        loss, _ = method.loss(z, {"index": d["index"][rank * b : (rank + 1) * b]})
+        out[f"{name}_loss"] = all_reduce_(loss.detach().reshape(1)) / world
+        bank = torch.zeros(method.bank.shape[0], N, D)
+        bank[:, method.own] = method.bank
+        out[f"{name}_bank"] = all_reduce_(bank)
+    return out
