@@ -8,6 +8,7 @@ import platform
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -80,8 +81,12 @@ def eval_pairs(cfg: DictConfig) -> dict[str, tuple]:
     return pairs
 
 
-def run_experiment(cfg: DictConfig) -> dict[str, Any]:
-    """Train and evaluate one config; returns the summary (also written to <run>/summary.json)."""
+def run_experiment(cfg: DictConfig, epoch_callbacks: list[Callable[[int, dict], str | None]] | None = None
+                   ) -> dict[str, Any]:
+    """Train and evaluate one config; returns the summary (also written to <run>/summary.json).
+
+    ``epoch_callbacks`` get (epoch, that epoch's metrics row) on the main process after each epoch; a
+    callback that returns a reason (a string) stops the run with TrainingStopped(pruned=True)."""
     rid = run_id(cfg)
     run_dir = Path(cfg.output_dir) / rid
     main = int(os.environ.get("RANK", "0")) == 0
@@ -94,14 +99,14 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
                           f"overwrite=true starts it over")
     accelerator = make_accelerator(cfg, run_dir)
     try:
-        return _run(cfg, accelerator, rid, run_dir)
+        return _run(cfg, accelerator, rid, run_dir, epoch_callbacks)
     finally:
         accelerator.end_training()
         AcceleratorState._reset_state()  # let the next run in this process build its own Accelerator
         GradientState._reset_state()
 
 
-def _run(cfg: DictConfig, acc: Accelerator, rid: str, run_dir: Path) -> dict[str, Any]:
+def _run(cfg: DictConfig, acc: Accelerator, rid: str, run_dir: Path, epoch_callbacks: list | None) -> dict[str, Any]:
     n = acc.num_processes
     if cfg.data.batch_size % n:
         raise ConfigError(f"data.batch_size={cfg.data.batch_size} (the global batch) must be divisible by the "
@@ -129,7 +134,7 @@ def _run(cfg: DictConfig, acc: Accelerator, rid: str, run_dir: Path) -> dict[str
     if sync_bn and n > 1:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     workers = default_num_workers(cfg)
-    trainer = Trainer(cfg, acc, model, train_set, pairs, run_dir, workers, augment)
+    trainer = Trainer(cfg, acc, model, train_set, pairs, run_dir, workers, augment, epoch_callbacks)
     if acc.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))

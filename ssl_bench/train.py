@@ -36,9 +36,10 @@ from ssl_bench.results import read_json, read_metrics, write_json, write_metrics
 class TrainingStopped(RuntimeError):
     """Training ended early: diverged (NaN loss) or interrupted (a checkpoint was saved)."""
 
-    def __init__(self, message: str, exit_code: int) -> None:
+    def __init__(self, message: str, exit_code: int, pruned: bool = False) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+        self.pruned = pruned  # stopped on purpose by an epoch callback (e.g. a sweep's pruner)
 
 
 @dataclass
@@ -81,10 +82,12 @@ def peak_memory_mb(device: torch.device) -> float:
 class Trainer:
     def __init__(self, cfg: DictConfig, accelerator: Accelerator, model: torch.nn.Module, train_set,
                  eval_sets: dict[str, Any], run_dir: Path, num_workers: int,
-                 augment: Callable[[dict], dict] | None = None) -> None:
+                 augment: Callable[[dict], dict] | None = None,
+                 epoch_callbacks: list[Callable[[int, dict], str | None]] | None = None) -> None:
         self.cfg, self.acc, self.run_dir = cfg, accelerator, run_dir
         self.train_set = train_set
         self.augment = augment  # batched multi-crop on the device (tensor backend), else crops come ready
+        self.epoch_callbacks = list(epoch_callbacks or [])
         self.eval_sets = eval_sets  # {"monitor": (train_ds, test_ds) or None, ...}
         self.num_workers = num_workers
         self.generator = torch.Generator()
@@ -259,7 +262,20 @@ class Trainer:
                 every = cfg.train.checkpoint_every
                 if last or (every and self.state.epoch % every == 0):
                     self.save_checkpoint()
+                self.run_epoch_callbacks(epoch, row)
         return self.state
+
+    def run_epoch_callbacks(self, epoch: int, row: dict) -> None:
+        """Callbacks (e.g. a sweep's pruner) see each epoch's record on the main process; one that returns
+        a reason stops the run on every process (the decision is broadcast, so no process is left waiting)."""
+        reason = None
+        if self.acc.is_main_process:
+            for cb in self.epoch_callbacks:
+                reason = reason or cb(epoch, row)
+        flag = all_reduce_(torch.tensor([1.0 if reason else 0.0], device=self.acc.device), "max")
+        if flag.item():
+            raise TrainingStopped(f"stopped after epoch {epoch + 1}: {reason or 'requested by the main process'}",
+                                  3, pruned=True)
 
     def train_step(self, batch: dict) -> tuple[torch.Tensor, dict]:
         acc = self.acc

@@ -160,3 +160,17 @@ def test_two_processes_run_end_to_end_and_only_rank0_writes(tmp_path):
     assert sorted(p.name for p in (run / "checkpoint").glob("method_local_*.pt")) == [
         "method_local_0.pt", "method_local_1.pt"]  # per-process method state (queues)
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_epoch_callback_sees_each_epoch_and_can_stop_the_run(tmp_path):
+    seen = []
+
+    def cb(epoch, row):
+        seen.append((epoch, round(row["loss"], 6)))
+        return "monitor below the median" if epoch == 0 else None
+
+    with pytest.raises(TrainingStopped, match="monitor below the median") as stop:
+        run_experiment(smoke(tmp_path, "train.epochs=3"), epoch_callbacks=[cb])
+    assert stop.value.pruned and len(seen) == 1
+    rows = results.read_metrics(next(tmp_path.iterdir()))
+    assert [(r["epoch"], round(r["loss"], 6)) for r in rows] == seen
