@@ -174,3 +174,24 @@ def test_epoch_callback_sees_each_epoch_and_can_stop_the_run(tmp_path):
     assert stop.value.pruned and len(seen) == 1
     rows = results.read_metrics(next(tmp_path.iterdir()))
     assert [(r["epoch"], round(r["loss"], 6)) for r in rows] == seen
+
+
+def test_cpu_threads_use_all_cores_when_launcher_set_one(monkeypatch):
+    from types import SimpleNamespace
+
+    from ssl_bench.experiment import set_threads
+
+    cores = len(os.sched_getaffinity(0))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # what `accelerate launch` leaves on a CPU
+        monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+        set_threads(compose(["budget=smoke"]), SimpleNamespace(device=torch.device("cpu")))
+        assert torch.get_num_threads() == cores
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+        set_threads(compose(["budget=smoke"]), SimpleNamespace(device=torch.device("cpu")))
+        assert torch.get_num_threads() == max(1, cores // 2)
+        set_threads(compose(["budget=smoke", "train.num_threads=1"]), SimpleNamespace(device=torch.device("cpu")))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
