@@ -97,6 +97,8 @@ class Trainer:
                             persistent_workers=False)  # workers must see each epoch's dataset.epoch
         optimizer = build_optimizer(model, cfg)
         self.model, self.optimizer, self.loader = accelerator.prepare(model, optimizer, loader)
+        self._unwrapped = accelerator.unwrap_model(self.model)  # once: unwrap_model is not free per step
+        self.method = self._unwrapped.method
         self.steps_per_epoch = len(self.loader)
         if cfg.train.max_steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, cfg.train.max_steps_per_epoch)
@@ -109,7 +111,7 @@ class Trainer:
     # -- helpers ---------------------------------------------------------------------------------
     @property
     def unwrapped(self) -> torch.nn.Module:
-        return self.acc.unwrap_model(self.model)
+        return self._unwrapped
 
     def context(self) -> Context:
         return Context(epoch=self.state.epoch, step=self.state.step, epochs=self.cfg.train.epochs,
@@ -279,7 +281,7 @@ class Trainer:
 
     def train_step(self, batch: dict) -> tuple[torch.Tensor, dict]:
         acc = self.acc
-        method = self.unwrapped.method
+        method = self.method
         with acc.accumulate(self.model):
             loss, stats = self.model(batch)
             acc.backward(loss)
