@@ -4,5 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/accelerate launch --cpu --num_processes 1 --num_cpu_threads_per_process "$(nproc)" \
+exec .venv/bin/accelerate launch --cpu --num_machines 1 --num_processes 1 --mixed_precision no --dynamo_backend no \
+  --num_cpu_threads_per_process "$(nproc)" \
   -m ssl_bench.run method=swav dataset=fashion_mnist budget=demo "$@"
