@@ -151,17 +151,65 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    knn_k: list[int] = field(default_factory=lambda: [20, 200])
+    """Evaluation protocols on the backbone's pooled features (ssl_bench/evaluation). The defaults are the papers'
+    protocols (SwAV A.3 linear, A.4 semi-supervised); CPU budgets override them with smaller settings."""
+
+    # Protocols run at the end of ssl_bench.run (kNN always runs there: the flat metrics.knn_top1* come from it);
+    # `python -m ssl_bench.evaluate eval=...` runs any of them later. Choices: knn, linear, finetune, supervised.
+    protocols: list[str] = field(default_factory=lambda: ["knn"])
+    # Each protocol is repeated per seed (subset and label-split draws, classifier init and batch order); the
+    # record holds the mean and, with several seeds, the sample standard deviation (<key>_std).
+    seeds: list[int] = field(default_factory=lambda: [0])
+    # Weighted kNN (cosine, weight exp(sim / T)); every k shares one feature extraction. The first k is the
+    # headline metrics.knn_top1.
+    knn_k: list[int] = field(default_factory=lambda: [20, 10, 100, 200])
     knn_temperature: float = 0.07
-    # Evaluate on fixed subsets (0 = whole split) to keep CPU budgets short.
+    # Labeled images for the frozen-feature protocols (kNN and linear probe; the test subset also for
+    # fine-tuning): fixed subsets drawn with data.subset_seed + eval seed (0 = whole split).
     knn_train_subset: int = 0
     knn_test_subset: int = 0
     # Online kNN monitor after each epoch (on the subsets below; 0 turns it off).
     monitor_train_subset: int = 0
     monitor_test_subset: int = 0
+    # Global batch for feature extraction.
     batch_size: int = 256
-    # kNN of the randomly initialised backbone, the floor every table needs.
+    # Every protocol also on the randomly initialised backbone (same architecture, seed), the floor of a table.
     random_baseline: bool = True
+    # Linear probe (SwAV A.3): SGD (momentum), cosine decay, 100 epochs, lr 0.3, wd 1e-6, batch 256.
+    # 'augmented' = RandomResizedCrop + flip through the frozen backbone each epoch (the paper's protocol);
+    # 'cached' = the features extracted once, no augmentation (fast: CPU budgets and sweeps).
+    linear_mode: str = "augmented"
+    linear_epochs: int = 100
+    linear_lr: float = 0.3
+    linear_weight_decay: float = 1.0e-6
+    linear_momentum: float = 0.9
+    linear_batch_size: int = 256
+    # A BatchNorm without affine parameters before the linear layer (MAE / MoCo v3 probes): the classifier is
+    # still linear at test time and the lr does not depend on the scale of a backbone's features.
+    linear_bn: bool = True
+    # Semi-supervised fine-tuning (SwAV A.4): stratified label fractions of the train split, 20 epochs,
+    # SGD without weight decay, separate lr for backbone and head (one per fraction), x0.2 at epochs 12, 16.
+    finetune_fractions: list[float] = field(default_factory=lambda: [0.01, 0.1])
+    finetune_lr_backbone: list[float] = field(default_factory=lambda: [0.02, 0.01])
+    finetune_lr_head: list[float] = field(default_factory=lambda: [5.0, 0.2])
+    finetune_epochs: int = 20
+    finetune_milestones: list[int] = field(default_factory=lambda: [12, 16])
+    finetune_gamma: float = 0.2
+    finetune_momentum: float = 0.9
+    finetune_weight_decay: float = 0.0
+    finetune_batch_size: int = 256
+    # RandomResizedCrop scale for the augmented linear probe, fine-tuning and the supervised reference.
+    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
+    # Supervised reference ('supervised'): the same backbone trained with labels on the pretraining images
+    # for the budget's epochs and batch (SGD, cosine), then evaluated like the others: the ceiling of a table.
+    supervised_lr: float = 0.1
+    supervised_weight_decay: float = 5.0e-4
+    # Label-subset index files (<splits_dir>/<dataset>/<fraction>_seed<k>.json); null = results/splits
+    # beside the runs folder (output_dir/../splits).
+    splits_dir: str | None = None
+    # Features larger than this (float32 in memory: 4 bytes x dim per image) are streamed to a float16 file
+    # on disk instead (2 bytes x dim per image).
+    feature_memory_mb: int = 4096
 
 
 @dataclass
@@ -305,12 +353,44 @@ def validate(cfg: DictConfig) -> None:
             _check(spec.size <= cfg.dataset.image_size,
                    f"crops.{kind}.size={spec.size} is larger than the {cfg.dataset.name} images "
                    f"({cfg.dataset.image_size} px); valid: 1..{cfg.dataset.image_size}")
-    for k in cfg.eval.knn_k:
-        _check(k > 0, f"eval.knn_k values must be > 0, got {list(cfg.eval.knn_k)}")
-    _check(cfg.eval.knn_temperature > 0, "eval.knn_temperature must be > 0")
+    _validate_eval(cfg.eval)
     for key in ("train_subset",):
         _check(cfg.data[key] >= 0, f"data.{key} must be >= 0 (0 = all)")
     methods[cfg.method.name].validate(cfg)
+
+
+EVAL_PROTOCOLS = ("knn", "linear", "finetune", "supervised")
+LINEAR_MODES = ("cached", "augmented")
+
+
+def _validate_eval(e: DictConfig) -> None:
+    bad = [p for p in e.protocols if p not in EVAL_PROTOCOLS]
+    _check(not bad, f"unknown eval protocol '{bad[0] if bad else ''}'; valid choices: {', '.join(EVAL_PROTOCOLS)}")
+    _check(len(e.seeds) > 0, "eval.seeds must list at least one seed, e.g. [0, 1, 2]")
+    _check(len(e.knn_k) > 0 and all(k > 0 for k in e.knn_k), f"eval.knn_k values must be > 0, got {list(e.knn_k)}")
+    _check(e.knn_temperature > 0, "eval.knn_temperature must be > 0")
+    for key in ("knn_train_subset", "knn_test_subset", "monitor_train_subset", "monitor_test_subset"):
+        _check(e[key] >= 0, f"eval.{key} must be >= 0 (0 = all)")
+    for key in ("batch_size", "linear_epochs", "linear_batch_size", "finetune_epochs", "finetune_batch_size",
+                "feature_memory_mb"):
+        _check(e[key] > 0, f"eval.{key} must be > 0, got {e[key]}")
+    for key in ("linear_lr", "supervised_lr", "finetune_gamma"):
+        _check(e[key] > 0, f"eval.{key} must be > 0, got {e[key]}")
+    for key in ("linear_weight_decay", "linear_momentum", "finetune_momentum", "finetune_weight_decay",
+                "supervised_weight_decay"):
+        _check(e[key] >= 0, f"eval.{key} must be >= 0, got {e[key]}")
+    _check(e.linear_mode in LINEAR_MODES,
+           f"unknown eval.linear_mode '{e.linear_mode}'; valid choices: {', '.join(LINEAR_MODES)}")
+    fr = list(e.finetune_fractions)
+    _check(len(fr) > 0 and all(0 < f <= 1 for f in fr),
+           f"eval.finetune_fractions must be in (0, 1] (e.g. [0.01, 0.1] for 1% and 10%), got {fr}")
+    _check(len(e.finetune_lr_backbone) == len(fr) and len(e.finetune_lr_head) == len(fr),
+           f"eval.finetune_lr_backbone and eval.finetune_lr_head need one lr per fraction ({len(fr)}: {fr})")
+    _check(all(x > 0 for x in [*e.finetune_lr_backbone, *e.finetune_lr_head]), "eval.finetune_lr_* must be > 0")
+    _check(all(m > 0 for m in e.finetune_milestones), "eval.finetune_milestones must be epochs > 0")
+    lo, hi = (list(e.crop_scale) + [None, None])[:2]
+    _check(len(e.crop_scale) == 2 and 0 < lo <= hi <= 1,
+           f"eval.crop_scale must be [min, max] with 0 < min <= max <= 1, got {list(e.crop_scale)}")
 
 
 def fingerprint(cfg: DictConfig) -> str:

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from methods.base import build_method
 from ssl_bench.config import ConfigError, fingerprint, run_id
 from ssl_bench.data import EvalDataset, eval_transform, fixed_subset, load_split, pretrain_dataset
+from ssl_bench.evaluation import final_evaluation
 from ssl_bench.models import ProjectionHead, SSLModel, build_backbone
 from ssl_bench.multicrop import BatchMultiCrop, MultiCropDataset, RawImageDataset, build_multicrop
 from ssl_bench.results import read_json, read_metrics, write_atomic, write_json
@@ -159,9 +160,11 @@ def _run(cfg: DictConfig, acc: Accelerator, rid: str, run_dir: Path, epoch_callb
         if acc.is_main_process:
             write_json(baseline_path, base)
     state = trainer.fit()
-    say("final kNN evaluation ...")
+    say(f"final evaluation: {', '.join(dict.fromkeys(['knn', *cfg.eval.protocols]))} ...")
     t_final = time.time()
-    final = trainer.knn("final")
+    # kNN (flat knn_top1* keys) + eval.protocols over eval.seeds, with their random-init floor (metrics.random).
+    final = final_evaluation(cfg, acc, trainer.unwrapped.backbone, run_dir, workers,
+                             random_knn=read_json(baseline_path) if baseline_path.exists() else None)
     summary = {
         "run_id": rid, "fingerprint": fingerprint(cfg), "status": "complete",
         "method": cfg.method.name, "dataset": cfg.dataset.name, "budget": cfg.choices.budget,

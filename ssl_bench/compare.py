@@ -1,0 +1,520 @@
+"""Entry point: run every method under one identical budget and write the comparison table.
+
+    python -m ssl_bench.compare methods=[swav,simclr,deepclusterv2,selav2,carl] dataset=fashion_mnist \\
+        budget=demo seeds=[0,1,2] [study=<name>] [match=epochs|images|wall] [key=value ...]
+
+Keys of its own (everything else is an ordinary run override, given to every run):
+  methods=[a,b]            methods to compare (default: the study's, else all five)
+  seeds=[0,1]              seeds of every method (default: the study's, else [0])
+  study=<name>             experiments/study/<name>.yaml: methods, seeds and named variants (override lists)
+  match=epochs             epochs (default): final kNN after the budget's epochs.
+                           images / wall: also the online kNN monitor of each run read at the largest number
+                           of images seen / wall-clock seconds that every run of the comparison reached
+  allow_mixed_budgets=false  tabulate runs whose budgets differ (they are refused otherwise)
+  results=results          runs go to <results>/runs (unless output_dir=...), tables to <results>/compare/<name>/
+  name=<name>              folder name of the comparison (default <study|compare>-<dataset>-<budget>[-extras])
+  <method>:key=value       an override for one method only (e.g. swav:method.epsilon=0.03)
+
+Every run is an ordinary run (ssl_bench.experiment.run_experiment) with its own record: a finished run is
+reused, an interrupted one (a checkpoint and no summary) is resumed, so running the same command again
+continues an interrupted comparison. Each run's budget fingerprint (ssl_bench.budget) is recorded; runs of
+one variant with different budgets are refused, naming the keys that differ.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from omegaconf import DictConfig
+
+from ssl_bench.budget import NON_BUDGET_KEYS, budget_diff, budget_fingerprint, budget_items, describe_diff
+from ssl_bench.cli import guarded
+from ssl_bench.config import EXPERIMENTS_DIR, ConfigError, compose, group_options, run_id
+from ssl_bench.experiment import run_experiment
+from ssl_bench.results import read_json, read_metrics, write_atomic, write_json
+from ssl_bench.train import TrainingStopped
+
+STUDY_DIR = EXPERIMENTS_DIR / "study"
+ALL_METHODS = ("swav", "simclr", "deepclusterv2", "selav2", "carl")
+MATCHES = ("epochs", "images", "wall")
+OWN_KEYS = ("methods", "seeds", "study", "match", "allow_mixed_budgets", "results", "name")
+
+
+@dataclass
+class Variant:
+    """One arm of a study: a name and the overrides that define it."""
+
+    name: str
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PlannedRun:
+    variant: str
+    method: str
+    seed: int
+    cfg: DictConfig
+
+    @property
+    def run_id(self) -> str:
+        return run_id(self.cfg)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.cfg.output_dir) / self.run_id
+
+    def state(self) -> str:
+        """'complete' (a summary exists), 'interrupted' (a checkpoint, no summary) or 'new'."""
+        if (self.run_dir / "summary.json").exists():
+            return "complete"
+        if (self.run_dir / "checkpoint").exists():
+            return "interrupted"
+        return "new"
+
+
+@dataclass
+class Plan:
+    name: str
+    study: str | None
+    description: str
+    methods: list[str]
+    seeds: list[int]
+    variants: list[Variant]
+    baseline: str | None
+    match: str
+    allow_mixed: bool
+    out_dir: Path
+    overrides: list[str]
+    runs: list[PlannedRun]
+
+
+# -- parsing ------------------------------------------------------------------------------------------
+def _parse_list(key: str, value: str) -> list[str]:
+    v = value.strip()
+    if v.startswith("[") and v.endswith("]"):
+        v = v[1:-1]
+    items = [s.strip().strip("'\"") for s in v.split(",") if s.strip()]
+    if not items:
+        raise ConfigError(f"{key}= is empty; give a list, e.g. {key}=[a,b]")
+    return items
+
+
+def _parse_bool(key: str, value: str) -> bool:
+    v = value.strip().lower()
+    if v in ("true", "1", "yes"):
+        return True
+    if v in ("false", "0", "no"):
+        return False
+    raise ConfigError(f"{key}={value}: expected true or false")
+
+
+def load_study(name: str) -> dict[str, Any]:
+    """Read experiments/study/<name>.yaml (methods, seeds, overrides, variants, baseline, description)."""
+    path = STUDY_DIR / f"{name}.yaml"
+    if not path.exists():
+        raise ConfigError(f"unknown study '{name}'; valid choices: {', '.join(group_options('study'))}")
+    data = yaml.safe_load(path.read_text()) or {}
+    known = {"description", "methods", "seeds", "overrides", "variants", "baseline"}
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError(f"{path}: unknown keys {', '.join(sorted(unknown))}; valid: {', '.join(sorted(known))}")
+    return data
+
+
+def _variants(study: dict[str, Any], where: str) -> list[Variant]:
+    raw = study.get("variants") or [{"name": "default", "overrides": []}]
+    out = []
+    for v in raw:
+        if not isinstance(v, dict) or "name" not in v:
+            raise ConfigError(f"{where}: each variant needs a name and an overrides list, got {v!r}")
+        out.append(Variant(str(v["name"]), [str(o) for o in v.get("overrides") or []]))
+    names = [v.name for v in out]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{where}: variant names must be unique, got {', '.join(names)}")
+    return out
+
+
+def _auto_name(study: str | None, cfg: DictConfig, overrides: list[str]) -> str:
+    """<study|compare>-<dataset>-<budget>, plus the budget-changing overrides (or their hash if long)."""
+    extra = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in ("dataset", "budget", *NON_BUDGET_KEYS)
+             and not o.startswith(("output_dir=", "resume=", "overwrite="))]
+    name = f"{study or 'compare'}-{cfg.choices.dataset}-{cfg.choices.budget}"
+    if extra:
+        tail = "_".join(extra)
+        name += "-" + (tail if len(tail) <= 40 else hashlib.sha256(tail.encode()).hexdigest()[:8])
+    return re.sub(r"[^A-Za-z0-9_.=-]", "_", name)
+
+
+def parse(argv: list[str]) -> Plan:
+    """Read the command line and compose (validate) every run's config; nothing is trained or written."""
+    own: dict[str, str] = {}
+    common: list[str] = []
+    per_method: dict[str, list[str]] = {}
+    for a in argv:
+        if "=" not in a:
+            raise ConfigError(f"cannot read '{a}': arguments are key=value (e.g. methods=[swav,simclr] seeds=[0,1])")
+        key, value = a.split("=", 1)
+        if key in OWN_KEYS:
+            own[key] = value
+        elif ":" in key:
+            m, _, rest = key.partition(":")
+            if m not in group_options("method"):
+                raise ConfigError(f"'{a}': per-method overrides are <method>:key=value with method one of "
+                                  f"{', '.join(group_options('method'))}")
+            per_method.setdefault(m, []).append(f"{rest}={value}")
+        elif key.lstrip("+~") in ("method", "seed"):
+            raise ConfigError(f"'{a}': compare sets method and seed itself; use methods=[..] and seeds=[..]")
+        else:
+            common.append(a)
+    study_name = own.get("study")
+    study = load_study(study_name) if study_name else {}
+    where = f"experiments/study/{study_name}.yaml"
+    methods = _parse_list("methods", own["methods"]) if "methods" in own else list(study.get("methods") or ALL_METHODS)
+    unknown = [m for m in methods if m not in group_options("method")]
+    if unknown:
+        raise ConfigError(f"unknown method '{unknown[0]}'; valid choices: {', '.join(group_options('method'))}")
+    if len(set(methods)) != len(methods):
+        raise ConfigError(f"methods lists a method twice: {', '.join(methods)}")
+    try:
+        seeds = [int(s) for s in (_parse_list("seeds", own["seeds"]) if "seeds" in own else study.get("seeds", [0]))]
+    except ValueError as exc:
+        raise ConfigError(f"seeds must be integers, e.g. seeds=[0,1,2]: {exc}") from exc
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"seeds lists a seed twice: {seeds}")
+    match = own.get("match", "epochs")
+    if match not in MATCHES:
+        raise ConfigError(f"unknown match '{match}'; valid choices: {', '.join(MATCHES)}")
+    allow_mixed = _parse_bool("allow_mixed_budgets", own.get("allow_mixed_budgets", "false"))
+    results_dir = Path(own.get("results", "results"))
+    if not any(o.startswith("output_dir=") for o in common):
+        common.append(f"output_dir={results_dir / 'runs'}")
+    variants = _variants(study, where)
+    baseline = study.get("baseline")
+    if baseline is not None and baseline not in [v.name for v in variants]:
+        raise ConfigError(f"{where}: baseline '{baseline}' is not one of the variants "
+                          f"({', '.join(v.name for v in variants)})")
+    study_common = [str(o) for o in study.get("overrides") or []]
+    runs: list[PlannedRun] = []
+    for v in variants:
+        for m in methods:
+            first: DictConfig | None = None
+            for s in seeds:
+                overrides = [f"method={m}", f"seed={s}", *study_common, *v.overrides, *common, *per_method.get(m, [])]
+                if first is None:
+                    try:
+                        cfg = first = compose(overrides)
+                    except ConfigError as exc:
+                        label = f"variant '{v.name}', " if len(variants) > 1 else ""
+                        raise ConfigError(f"{label}method {m}: {exc}") from exc
+                else:  # the same config but the seed (nothing in experiments/ interpolates it): don't compose again
+                    cfg = copy.deepcopy(first)
+                    cfg.seed = s
+                    cfg.overrides = overrides
+                runs.append(PlannedRun(v.name, m, s, cfg))
+    name = own.get("name") or _auto_name(study_name, runs[0].cfg, [*study_common, *common])
+    plan = Plan(name, study_name, str(study.get("description", "")).strip(), methods, seeds, variants, baseline,
+                match, allow_mixed, results_dir / "compare" / name, [*study_common, *common], runs)
+    check_budgets([(r.variant, f"{r.method} s{r.seed}", budget_items(r.cfg)) for r in runs], plan)
+    return plan
+
+
+# -- the budget check ---------------------------------------------------------------------------------
+def check_budgets(entries: list[tuple[str, str, dict[str, Any]]], plan: Plan) -> list[str]:
+    """Refuse (ConfigError, one line) runs of one variant whose budgets differ, and variants that differ in
+    keys other than the ones their overrides set; returns warnings instead when mixed budgets are allowed."""
+    problems: list[str] = []
+    first: dict[str, tuple[str, dict[str, Any]]] = {}
+    for variant, label, items in entries:
+        if variant not in first:
+            first[variant] = (label, items)
+            continue
+        ref_label, ref = first[variant]
+        diff = budget_diff(ref, items)
+        if diff:
+            where = f" in variant '{variant}'" if len(plan.variants) > 1 else ""
+            problems.append(f"runs{where} have different budgets: {describe_diff(diff, (ref_label, label))}")
+    varied = [o.split("=", 1)[0].lstrip("+~") for v in plan.variants for o in v.overrides]
+    names = list(first)
+    for other in names[1:]:
+        diff = budget_diff(first[names[0]][1], first[other][1])
+        stray = {k: d for k, d in diff.items() if not any(k == p or k.startswith(p + ".") or p == "budget"
+                                                           for p in varied)}
+        if stray:
+            problems.append(f"variants '{names[0]}' and '{other}' differ in keys their overrides do not set: "
+                            f"{describe_diff(stray, (names[0], other))}")
+    if problems and not plan.allow_mixed:
+        raise ConfigError(f"{problems[0]}; allow_mixed_budgets=true tabulates them anyway")
+    return problems
+
+
+# -- running ------------------------------------------------------------------------------------------
+def execute(plan: Plan) -> dict[str, str]:
+    """Run the planned runs one after another; returns run_id -> 'reused' | 'trained' | 'resumed' | 'diverged'."""
+    states = [r.state() for r in plan.runs]
+    n = len(plan.runs)
+    print(f"comparison {plan.name}: {n} runs ({len(plan.variants)} variant(s) x {len(plan.methods)} methods x "
+          f"{len(plan.seeds)} seeds): {states.count('complete')} complete (reused), "
+          f"{states.count('interrupted')} interrupted (resumed), {states.count('new')} to train")
+    status: dict[str, str] = {}
+    for i, (run, state) in enumerate(zip(plan.runs, states, strict=True), 1):
+        variant = f"[{run.variant}] " if len(plan.variants) > 1 else ""
+        print(f"[{i}/{n}] {variant}{run.method} seed {run.seed}: {run.run_id} ({state})", flush=True)
+        cfg = run.cfg
+        if state == "complete":
+            status[run.run_id] = "reused"
+            continue
+        if state == "interrupted" and not cfg.resume:
+            cfg = compose([*list(cfg.overrides), "resume=true"])
+        try:
+            run_experiment(cfg)
+        except TrainingStopped as exc:
+            if exc.exit_code != 1:  # interrupted by the user: stop the comparison too
+                raise
+            print(f"  {run.method} seed {run.seed} diverged; the comparison goes on without it: {exc}")
+            status[run.run_id] = "diverged"
+            continue
+        status[run.run_id] = "resumed" if state == "interrupted" else "trained"
+    return status
+
+
+# -- the table ----------------------------------------------------------------------------------------
+def crops_label(cfg: DictConfig | dict) -> str:
+    """'2x28' or '2x28+4x14': global (and local) crops as count x size."""
+    g, loc = cfg["crops"]["global"], cfg["crops"]["local"]
+    return f"{g['n']}x{g['size']}" + (f"+{loc['n']}x{loc['size']}" if loc["n"] else "")
+
+
+def protocol(cfg: DictConfig | dict) -> str:
+    """The evaluation protocol in words, for captions."""
+    e, d = cfg["eval"], cfg["dataset"]
+    sub = lambda n, split: f"{n} {split}" if n else f"all {split}"  # noqa: E731
+    return (f"weighted kNN (k={e['knn_k'][0]}, T={e['knn_temperature']}) on frozen backbone features, "
+            f"{sub(e['knn_train_subset'], 'train')} / {sub(e['knn_test_subset'], 'test')} images of {d['name']}")
+
+
+def monitor_protocol(cfg: DictConfig | dict) -> str:
+    e = cfg["eval"]
+    return (f"online kNN monitor (k={min(20, e['monitor_train_subset'])}) on {e['monitor_train_subset']} train / "
+            f"{e['monitor_test_subset']} test images after each epoch")
+
+
+CAPTION_FIELDS = (("backbone", ("backbone.",)), ("batch", ("data.batch_size",)),
+                  ("pretraining images", ("data.train_subset", "data.subset_seed")), ("optimiser", ("optim.",)),
+                  ("crops", ("crops.",)), ("epochs", ("train.epochs",)))
+
+
+def budget_caption(g: pd.DataFrame) -> str:
+    """Budget and protocol in words; budget keys that differ between the runs of ``g`` are named as varying."""
+    c = g["_cfg"].iloc[0]
+    first = g["_items"].iloc[0]
+    varying = sorted({k for items in g["_items"] for k in budget_diff(first, items, ignore_missing=True)})
+    values = {"backbone": f"{c['backbone']['name']} backbone", "batch": f"batch {c['data']['batch_size']}",
+              "pretraining images": f"{c['data']['train_subset'] or 'all'} pretraining images of "
+                                    f"{c['dataset']['name']}",
+              "optimiser": f"{c['optim']['name']} lr {c['optim']['lr']}", "crops": f"crops {crops_label(c)}",
+              "epochs": f"{c['train']['epochs']} epochs"}
+    parts, covered = [], set()
+    for name, prefixes in CAPTION_FIELDS:
+        keys = [k for k in varying if k.startswith(prefixes)]
+        covered.update(keys)
+        parts.append(f"{name} varies ({', '.join(keys)})" if keys else values[name])
+    rest = [k for k in varying if k not in covered]
+    fps = ", ".join(sorted(set(g["budget_fp"])))
+    return (f"Budget '{g['budget'].iloc[0]}' (fingerprint{'s' if ',' in fps else ''} {fps}): " + ", ".join(parts)
+            + (f"; also varying: {', '.join(rest)}" if rest else "") + ".")
+
+
+def run_rows(plan: Plan, status: dict[str, str] | None = None) -> pd.DataFrame:
+    """One row per planned run from its record (summary.json, config.yaml, metrics.jsonl)."""
+    status = status or {}
+    rows = []
+    for r in plan.runs:
+        d = r.run_dir
+        row: dict[str, Any] = {"variant": r.variant, "method": r.method, "seed": r.seed, "run_id": r.run_id,
+                               "path": str(d)}
+        cfg = yaml.safe_load((d / "config.yaml").read_text()) if (d / "config.yaml").exists() else r.cfg
+        row.update(budget_fp=budget_fingerprint(cfg), crops=crops_label(cfg), _items=budget_items(cfg),
+                   _cfg=cfg, _epochs=read_metrics(d))
+        if (d / "summary.json").exists():
+            s = read_json(d / "summary.json")
+            m, c = s.get("metrics", {}), s.get("cost", {})
+            row.update(status=status.get(r.run_id, "complete"), dataset=s.get("dataset"), budget=s.get("budget"),
+                       epochs=s.get("epochs"), batch_size=s.get("batch_size"), knn_top1=m.get("knn_top1"),
+                       random_knn_top1=m.get("random_knn_top1"), monitor_knn_top1=m.get("monitor_knn_top1"),
+                       wall_s=c.get("wall_s"), images_per_s=c.get("images_per_s"), peak_mem_mb=c.get("peak_mem_mb"),
+                       images_seen=c.get("images_seen"), collapsed=bool(s.get("collapsed", False)))
+        else:
+            row.update(status=status.get(r.run_id, "missing"), dataset=cfg["dataset"]["name"],
+                       budget=r.cfg.choices.budget, epochs=cfg["train"]["epochs"],
+                       batch_size=cfg["data"]["batch_size"])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def add_matched(runs: pd.DataFrame, match: str) -> str | None:
+    """Add matched_top1 / matched_epoch columns (monitor kNN at the common images seen or wall-clock);
+    returns a caption like 'at 40960 images seen' (None for match=epochs)."""
+    if match == "epochs":
+        return None
+    done = runs[runs["status"].isin(["reused", "trained", "resumed", "complete"])]
+    done = done[[bool(e) for e in done["_epochs"]]]
+    if done.empty:
+        return None
+    if match == "images":
+        per_epoch = {i: r["images_seen"] / max(1, r["epochs"]) for i, r in done.iterrows()}
+        common = min(r["images_seen"] for _, r in done.iterrows())
+        pos = {i: [(e["epoch"] + 1) * per_epoch[i] for e in runs.at[i, "_epochs"]] for i in done.index}
+        caption = f"at {common:.0f} images seen (the fewest any run saw)"
+    else:
+        pos = {i: [e.get("wall_s", math.inf) for e in runs.at[i, "_epochs"]] for i in done.index}
+        common = min(p[-1] for p in pos.values() if p)
+        caption = f"at {common:.0f} s wall-clock (the shortest run)"
+    runs["matched_top1"] = math.nan
+    runs["matched_epoch"] = math.nan
+    for i, p in pos.items():
+        ok = [j for j, x in enumerate(p) if x <= common * (1 + 1e-9) and "monitor_knn_top1" in runs.at[i, "_epochs"][j]]
+        if ok:
+            runs.at[i, "matched_top1"] = runs.at[i, "_epochs"][ok[-1]]["monitor_knn_top1"]
+            runs.at[i, "matched_epoch"] = ok[-1] + 1
+    return caption
+
+
+def summarise(runs: pd.DataFrame, plan: Plan) -> pd.DataFrame:
+    """The comparison table: one row per (variant, method), mean and std over seeds."""
+    done = runs[runs["knn_top1"].notna()] if "knn_top1" in runs else runs.iloc[:0]
+    rows = []
+    for v in plan.variants:
+        for m in plan.methods:
+            g = done[(done["variant"] == v.name) & (done["method"] == m)]
+            every = runs[(runs["variant"] == v.name) & (runs["method"] == m)]
+            row: dict[str, Any] = {"variant": v.name, "method": m, "n_seeds": len(g),
+                                   "seeds": " ".join(str(s) for s in g["seed"]), "budget": every["budget"].iloc[0],
+                                   "budget_fp": "/".join(sorted(set(every["budget_fp"]))),
+                                   "crops": every["crops"].iloc[0], "epochs": every["epochs"].iloc[0],
+                                   "batch_size": every["batch_size"].iloc[0]}
+            for col in ("knn_top1", "random_knn_top1", "matched_top1", "wall_s", "images_per_s", "peak_mem_mb"):
+                if col in g:
+                    row[f"{col}_mean"] = g[col].mean() if len(g) else math.nan
+                    row[f"{col}_std"] = g[col].std(ddof=1) if len(g) > 1 else math.nan
+            if "matched_epoch" in g:
+                row["matched_epoch_mean"] = g["matched_epoch"].mean() if len(g) else math.nan
+            row["images_seen"] = g["images_seen"].mean() if len(g) else math.nan
+            bad = every[~every["status"].isin(["reused", "trained", "resumed", "complete"])]
+            row["missing"] = " ".join(f"s{s}:{st}" for s, st in zip(bad["seed"], bad["status"], strict=True))
+            row["collapsed"] = int(g["collapsed"].sum()) if "collapsed" in g else 0
+            row["run_ids"] = " ".join(every["run_id"])
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    if plan.baseline:
+        base = table[table["variant"] == plan.baseline].set_index("method")["knn_top1_mean"]
+        table["gain_vs_baseline"] = [r["knn_top1_mean"] - base.get(r["method"], math.nan) for _, r in table.iterrows()]
+    return table
+
+
+def pm(mean: float, std: float, digits: int = 1) -> str:
+    """'71.3 ± 0.4' (or '71.3' with one seed, '—' when missing)."""
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "—"
+    if std is None or (isinstance(std, float) and math.isnan(std)):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    """A GitHub Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def table_markdown(table: pd.DataFrame, runs: pd.DataFrame, plan: Plan, matched: str | None,
+                   warnings: list[str]) -> str:
+    """The comparison as Markdown: a caption naming protocol and budget, then the table."""
+    cfg = runs["_cfg"].iloc[0]
+    multi = len(plan.variants) > 1
+    header = (["variant"] if multi else []) + ["method", "kNN top-1 (%)"]
+    header += [f"gain vs '{plan.baseline}' (pt)"] if plan.baseline else []
+    header += [f"matched kNN top-1 (%) {'(epoch)'}"] if matched else []
+    header += ["random init (%)", "crops", "wall (s)", "images/s", "peak mem (MB)", "images seen", "seeds",
+               "budget fp"]
+    rows = []
+    for _, r in table.iterrows():
+        row = [r["variant"]] if multi else []
+        acc = pm(r.get("knn_top1_mean"), r.get("knn_top1_std"))
+        if r["missing"]:
+            acc += f" (missing {r['missing']})"
+        if r["collapsed"]:
+            acc += f" ({r['collapsed']} collapsed)"
+        row += [r["method"], acc]
+        if plan.baseline:
+            g = r.get("gain_vs_baseline", math.nan)
+            row.append("—" if r["variant"] == plan.baseline or pd.isna(g) else f"{g:+.1f}")
+        if matched:
+            row.append(f"{pm(r.get('matched_top1_mean'), r.get('matched_top1_std'))} "
+                       f"({r.get('matched_epoch_mean', math.nan):.3g})")
+        row += [pm(r.get("random_knn_top1_mean"), math.nan), r["crops"],
+                pm(r.get("wall_s_mean"), r.get("wall_s_std"), 0),
+                pm(r.get("images_per_s_mean"), math.nan, 0), pm(r.get("peak_mem_mb_mean"), math.nan, 0),
+                "—" if pd.isna(r["images_seen"]) else f"{r['images_seen']:.0f}", r["seeds"] or "—", r["budget_fp"]]
+        rows.append(row)
+    d = plan.description or f"{len(plan.methods)} methods under one budget"
+    caption = (f"**{plan.name}**: {d}\n\n{budget_caption(runs)} Accuracy: {protocol(cfg)}; mean ± std over seeds "
+               f"(sample std).")
+    if matched:
+        caption += (f" Matched: {monitor_protocol(cfg)}, read {matched} at the last epoch every run reached "
+                    f"(mean epoch in brackets).")
+    if plan.allow_mixed and warnings:
+        caption += " **Mixed budgets** (allow_mixed_budgets=true): " + "; ".join(warnings) + "."
+    return caption + "\n\n" + markdown_table(header, rows)
+
+
+def write_outputs(plan: Plan, runs: pd.DataFrame, table: pd.DataFrame, md: str, matched: str | None,
+                  warnings: list[str]) -> None:
+    out = plan.out_dir
+    public = runs[[c for c in runs.columns if not c.startswith("_")]]
+    write_atomic(out / "runs.csv", public.to_csv(index=False))
+    write_atomic(out / "table.csv", table.to_csv(index=False, float_format="%.4f"))
+    write_atomic(out / "table.md", md)
+    write_json(out / "comparison.json", {
+        "name": plan.name, "study": plan.study, "description": plan.description, "methods": plan.methods,
+        "seeds": plan.seeds, "variants": [{"name": v.name, "overrides": v.overrides} for v in plan.variants],
+        "baseline": plan.baseline, "match": plan.match, "matched": matched, "overrides": plan.overrides,
+        "allow_mixed_budgets": plan.allow_mixed, "budget_warnings": warnings,
+        "budget_fingerprints": sorted(set(runs["budget_fp"]))})
+
+
+def compare(plan: Plan) -> pd.DataFrame:
+    """Run (or reuse) every run of the plan, check the budgets of the records and write the table."""
+    status = execute(plan)
+    runs = run_rows(plan, status)
+    # The records are the truth: check their saved configs again, not only what was composed.
+    warnings = check_budgets([(r["variant"], f"{r['method']} s{r['seed']}", r["_items"]) for _, r in runs.iterrows()],
+                             plan)
+    matched = add_matched(runs, plan.match)
+    table = summarise(runs, plan)
+    md = table_markdown(table, runs, plan, matched, warnings)
+    write_outputs(plan, runs, table, md, matched, warnings)
+    print(md)
+    print(f"table: {plan.out_dir}/table.md (and table.csv, runs.csv)")
+    return table
+
+
+def main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__)
+        return 0
+    compare(parse(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(guarded(main))
