@@ -29,7 +29,8 @@ EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 GROUPS = ("method", "dataset", "backbone", "budget")
 # Keys that say where and how a run is stored, not what it computes: left out of the run fingerprint.
 NON_FINGERPRINT_KEYS = ("resume", "overwrite", "output_dir", "run_id", "tags", "train.num_threads",
-                        "data.num_workers", "train.log_every", "train.tensorboard", "train.progress")
+                        "data.num_workers", "train.log_every", "train.tensorboard", "train.progress",
+                        "eval.splits_dir", "eval.feature_memory_mb")
 
 
 class ConfigError(ValueError):

@@ -186,10 +186,10 @@ def test_cpu_threads_use_all_cores_when_launcher_set_one(monkeypatch):
     try:
         torch.set_num_threads(1)  # what `accelerate launch` leaves on a CPU
         monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
-        set_threads(compose(["budget=smoke"]), SimpleNamespace(device=torch.device("cpu")))
+        set_threads(compose(["budget=smoke", "train.num_threads=0"]), SimpleNamespace(device=torch.device("cpu")))
         assert torch.get_num_threads() == cores
         monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
-        set_threads(compose(["budget=smoke"]), SimpleNamespace(device=torch.device("cpu")))
+        set_threads(compose(["budget=smoke", "train.num_threads=0"]), SimpleNamespace(device=torch.device("cpu")))
         assert torch.get_num_threads() == max(1, cores // 2)
         set_threads(compose(["budget=smoke", "train.num_threads=1"]), SimpleNamespace(device=torch.device("cpu")))
         assert torch.get_num_threads() == 1
