@@ -333,6 +333,22 @@ def budget_caption(g: pd.DataFrame) -> str:
             + (f"; also varying: {', '.join(rest)}" if rest else "") + ".")
 
 
+def _get(tree: dict, dotted: str) -> Any:
+    """tree['a']['b'] for 'a.b', None when any level is missing (records without that protocol)."""
+    for part in dotted.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
+
+
+def linear_protocol(cfg: DictConfig | dict) -> str:
+    """The linear probe in words, for captions."""
+    e = cfg["eval"]
+    return (f"linear probe on frozen features ({e.get('linear_mode', '?')} mode, {e.get('linear_epochs', '?')} epochs, "
+            f"same images as the kNN)")
+
+
 def run_rows(plan: Plan, status: dict[str, str] | None = None) -> pd.DataFrame:
     """One row per planned run from its record (summary.json, config.yaml, metrics.jsonl)."""
     status = status or {}
@@ -350,6 +366,7 @@ def run_rows(plan: Plan, status: dict[str, str] | None = None) -> pd.DataFrame:
             row.update(status=status.get(r.run_id, "complete"), dataset=s.get("dataset"), budget=s.get("budget"),
                        epochs=s.get("epochs"), batch_size=s.get("batch_size"), knn_top1=m.get("knn_top1"),
                        random_knn_top1=m.get("random_knn_top1"), monitor_knn_top1=m.get("monitor_knn_top1"),
+                       linear_top1=_get(m, "linear.top1"), random_linear_top1=_get(m, "random.linear.top1"),
                        wall_s=c.get("wall_s"), images_per_s=c.get("images_per_s"), peak_mem_mb=c.get("peak_mem_mb"),
                        images_seen=c.get("images_seen"), collapsed=bool(s.get("collapsed", False)))
         else:
@@ -401,8 +418,9 @@ def summarise(runs: pd.DataFrame, plan: Plan) -> pd.DataFrame:
                                    "budget_fp": "/".join(sorted(set(every["budget_fp"]))),
                                    "crops": every["crops"].iloc[0], "epochs": every["epochs"].iloc[0],
                                    "batch_size": every["batch_size"].iloc[0]}
-            for col in ("knn_top1", "random_knn_top1", "matched_top1", "wall_s", "images_per_s", "peak_mem_mb"):
-                if col in g:
+            for col in ("knn_top1", "random_knn_top1", "linear_top1", "random_linear_top1", "matched_top1", "wall_s",
+                        "images_per_s", "peak_mem_mb"):
+                if col in g and g[col].notna().any():
                     row[f"{col}_mean"] = g[col].mean() if len(g) else math.nan
                     row[f"{col}_std"] = g[col].std(ddof=1) if len(g) > 1 else math.nan
             if "matched_epoch" in g:
@@ -444,7 +462,9 @@ def table_markdown(table: pd.DataFrame, runs: pd.DataFrame, plan: Plan, matched:
     header = (["variant"] if multi else []) + ["method", "kNN top-1 (%)"]
     header += [f"gain vs '{plan.baseline}' (pt)"] if plan.baseline else []
     header += [f"matched kNN top-1 (%) {'(epoch)'}"] if matched else []
-    header += ["random init (%)", "crops", "wall (s)", "images/s", "peak mem (MB)", "images seen", "seeds",
+    linear = "linear_top1_mean" in table and table["linear_top1_mean"].notna().any()
+    header += ["linear top-1 (%)", "random init linear (%)"] if linear else []
+    header += ["random init kNN (%)", "crops", "wall (s)", "images/s", "peak mem (MB)", "images seen", "seeds",
                "budget fp"]
     rows = []
     for _, r in table.iterrows():
@@ -461,14 +481,17 @@ def table_markdown(table: pd.DataFrame, runs: pd.DataFrame, plan: Plan, matched:
         if matched:
             row.append(f"{pm(r.get('matched_top1_mean'), r.get('matched_top1_std'))} "
                        f"({r.get('matched_epoch_mean', math.nan):.3g})")
+        if linear:
+            row += [pm(r.get("linear_top1_mean"), r.get("linear_top1_std")),
+                    pm(r.get("random_linear_top1_mean"), math.nan)]
         row += [pm(r.get("random_knn_top1_mean"), math.nan), r["crops"],
                 pm(r.get("wall_s_mean"), r.get("wall_s_std"), 0),
                 pm(r.get("images_per_s_mean"), math.nan, 0), pm(r.get("peak_mem_mb_mean"), math.nan, 0),
                 "—" if pd.isna(r["images_seen"]) else f"{r['images_seen']:.0f}", r["seeds"] or "—", r["budget_fp"]]
         rows.append(row)
     d = plan.description or f"{len(plan.methods)} methods under one budget"
-    caption = (f"**{plan.name}**: {d}\n\n{budget_caption(runs)} Accuracy: {protocol(cfg)}; mean ± std over seeds "
-               f"(sample std).")
+    caption = (f"**{plan.name}**: {d}\n\n{budget_caption(runs)} Accuracy: {protocol(cfg)}"
+               + (f"; linear: {linear_protocol(cfg)}" if linear else "") + "; mean ± std over seeds (sample std).")
     if matched:
         caption += (f" Matched: {monitor_protocol(cfg)}, read {matched} at the last epoch every run reached "
                     f"(mean epoch in brackets).")

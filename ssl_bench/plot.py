@@ -44,6 +44,7 @@ from ssl_bench.compare import (  # noqa: E402
     ALL_METHODS,
     budget_caption,
     crops_label,
+    linear_protocol,
     markdown_table,
     monitor_protocol,
     pm,
@@ -353,6 +354,7 @@ def _img(paths: list[Path], out: Path) -> str:
 
 
 def _summary_table(g: pd.DataFrame) -> str:
+    linear = "metrics.linear.top1" in g and g["metrics.linear.top1"].notna().any()
     rows = []
     for v in _variants(g):
         for m in _method_order(g["method"]):
@@ -361,15 +363,20 @@ def _summary_table(g: pd.DataFrame) -> str:
                 continue
             c = {k: (s[k] if k in s else pd.Series([math.nan])) for k in (
                 "metrics.knn_top1", "metrics.random_knn_top1", "metrics.monitor_knn_top1", "cost.wall_s",
-                "cost.images_per_s", "cost.peak_mem_mb", "cost.images_seen")}
+                "cost.images_per_s", "cost.peak_mem_mb", "cost.images_seen", "metrics.linear.top1",
+                "metrics.random.linear.top1")}
+            lin = [pm(c["metrics.linear.top1"].mean(), c["metrics.linear.top1"].std()),
+                   pm(c["metrics.random.linear.top1"].mean(), math.nan)] if linear else []
             rows.append([s["dataset"].iloc[0], v, m, pm(c["metrics.knn_top1"].mean(), c["metrics.knn_top1"].std()),
-                         pm(c["metrics.random_knn_top1"].mean(), math.nan),
+                         *lin, pm(c["metrics.random_knn_top1"].mean(), math.nan),
                          pm(c["metrics.monitor_knn_top1"].mean(), c["metrics.monitor_knn_top1"].std()),
                          pm(c["cost.wall_s"].mean(), c["cost.wall_s"].std(), 0),
                          pm(c["cost.images_per_s"].mean(), math.nan, 0), pm(c["cost.peak_mem_mb"].mean(), math.nan, 0),
                          f"{c['cost.images_seen'].mean():.0f}", s["crops"].iloc[0], int(s["train_epochs"].iloc[0]),
                          " ".join(str(x) for x in sorted(s["seed"])), ", ".join(sorted(set(s["budget_fp"])))])
-    return markdown_table(["dataset", "variant", "method", "kNN top-1 (%)", "random init (%)", "last monitor (%)",
+    return markdown_table(["dataset", "variant", "method", "kNN top-1 (%)",
+                           *(["linear top-1 (%)", "random init linear (%)"] if linear else []),
+                           "random init kNN (%)", "last monitor (%)",
                            "wall (s)", "images/s", "peak mem (MB)", "images seen", "crops", "epochs", "seeds",
                            "budget fp"], rows)
 
@@ -403,7 +410,9 @@ def plot(results_dir: Path, study: str | None = None, out: Path | None = None) -
                  "(for its dataset) is labelled by the keys that differ.") + "\n"]
     for budget, g in runs.groupby("budget", sort=False):
         report.append(f"## Budget `{budget}`\n\n{budget_caption(g)}\n\n"
-                      f"All runs (accuracy: {protocol(g['_cfg'].iloc[0])}; last monitor: "
+                      f"All runs (accuracy: {protocol(g['_cfg'].iloc[0])}"
+                      + (f"; linear: {linear_protocol(g['_cfg'].iloc[0])}" if "metrics.linear.top1" in g else "")
+                      + "; last monitor: "
                       f"{monitor_protocol(g['_cfg'].iloc[0])}):\n\n{_summary_table(g)}")
         paths, cap = heatmap(g, out, budget)
         written += paths

@@ -29,7 +29,8 @@ Keys of its own (everything else is an ordinary run override, given to every tri
 Pruning reports each epoch's online kNN (monitor_knn_top1) to Optuna. A trial that diverges (NaN loss),
 collapses (every image on one prototype), runs out of memory or crashes is recorded as failed with its reason
 (user attributes `fail_kind` and `reason`) and the study goes on; an interrupted one (Ctrl-C, SIGTERM) stops the
-sweep and is trained again (resumed from its checkpoint) by the next run of the command.
+sweep. Running the same command again continues the study; in a grid, cells that were interrupted, crashed or ran
+out of memory are trained again (resumed from their checkpoint).
 """
 
 from __future__ import annotations
@@ -71,8 +72,9 @@ SWEEP_FILE_KEYS = ("description", "overrides", "sampler", "pruner", "objective",
                    "grid", "plot_params")
 DEFAULT_N_TRIALS = 20
 META = "ssl_bench"  # study user attribute holding what the study is (for continuation checks and reports)
-# Failures that say nothing about the parameters: trained again when the command is run again.
-RETRYABLE = (None, "interrupted")
+# Failures that may say nothing about the parameters (a killed worker, Ctrl-C, a crash, out of memory): a grid
+# trains such a cell again when the command is run again. NaN losses, collapses and invalid points are results.
+RETRYABLE = (None, "interrupted", "crash", "oom")
 
 
 class TrialFailed(Exception):
@@ -291,9 +293,9 @@ def make_sampler(spec: dict[str, Any], params: dict[str, Param]) -> optuna.sampl
     try:
         if kind == "tpe":  # constant liar: parallel workers do not all pick the same point
             return optuna.samplers.TPESampler(**{"constant_liar": True, **args})
-        if kind == "random":
-            return optuna.samplers.RandomSampler(**args)
-        return optuna.samplers.GridSampler({n: p.choices for n, p in params.items()}, **{"seed": 0, **args})
+        # A grid's cells are queued as trials with fixed parameters (plan_trials), which workers pop atomically;
+        # trials beyond the grid (an explicit n_trials) draw cells at random.
+        return optuna.samplers.RandomSampler(**args)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"sampler={kind}: {str(exc).splitlines()[0]}") from None
 
@@ -514,16 +516,16 @@ def _cell(t: optuna.trial.FrozenTrial, names: list[str]) -> tuple | None:
 
 
 def plan_trials(study: optuna.Study, sw: Sweep) -> int:
-    """How many trials to run now. A grid: its cells without a finished trial; cells whose trials were only
-    interrupted (or whose worker died) are queued again."""
+    """How many trials to run now. A grid: each cell without a finished trial and not already queued or running
+    is queued (cells whose trials only failed for a RETRYABLE reason count as not finished); the default is
+    the number of queued cells."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)  # trials of dead workers (no heartbeat) -> failed
     if sw.sampler["type"] != "grid":
         return sw.n_trials if sw.n_trials is not None else DEFAULT_N_TRIALS
     names = list(sw.params)
-    cells = set(itertools.product(*(sw.params[n].choices for n in names)))
-    done, busy, retry = set(), set(), set()
+    done, busy, waiting = set(), set(), 0
     States = optuna.trial.TrialState
     for t in study.get_trials(deepcopy=False):
         cell = _cell(t, names)
@@ -531,15 +533,13 @@ def plan_trials(study: optuna.Study, sw: Sweep) -> int:
             continue
         if t.state in (States.WAITING, States.RUNNING):
             busy.add(cell)
-        elif t.state == States.FAIL and t.user_attrs.get("fail_kind") in RETRYABLE:
-            retry.add(cell)
-        else:
+            waiting += t.state == States.WAITING
+        elif not (t.state == States.FAIL and t.user_attrs.get("fail_kind") in RETRYABLE):
             done.add(cell)
-    for cell in sorted((retry & cells) - done - busy, key=repr):
+    todo = [c for c in itertools.product(*(sw.params[n].choices for n in names)) if c not in done | busy]
+    for cell in todo:
         study.enqueue_trial(dict(zip(names, cell, strict=True)))
-    if sw.n_trials is not None:
-        return sw.n_trials
-    return len(cells - done - busy)
+    return sw.n_trials if sw.n_trials is not None else waiting + len(todo)
 
 
 # -- one trial ------------------------------------------------------------------------------------------------------

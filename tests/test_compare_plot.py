@@ -37,7 +37,8 @@ def fake_record(cfg, knn: float, wall: float = 100.0) -> Path:
         "run_id": run_id(cfg), "fingerprint": fingerprint(cfg), "status": "complete", "method": cfg.method.name,
         "dataset": cfg.dataset.name, "budget": cfg.choices.budget, "backbone": cfg.backbone.name, "seed": cfg.seed,
         "epochs": n, "batch_size": cfg.data.batch_size, "overrides": list(cfg.overrides), "tags": {},
-        "metrics": {"knn_top1": knn, "random_knn_top1": 20.0, "monitor_knn_top1": knn},
+        "metrics": {"knn_top1": knn, "random_knn_top1": 20.0, "monitor_knn_top1": knn,
+                    "linear": {"top1": knn + 5, "settings": {}}, "random": {"linear": {"top1": 25.0}}},
         "cost": {"wall_s": wall, "train_s": wall * 0.8, "images_seen": images, "images_per_s": images / (wall * 0.8),
                  "peak_mem_mb": 500.0, "num_processes": 1, "device": "cpu"}})
     return run
@@ -91,6 +92,7 @@ def test_table_from_records(multicrop_records, tmp_path):
     out = multicrop_records.out_dir
     assert out.name == "multicrop-fashion_mnist-smoke"
     md = (out / "table.md").read_text()
+    assert "77.0 ± 2.8" in md and "linear probe on frozen features" in md  # the linear probe, when recorded
     assert "72.0 ± 2.8" in md and "+11.0" in md and "Budget 'smoke' (fingerprints" in md and "weighted kNN (k=5" in md
     csv = pd.read_csv(out / "table.csv")
     assert len(csv) == 4 and set(pd.read_csv(out / "runs.csv")["run_id"]) == {r.run_id for r in multicrop_records.runs}

@@ -112,7 +112,7 @@ def test_pruner_off_trains_every_trial_to_the_end(tmp_path, monkeypatch):
 GRID = "sampler: grid\npruner: none\ngrid:\n  method.num_prototypes: [8, 16]\n  method.sinkhorn_iterations: [1, 3]\n"
 
 
-def test_grid_runs_every_cell_once_and_an_interrupted_cell_is_trained_again(tmp_path, monkeypatch):
+def test_grid_runs_every_cell_once_and_interrupted_or_crashed_cells_are_trained_again(tmp_path, monkeypatch):
     spec = tmp_path / "spec" / "grid.yaml"
     spec.parent.mkdir()
     spec.write_text(GRID)
@@ -121,17 +121,19 @@ def test_grid_runs_every_cell_once_and_an_interrupted_cell_is_trained_again(tmp_
     def fake_run(cfg, epoch_callbacks=None):
         seen.append((cfg.method.num_prototypes, cfg.method.sinkhorn_iterations))
         if len(seen) == 2:
+            raise RuntimeError("DataLoader worker (pid 1) is killed by signal: Terminated.")
+        if len(seen) == 3:
             raise TrainingStopped("interrupted at epoch 1, batch 2; checkpoint saved", 130)
         return fake_summary(float(len(seen)))
 
     monkeypatch.setattr(sweep, "run_experiment", fake_run)
     args = [f"sweep={spec}", "budget=smoke", f"results={tmp_path}", "study=g", "report=false"]
-    assert guarded(sweep.main, args) == 130  # Ctrl-C stops the sweep
-    assert guarded(sweep.main, args) == 0  # the same command finishes the grid, the interrupted cell included
-    assert sorted(seen[2:]) == sorted({(8, 1), (8, 3), (16, 1), (16, 3)} - {seen[0]})
+    assert guarded(sweep.main, args) == 130  # a crash is recorded and the sweep goes on; Ctrl-C stops it
+    assert guarded(sweep.main, args) == 0  # the same command finishes the grid, the two failed cells included
+    assert sorted(seen[3:]) == sorted({(8, 1), (8, 3), (16, 1), (16, 3)} - {seen[0]})
     trials = study_of(tmp_path, "g").trials
     assert sum(t.state == States.COMPLETE for t in trials) == 4
-    assert guarded(sweep.main, args) == 0 and len(seen) == 5  # nothing left to do
+    assert guarded(sweep.main, args) == 0 and len(seen) == 6  # nothing left to do
 
 
 BAD = [
