@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,17 @@ def context(meta: dict[str, Any], study: str) -> str:
             f"batch {meta['batch_size']}\nstudy {study}")
 
 
+def record_metrics(path: str | None) -> dict[str, float]:
+    """The headline metrics of a trial's run record (kNN, linear probe when run), for the table."""
+    if not path or not Path(path).exists():
+        return {}
+    metrics = json.loads(Path(path).read_text()).get("metrics", {})
+    out = {"knn_top1": metrics.get("knn_top1")}
+    if isinstance(metrics.get("linear"), dict) and "top1" in metrics["linear"]:
+        out["linear_top1"] = metrics["linear"]["top1"]
+    return {k: v for k, v in out.items() if isinstance(v, int | float)}
+
+
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
     """One row per finished trial: number, state, value, parameters, reason, last online kNN, record."""
     rows = []
@@ -56,7 +68,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         last = t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None
         state = t.state.name.lower()
         rows.append({"trial": t.number, "state": state, "value": t.value if state == "complete" else None,
-                     **{f"params.{k}": v for k, v in t.params.items()},
+                     **{f"params.{k}": v for k, v in t.params.items()}, **record_metrics(t.user_attrs.get("record")),
                      "fail_kind": t.user_attrs.get("fail_kind") if state != "complete" else None,
                      "reason": t.user_attrs.get("reason", "") if state != "complete" else "",
                      "objective_value": t.user_attrs.get("objective_value"),
