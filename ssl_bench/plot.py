@@ -174,8 +174,8 @@ def _wrap(title: str, fig: plt.Figure) -> str:
 
 def _only_variant(g: pd.DataFrame) -> str:
     """' (train.epochs=3)' when every run of ``g`` has the same variant other than the budget as defined."""
-    v = set(g["variant"])
-    return f" ({v.pop()})" if len(v) == 1 and REFERENCE not in v else ""
+    v = set(g["variant"]) - {REFERENCE, "default"}  # 'default': the variant of a study without variants
+    return f" ({v.pop()})" if len(v) == 1 and len(set(g["variant"])) == 1 else ""
 
 
 def _random_init(g: pd.DataFrame) -> str:
@@ -214,14 +214,18 @@ def heatmap(g: pd.DataFrame, out: Path, budget: str) -> tuple[list[Path], str]:
             else:
                 text.loc[m, c] = ""
     fig, ax = plt.subplots(figsize=(max(6.4, 2.3 * len(columns) + 2.5), 1.0 + 0.75 * len(methods) + 1.6))
-    sns.heatmap(mean.astype(float), annot=text.values, fmt="", cmap="viridis", ax=ax, linewidths=0.5,
+    # The colour scale starts at the random-init backbone's accuracy (when recorded), so colour shows the gain.
+    floor = g["metrics.random_knn_top1"].mean() if "metrics.random_knn_top1" in g else math.nan
+    vmin = min(floor, np.nanmin(mean.values)) if not math.isnan(floor) else None
+    sns.heatmap(mean.astype(float), annot=text.values, fmt="", cmap="viridis", ax=ax, linewidths=0.5, vmin=vmin,
                 cbar_kws={"label": "kNN top-1 accuracy (%)"}, annot_kws={"fontsize": 9})
     ax.set_xlabel("dataset" + (" / variant" if len(variants) > 1 else ""))
     ax.set_ylabel("method")
     ax.set_title(_wrap(f"kNN top-1 accuracy (%), budget '{budget}'{_only_variant(g)}", fig))
     ax.tick_params(axis="y", rotation=0)
-    caption = (f"Cells: mean ± std over seeds (n seeds). Protocol: {protocol(g['_cfg'].iloc[0])}."
-               + _random_init(g) + " " + budget_caption(g))
+    caption = ("Cells: mean ± std over seeds (n seeds)" + ("; the colour scale starts at the random-init accuracy"
+                                                              if vmin is not None else "")
+               + f". Protocol: {protocol(g['_cfg'].iloc[0])}." + _random_init(g) + " " + budget_caption(g))
     return save(fig, out, f"heatmap_{budget}", caption), caption
 
 
@@ -234,9 +238,10 @@ def _band_lines(ax: plt.Axes, data: pd.DataFrame, x: str, methods: list[str], pa
     for m, a in agg.groupby("method"):
         ys = a["ys"].fillna(0).to_numpy()
         ax.fill_between(a["x"], a["y"] - ys, a["y"] + ys, color=palette[m], alpha=0.18, linewidth=0)
-        if x != "epoch" and a["xs"].notna().any():
-            ax.errorbar(a["x"], a["y"], xerr=a["xs"].fillna(0), fmt="none", ecolor=palette[m], alpha=0.5,
-                        elinewidth=1)
+        if x != "epoch" and a["xs"].notna().any():  # the spread of the run's total time, at its last epoch
+            last = a.sort_values("epoch").tail(1)
+            ax.errorbar(last["x"], last["y"], xerr=last["xs"].fillna(0), fmt="none", ecolor=palette[m], alpha=0.8,
+                        elinewidth=1.5, capsize=3)
 
 
 def lines(g: pd.DataFrame, ep: pd.DataFrame, out: Path, budget: str, x: str) -> tuple[list[Path], str] | None:
@@ -271,7 +276,7 @@ def lines(g: pd.DataFrame, ep: pd.DataFrame, out: Path, budget: str, x: str) -> 
     fig.suptitle(_wrap(f"Accuracy vs {what}, budget '{budget}'{_only_variant(g)}", fig))
     cap = (f"Lines: mean over seeds ({_count(g.groupby(['variant', 'method']).size())} per method), shaded band "
            f"± sd over seeds"
-           + (", horizontal bars ± sd of the wall time" if x != "epoch" else "")
+           + (", horizontal bar at the last epoch ± sd of the wall time over seeds" if x != "epoch" else "")
            + f". Protocol: {monitor_protocol(g['_cfg'].iloc[0])}. " + budget_caption(g)
            + (" Wall time includes the monitor's evaluation and depends on the machine's load." if x != "epoch"
               else ""))
