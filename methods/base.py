@@ -96,12 +96,12 @@ def register(name: str, config: type) -> Callable[[type[Method]], type[Method]]:
 
 
 def registry() -> dict[str, MethodEntry]:
-    if not _REGISTRY:
-        import methods
+    # Import every method file (not only while the registry is empty: a caller may have imported one already).
+    import methods
 
-        for mod in pkgutil.iter_modules(methods.__path__):
-            if mod.name != "base":
-                importlib.import_module(f"methods.{mod.name}")
+    for mod in pkgutil.iter_modules(methods.__path__):
+        if mod.name != "base":
+            importlib.import_module(f"methods.{mod.name}")
     return dict(sorted(_REGISTRY.items()))
 
 

@@ -118,6 +118,9 @@ class MemoryBankMethod(Method):
     ``prototype_weights()`` and ``assign(ctx)`` (which returns the local labels [H, n_own])."""
 
     _global_state: tuple[str, ...] = ("assignments",)
+    # The bank is filled by a pass over the whole pretraining set by dataset index (Context.embed_dataset), which
+    # a streamed dataset cannot give: config.validate refuses dataset.streaming for these methods.
+    needs_full_pass = True
 
     def __init__(self, cfg: DictConfig, embed_dim: int) -> None:
         super().__init__(cfg, embed_dim)

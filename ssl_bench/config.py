@@ -22,7 +22,7 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.errors import HydraException
-from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
@@ -31,6 +31,10 @@ GROUPS = ("method", "dataset", "backbone", "budget")
 NON_FINGERPRINT_KEYS = ("resume", "overwrite", "output_dir", "run_id", "tags", "train.num_threads",
                         "data.num_workers", "train.log_every", "train.tensorboard", "train.progress",
                         "eval.splits_dir", "eval.feature_memory_mb")
+# Keys added to the schema after runs were recorded, left out of the fingerprint while at these (default) values:
+# a run recorded before a key existed keeps its id (and is found again) as long as the key changes nothing.
+FINGERPRINT_OMITTED_AT = {"dataset.classes": None, "dataset.streaming": False, "dataset.shuffle_buffer": 10_000,
+                          "dataset.num_examples": 0}
 
 
 class ConfigError(ValueError):
@@ -61,6 +65,16 @@ class DatasetConfig:
     label_key: str = "label"
     # Allow torchvision to download when the data is missing (never in tests or CI).
     download: bool = False
+    # Image-folder datasets (imagenet, imagenet100, imagefolder, tiny_imagenet): keep only these classes, a text
+    # file of class folder names (wnids) one per line (a relative path: from the working directory, else from
+    # experiments/dataset/) or an inline list. Labels are 0..K-1 in sorted name order; num_classes becomes K.
+    classes: Any = None
+    # Hugging Face (dataset=hf): stream the pretraining split instead of downloading it (ssl_bench/data/streaming.py).
+    streaming: bool = False
+    # Streaming: examples held in each loader worker's shuffle buffer (encoded: ~1.1 GB per worker for ImageNet).
+    shuffle_buffer: int = 10_000
+    # Streaming: examples in the pretraining split when the dataset's info does not say (0 = from the info).
+    num_examples: int = 0
 
 
 @dataclass
@@ -89,7 +103,9 @@ def _default_crops() -> dict[str, CropSpec]:
 @dataclass
 class AugmentConfig:
     # Where crops are made: 'pil' per image in loader workers (lightly's transforms, any image size),
-    # 'tensor' batched on the training device (fixed-size images), 'auto' = tensor when dataset.image_size > 0.
+    # 'tensor' batched on the training device (fixed-size images), 'hybrid' crops in the workers and colour
+    # batched on the device (any image size); 'auto' = tensor for fixed-size images, else hybrid on a GPU
+    # and pil on a CPU (see ssl_bench.multicrop.resolve_backend).
     backend: str = "auto"
     # SimCLR's colour distortion, blur and flip, applied to every crop (SwAV paper, A.2).
     hflip_prob: float = 0.5
@@ -107,7 +123,8 @@ class BackboneConfig:
     small_image_stem: bool = False
     # Channels of the first stage of the small convnet (ignored by the ResNets).
     width: int = 32
-    # SyncBatchNorm across processes; null = on with several GPU processes (as the papers do).
+    # Batch norm over the global batch (all processes); null = on with several processes (as the papers do).
+    # CUDA: torch.nn.SyncBatchNorm; CPU (gloo): ssl_bench.syncbn.GlobalBatchNorm.
     sync_bn: bool | None = None
 
 
@@ -239,7 +256,7 @@ class RunConfig:
 BACKBONES = ("small_cnn", "resnet18", "resnet50")
 OPTIMIZERS = ("sgd", "lars", "adamw")
 PRECISIONS = ("no", "fp16", "bf16")
-AUGMENT_BACKENDS = ("auto", "pil", "tensor")
+AUGMENT_BACKENDS = ("auto", "pil", "tensor", "hybrid")
 
 
 def _register() -> None:
@@ -312,6 +329,8 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     out.choices = choices
     out.overrides = overrides
+    if out.dataset.classes is not None:  # num_classes follows the class list
+        out.dataset.num_classes = len(_class_list(out.dataset.classes))
     validate(out)
     OmegaConf.set_struct(out, True)
     return out
@@ -332,7 +351,8 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.augment.backend in AUGMENT_BACKENDS,
            f"unknown augment.backend '{cfg.augment.backend}'; valid choices: {', '.join(AUGMENT_BACKENDS)}")
     _check(cfg.augment.backend != "tensor" or cfg.dataset.image_size > 0,
-           f"augment.backend=tensor needs fixed-size images; {cfg.dataset.name} has dataset.image_size=0 (use pil)")
+           f"augment.backend=tensor needs fixed-size images; {cfg.dataset.name} has dataset.image_size=0 "
+           "(use pil or hybrid)")
     _check(cfg.data.batch_size > 0, f"data.batch_size must be > 0, got {cfg.data.batch_size}")
     _check(cfg.train.epochs > 0, f"train.epochs must be > 0, got {cfg.train.epochs}")
     _check(cfg.train.grad_accum >= 1, f"train.grad_accum must be >= 1, got {cfg.train.grad_accum}")
@@ -354,10 +374,49 @@ def validate(cfg: DictConfig) -> None:
             _check(spec.size <= cfg.dataset.image_size,
                    f"crops.{kind}.size={spec.size} is larger than the {cfg.dataset.name} images "
                    f"({cfg.dataset.image_size} px); valid: 1..{cfg.dataset.image_size}")
+    _validate_dataset(cfg)
     _validate_eval(cfg.eval)
     for key in ("train_subset",):
         _check(cfg.data[key] >= 0, f"data.{key} must be >= 0 (0 = all)")
     methods[cfg.method.name].validate(cfg)
+
+
+CLASS_LIST_DATASETS = ("imagenet", "imagenet100", "imagefolder", "tiny_imagenet")
+
+
+def _class_list(spec: Any) -> list[str]:
+    from ssl_bench.data.sources import DataNotFound, read_class_list
+
+    _check(isinstance(spec, str | ListConfig | list),
+           f"dataset.classes must be a file of class names or a list of them, got {spec!r}")
+    try:
+        return read_class_list(spec)
+    except DataNotFound as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def _validate_dataset(cfg: DictConfig) -> None:
+    d = cfg.dataset
+    if d.classes is not None:
+        _check(d.name in CLASS_LIST_DATASETS, f"dataset.classes selects classes of image-folder datasets "
+               f"({', '.join(CLASS_LIST_DATASETS)}); {d.name} does not support it")
+        k = len(_class_list(d.classes))
+        _check(d.num_classes == k, f"dataset.num_classes={d.num_classes} but dataset.classes lists {k} classes")
+    _check(d.num_examples >= 0, f"dataset.num_examples must be >= 0 (0 = from the dataset's info), "
+           f"got {d.num_examples}")
+    if not d.streaming:
+        return
+    _check(d.name == "hf", f"dataset.streaming=true streams Hugging Face datasets (dataset=hf); {d.name} is read "
+           "from local files")
+    _check(len(d.pretrain_splits) == 1, f"dataset.streaming=true streams one pretraining split, got "
+           f"dataset.pretrain_splits={list(d.pretrain_splits)}")
+    _check(d.shuffle_buffer >= 1, f"dataset.shuffle_buffer must be >= 1, got {d.shuffle_buffer}")
+    from methods import registry
+
+    method = cfg.method.name
+    _check(not getattr(registry()[method].cls, "needs_full_pass", False),
+           f"method {method} needs every pretraining image by index (a memory bank filled by a full pass over the "
+           f"data), which a stream cannot give; use dataset.streaming=false")
 
 
 EVAL_PROTOCOLS = ("knn", "linear", "finetune", "supervised")
@@ -404,6 +463,11 @@ def fingerprint(cfg: DictConfig) -> str:
         for p in parts[:-1]:
             node = node.get(p, {})
         node.pop(parts[-1], None)
+    for key, value in FINGERPRINT_OMITTED_AT.items():
+        parent, _, leaf = key.rpartition(".")
+        node = data.get(parent, {})
+        if leaf in node and node[leaf] == value:
+            del node[leaf]
     blob = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:8]
 

@@ -23,8 +23,9 @@ from ssl_bench.config import ConfigError, fingerprint, run_id
 from ssl_bench.data import EvalDataset, eval_transform, fixed_subset, load_split, pretrain_dataset
 from ssl_bench.evaluation import final_evaluation
 from ssl_bench.models import ProjectionHead, SSLModel, build_backbone
-from ssl_bench.multicrop import BatchMultiCrop, MultiCropDataset, RawImageDataset, build_multicrop
+from ssl_bench.multicrop import build_pretrain_set
 from ssl_bench.results import read_json, read_metrics, write_atomic, write_json
+from ssl_bench.syncbn import convert_sync_batchnorm
 from ssl_bench.train import Trainer, default_num_workers, peak_memory_mb
 
 
@@ -117,23 +118,16 @@ def _run(cfg: DictConfig, acc: Accelerator, rid: str, run_dir: Path, epoch_callb
     acc.wait_for_everyone()
     set_threads(cfg, acc)
     set_seed(cfg.seed)
-    backend = cfg.augment.backend
-    if backend == "auto":
-        backend = "tensor" if cfg.dataset.image_size > 0 else "pil"
-    augment = BatchMultiCrop(cfg) if backend == "tensor" else None
-    train_set = (RawImageDataset(pretrain_dataset(cfg)) if augment is not None
-                 else MultiCropDataset(pretrain_dataset(cfg), build_multicrop(cfg), cfg.seed))
+    backend, train_set, augment = build_pretrain_set(cfg, pretrain_dataset(cfg), acc.device)
     if len(train_set) < cfg.data.batch_size:
         raise ConfigError(f"data.batch_size={cfg.data.batch_size} is larger than the {len(train_set)} "
                           f"pretraining images")
     pairs = eval_pairs(cfg)
     model = build_model(cfg)
-    # SyncBatchNorm: on by default with several GPU processes; torch has no CPU implementation.
-    sync_bn = cfg.backbone.sync_bn if cfg.backbone.sync_bn is not None else acc.device.type == "cuda"
-    if sync_bn and n > 1 and acc.device.type != "cuda":
-        raise ConfigError("backbone.sync_bn=true needs GPUs (torch's SyncBatchNorm has no CPU version)")
+    # Batch norm over the global batch: on by default with several processes, as the papers train.
+    sync_bn = cfg.backbone.sync_bn if cfg.backbone.sync_bn is not None else n > 1
     if sync_bn and n > 1:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = convert_sync_batchnorm(model, acc.device)
     workers = default_num_workers(cfg)
     trainer = Trainer(cfg, acc, model, train_set, pairs, run_dir, workers, augment, epoch_callbacks)
     if acc.is_main_process:

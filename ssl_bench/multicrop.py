@@ -2,7 +2,12 @@
 
 ``crops.global.n`` crops of ``crops.global.size`` px at RandomResizedCrop scale ``crops.global.scale``,
 then ``crops.local.n`` small crops; each crop gets SimCLR's flip, colour distortion, grey-scale and blur.
-Built from lightly's MultiCropTranform and SwaVViewTransform.
+Three backends compute it (``augment.backend``), with the same distributions:
+
+- ``pil``: every stage per image in the loader workers, lightly's MultiCropTranform and SwaVViewTransform.
+- ``tensor``: fixed-size images go whole to the training device, which crops and colours a batch at once.
+- ``hybrid``: images of any size; workers decode and crop (uint8), the device flips, colours, blurs and
+  normalises a batch at once. The colour stages are the tensor backend's code (:class:`ColourStage`).
 
 Reproducibility: each image's crops are drawn from generators seeded by (seed, epoch, dataset index), not
 from the worker's running RNG. The same image therefore gets the same crops whichever process or
@@ -12,7 +17,9 @@ sees the crops the uninterrupted run would have.
 
 from __future__ import annotations
 
+import math
 import random
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -74,15 +81,66 @@ def ensure_rgb(image: Image.Image) -> Image.Image:
 
 
 # --------------------------------------------------------------------------------------------------------
-# Tensor backend: the same augmentations computed for a whole batch at once, on the training device.
+# Tensor and hybrid backends: the colour stages computed for a whole batch at once, on the training device.
 # Per-image PIL transforms cost ~2 ms per crop on a CPU core, which starves a small convnet (and a GPU);
-# batched tensor ops cost microseconds per crop. Used for datasets of fixed-size images
-# (augment.backend=auto picks it when dataset.image_size > 0). The random parameters are still drawn per
-# image from generators seeded by (seed, epoch, index), so the crops do not depend on the process count.
+# batched tensor ops cost microseconds per crop.
+# - tensor: fixed-size images (dataset.image_size > 0) go to the device whole; crops are cut there too.
+# - hybrid: images of any size; loader workers decode and cut the crops (PIL, uint8, the PIL backend's
+#   resize), the device does flip, colour, blur and normalisation (the expensive part of the PIL backend).
+# Both draw every random number per image from a generator seeded by (seed, epoch, index), in the same
+# layout, so the crops do not depend on the process or worker count, nor on the rest of the batch.
 # --------------------------------------------------------------------------------------------------------
 
 _TRIES = 10  # RandomResizedCrop's rejection-sampling attempts before its centre-crop fallback
-_U_PER_CROP = 4 * _TRIES + 12
+# Uniforms per crop: 4 per crop try, then flip, then the 12 of the colour stage (see ColourStage.color).
+_U_FLIP = 4 * _TRIES
+_U_PER_CROP = _U_FLIP + 13
+
+
+def crop_specs(cfg: DictConfig) -> list[tuple[int, int, tuple[float, float]]]:
+    """(count, size, scale) of each crop resolution in use, global crops first."""
+    return [(s.n, s.size, tuple(s.scale)) for s in (cfg.crops["global"], cfg.crops["local"]) if s.n > 0]
+
+
+def crop_uniforms(seed: int, epoch: int, indices: list[int], n_crops: int) -> Tensor:
+    """[B, n_crops, _U_PER_CROP] uniforms, each image's from its own (seed, epoch, index) generator."""
+    g = torch.Generator()
+    out = torch.empty(len(indices), n_crops, _U_PER_CROP)
+    for row, i in enumerate(indices):
+        g.manual_seed(sample_seed(seed, epoch, int(i)))
+        # The blur sigma (the last column) is drawn after the rest, so the other columns keep the values
+        # they had when the layout had no sigma: runs without blur see the crops they always saw.
+        out[row, :, :-1] = torch.rand(n_crops, _U_PER_CROP - 1, generator=g)
+        out[row, :, -1] = torch.rand(n_crops, generator=g)
+    return out
+
+
+def crop_boxes(u: Tensor, h: int, w: int, scale: tuple[float, float] | tuple[Tensor, Tensor]) -> Tensor:
+    """RandomResizedCrop.get_params, vectorised: u [N, 4 * tries] -> boxes [N, 4] (x0, y0, x1, y1).
+    ``scale`` is one (min, max) for all rows, or two [N, 1] tensors (one scale range per row)."""
+    u = u.reshape(-1, _TRIES, 4)
+    area = h * w * (scale[0] + (scale[1] - scale[0]) * u[..., 0])
+    log_r = torch.log(torch.tensor(3 / 4)) + (torch.log(torch.tensor(4 / 3 * 4 / 3))) * u[..., 1]
+    ratio = torch.exp(log_r)
+    cw = torch.sqrt(area * ratio).round()
+    ch = torch.sqrt(area / ratio).round()
+    ok = (cw > 0) & (cw <= w) & (ch > 0) & (ch <= h)
+    top = torch.floor(u[..., 2] * (h - ch + 1))
+    left = torch.floor(u[..., 3] * (w - cw + 1))
+    first = torch.where(ok.any(1), ok.float().argmax(1), torch.full_like(ok[:, 0], -1, dtype=torch.long))
+    rows = torch.arange(len(u))
+    pick = first.clamp_min(0)
+    cw, ch, top, left = cw[rows, pick], ch[rows, pick], top[rows, pick], left[rows, pick]
+    # Fallback as torchvision: centre crop at the ratio clamped to [3/4, 4/3].
+    fb = first < 0
+    in_ratio = w / h
+    fw, fh = (w, round(w / (4 / 3))) if in_ratio > 4 / 3 else ((round(h * 3 / 4), h) if in_ratio < 3 / 4
+                                                                  else (w, h))
+    cw = torch.where(fb, torch.tensor(float(fw)), cw)
+    ch = torch.where(fb, torch.tensor(float(fh)), ch)
+    top = torch.where(fb, torch.tensor(float((h - fh) // 2)), top)
+    left = torch.where(fb, torch.tensor(float((w - fw) // 2)), left)
+    return torch.stack((left, top, left + cw, top + ch), dim=1)
 
 
 class RawImageDataset(Dataset):
@@ -117,18 +175,14 @@ def _adjust_hue(x: Tensor, shift: Tensor) -> Tensor:
     return _hsv_to_rgb(torch.stack((h, hsv[:, 1], hsv[:, 2]), dim=1))
 
 
-class BatchMultiCrop:
-    """Multi-crop of a batch of uint8 images [B, 3, H, W] -> list of float crops, global crops first.
-
-    Same distributions as the PIL pipeline: RandomResizedCrop (scale from config, ratio 3/4..4/3, 10
-    tries then centre crop), horizontal flip, colour jitter with probability p in a random order per
-    image (brightness, contrast, saturation in [1 - 0.8 s, 1 + 0.8 s], hue in [-0.2 s, 0.2 s]),
-    grey-scale, Gaussian blur, normalisation. Resizing is roi_align (bilinear, averaging when shrinking).
-    """
+class ColourStage:
+    """The per-crop stages after the crop, batched: horizontal flip, colour jitter with probability p in a
+    random order per crop (brightness, contrast, saturation in [1 - 0.8 s, 1 + 0.8 s], hue in
+    [-0.2 s, 0.2 s]), grey-scale, Gaussian blur, normalisation. Shared by the tensor and hybrid backends."""
 
     def __init__(self, cfg: DictConfig) -> None:
         a = cfg.augment
-        self.specs = [(s.n, s.size, tuple(s.scale)) for s in (cfg.crops["global"], cfg.crops["local"]) if s.n > 0]
+        self.specs = crop_specs(cfg)
         self.n_crops = sum(n for n, _, _ in self.specs)
         self.a = a
         s = a.color_jitter_strength
@@ -138,77 +192,52 @@ class BatchMultiCrop:
         self.seed = cfg.seed
         self.epoch = 0
 
-    def uniforms(self, index: Tensor) -> Tensor:
-        """[B, n_crops, _U_PER_CROP] uniforms, each image's from its own (seed, epoch, index) generator."""
-        g = torch.Generator()
-        out = torch.empty(len(index), self.n_crops, _U_PER_CROP)
-        for row, i in enumerate(index.tolist()):
-            g.manual_seed(sample_seed(self.seed, self.epoch, int(i)))
-            out[row] = torch.rand(self.n_crops, _U_PER_CROP, generator=g)
-        return out
-
-    @staticmethod
-    def boxes(u: Tensor, h: int, w: int, scale: tuple[float, float]) -> Tensor:
-        """RandomResizedCrop.get_params, vectorised: u [N, 4 * tries] -> boxes [N, 4] (x0, y0, x1, y1)."""
-        u = u.view(-1, _TRIES, 4)
-        area = h * w * (scale[0] + (scale[1] - scale[0]) * u[..., 0])
-        log_r = torch.log(torch.tensor(3 / 4)) + (torch.log(torch.tensor(4 / 3 * 4 / 3))) * u[..., 1]
-        ratio = torch.exp(log_r)
-        cw = torch.sqrt(area * ratio).round()
-        ch = torch.sqrt(area / ratio).round()
-        ok = (cw > 0) & (cw <= w) & (ch > 0) & (ch <= h)
-        top = torch.floor(u[..., 2] * (h - ch + 1))
-        left = torch.floor(u[..., 3] * (w - cw + 1))
-        first = torch.where(ok.any(1), ok.float().argmax(1), torch.full_like(ok[:, 0], -1, dtype=torch.long))
-        rows = torch.arange(len(u))
-        pick = first.clamp_min(0)
-        cw, ch, top, left = cw[rows, pick], ch[rows, pick], top[rows, pick], left[rows, pick]
-        # Fallback as torchvision: centre crop at the ratio clamped to [3/4, 4/3].
-        fb = first < 0
-        in_ratio = w / h
-        fw, fh = (w, round(w / (4 / 3))) if in_ratio > 4 / 3 else ((round(h * 3 / 4), h) if in_ratio < 3 / 4
-                                                                      else (w, h))
-        cw = torch.where(fb, torch.tensor(float(fw)), cw)
-        ch = torch.where(fb, torch.tensor(float(fh)), ch)
-        top = torch.where(fb, torch.tensor(float((h - fh) // 2)), top)
-        left = torch.where(fb, torch.tensor(float((w - fw) // 2)), left)
-        return torch.stack((left, top, left + cw, top + ch), dim=1)
+    def finish(self, x: Tensor, u: Tensor) -> Tensor:
+        """Crops x [N, 3, s, s] in [0, 1] and their uniforms u [N, 13] (from _U_FLIP on) -> normalised."""
+        flip = u[:, 0] < self.a.hflip_prob
+        x = torch.where(_per(flip), x.flip(-1), x)
+        x = self.color(x, u[:, 1:])
+        return (x - self.mean.to(x.device)) / self.std.to(x.device)
 
     def color(self, x: Tensor, u: Tensor) -> Tensor:
         """Jitter (random order per image), grey-scale and blur on float images [N, 3, s, s] in [0, 1]."""
         a = self.a
         apply = u[:, 0] < a.color_jitter_prob
-        b, c, s, hmax = self.jitter
-        factors = [1 - b + 2 * b * u[:, 1], 1 - c + 2 * c * u[:, 2], 1 - s + 2 * s * u[:, 3],
-                   -hmax + 2 * hmax * u[:, 4]]
-        factors = [torch.where(apply, f, torch.full_like(f, 0.0 if k == 3 else 1.0)).clamp_min(0 if k < 3 else -1)
-                   for k, f in enumerate(factors)]
+        # Factor ranges as torchvision's ColorJitter: [max(0, 1 - j), 1 + j], hue [-j, j].
+        factors = [max(0.0, 1 - j) + (1 + j - max(0.0, 1 - j)) * u[:, 1 + k] for k, j in enumerate(self.jitter[:3])]
+        factors.append(self.jitter[3] * (2 * u[:, 4] - 1))
         order = torch.argsort(u[:, 5:9], dim=1)  # a random permutation of the 4 operations per image
+        x = x.clone()  # updated in place below; the caller's tensor is left alone
         for pos in range(4):
             for op in range(4):
-                sel = apply & (order[:, pos] == op)
-                if not sel.any():
+                # Each operation runs on the images that take it at this position only: 4x less work than
+                # computing it for all and selecting (the hue conversion dominates the colour stage).
+                idx = (apply & (order[:, pos] == op)).nonzero().squeeze(1)
+                if idx.numel() == 0:
                     continue
-                f = factors[op]
+                xs, f = x[idx], _per(factors[op][idx])
                 if op == 0:
-                    y = x * _per(f)
+                    y = xs * f
                 elif op == 1:
-                    y = _per(f) * x + (1 - _per(f)) * _gray(x).mean(dim=(1, 2, 3), keepdim=True)
+                    y = f * xs + (1 - f) * _gray(xs).mean(dim=(1, 2, 3), keepdim=True)
                 elif op == 2:
-                    y = _per(f) * x + (1 - _per(f)) * _gray(x)
+                    y = f * xs + (1 - f) * _gray(xs)
                 else:
-                    y = _adjust_hue(x, f)
-                x = torch.where(_per(sel), y.clamp(0, 1), x)
+                    y = _adjust_hue(xs, factors[3][idx])
+                x[idx] = y.clamp_(0, 1)
         gray = u[:, 9] < a.grayscale_prob
         x = torch.where(_per(gray), _gray(x).expand_as(x), x)
         if a.blur_prob > 0:
-            x = self.blur(x, u[:, 10] < a.blur_prob, a.blur_sigma[0] + (a.blur_sigma[1] - a.blur_sigma[0]) * u[:, 11])
+            lo, hi = a.blur_sigma
+            x = self.blur(x, u[:, 10] < a.blur_prob, lo + (hi - lo) * u[:, 11], hi)
         return x
 
     @staticmethod
-    def blur(x: Tensor, on: Tensor, sigma: Tensor) -> Tensor:
+    def blur(x: Tensor, on: Tensor, sigma: Tensor, max_sigma: float) -> Tensor:
+        # The kernel's radius comes from the configured largest sigma, not the batch's: a crop's blur
+        # must not depend on which other crops share its batch.
         n, ch, size, _ = x.shape
-        radius = min(int(torch.ceil(3 * sigma.max()).item()), (size - 1) // 2)
+        radius = min(math.ceil(3 * max_sigma), (size - 1) // 2)
         if radius < 1:
             return x
         t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
@@ -220,6 +249,18 @@ class BatchMultiCrop:
         y = torch.nn.functional.conv2d(y, k[:, None, :, None], groups=n * ch)
         y = torch.nn.functional.conv2d(y, k[:, None, None, :], groups=n * ch)
         return y.view(n, ch, size, size)
+
+
+class BatchMultiCrop(ColourStage):
+    """Tensor backend: multi-crop of a batch of uint8 images [B, 3, H, W] -> list of float crops, global
+    crops first. Same distributions as the PIL pipeline: RandomResizedCrop (scale from config, ratio
+    3/4..4/3, 10 tries then centre crop), then :class:`ColourStage`. Resizing is roi_align (bilinear,
+    averaging when shrinking)."""
+
+    boxes = staticmethod(crop_boxes)
+
+    def uniforms(self, index: Tensor) -> Tensor:
+        return crop_uniforms(self.seed, self.epoch, index.tolist(), self.n_crops)
 
     @torch.no_grad()
     def __call__(self, batch: dict) -> dict:
@@ -234,16 +275,97 @@ class BatchMultiCrop:
         start = 0
         for n, size, scale in self.specs:
             uu = u[:, start : start + n].reshape(bsz * n, _U_PER_CROP)  # image-major: [img0 c0, img0 c1, ..]
-            boxes = self.boxes(uu[:, : 4 * _TRIES].cpu(), h, w, scale).to(dev)
+            boxes = crop_boxes(uu[:, :_U_FLIP].cpu(), h, w, scale).to(dev)
             owner = torch.arange(bsz, device=dev).repeat_interleave(n).to(x.dtype)
             y = roi_align(x, torch.cat([owner[:, None], boxes], 1), (size, size), 1.0, -1, aligned=True)
-            rest = uu[:, 4 * _TRIES :]
-            flip = rest[:, 0] < self.a.hflip_prob
-            y = torch.where(_per(flip), y.flip(-1), y)
-            y = self.color(y, rest[:, 1:])
-            y = (y - self.mean.to(dev)) / self.std.to(dev)
+            y = self.finish(y, uu[:, _U_FLIP:])
             crops.extend(y.view(bsz, n, 3, size, size).unbind(1))
             start += n
         out = {k: v for k, v in batch.items() if k != "image"}
         out["crops"] = [c.contiguous() for c in crops]
         return out
+
+
+class HybridCropDataset(Dataset):
+    """Hybrid backend, loader-worker half: decode, then RandomResizedCrop each image to every crop size
+    with PIL's bilinear resize (the PIL backend's own crop, so the crops' pixels match it).
+
+    Items: {"crops_u8": [uint8 [n, s, s, 3] per crop size], "crop_u": float [n_crops, 13] (the flip and
+    colour uniforms, drawn here so the device need not re-seed a generator per image), "index", "label"}.
+    Crops stay channels-last as PIL gives them: transposing is free on the device, not in a worker.
+    """
+
+    def __init__(self, base: Dataset, cfg: DictConfig) -> None:
+        self.base, self.seed = base, cfg.seed
+        self.specs = crop_specs(cfg)
+        self.n_crops = sum(n for n, _, _ in self.specs)
+        # Each crop's scale range as [n_crops, 1] columns: all boxes of an image in one vectorised call.
+        self.scale_lo = torch.tensor([[sc[0]] for n, _, sc in self.specs for _ in range(n)])
+        self.scale_hi = torch.tensor([[sc[1]] for n, _, sc in self.specs for _ in range(n)])
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict:
+        image, label = self.base[index]
+        image = ensure_rgb(image)
+        w, h = image.size
+        u = crop_uniforms(self.seed, self.epoch, [index], self.n_crops)[0]
+        boxes = crop_boxes(u[:, :_U_FLIP], h, w, (self.scale_lo, self.scale_hi)).int().tolist()
+        groups: list[Tensor] = []
+        start = 0
+        for n, size, _ in self.specs:
+            group = np.empty((n, size, size, 3), dtype=np.uint8)
+            for k in range(n):
+                # crop, then resize, as torchvision's RandomResizedCrop on PIL: resize(box=...) would let
+                # the filter read pixels outside the box and give (slightly) different crops.
+                crop = image.crop(tuple(boxes[start + k])).resize((size, size), Image.Resampling.BILINEAR)
+                group[k] = np.asarray(crop)
+            groups.append(torch.from_numpy(group))
+            start += n
+        return {"crops_u8": groups, "crop_u": u[:, _U_FLIP:].clone(), "index": index, "label": label}
+
+
+class HybridMultiCrop(ColourStage):
+    """Hybrid backend, device half: a collated batch of :class:`HybridCropDataset` items (on the training
+    device) -> {"crops": list of float crops, global first, "index", "label"}."""
+
+    @torch.no_grad()
+    def __call__(self, batch: dict) -> dict:
+        u = batch["crop_u"]
+        bsz = u.shape[0]
+        crops: list[Tensor] = []
+        start = 0
+        for (n, size, _), group in zip(self.specs, batch["crops_u8"], strict=True):
+            # [B, n, s, s, 3] uint8 -> [B * n, 3, s, s] float, image-major as the tensor backend's crops.
+            x = group.reshape(bsz * n, size, size, 3).permute(0, 3, 1, 2).float().div_(255).contiguous()
+            y = self.finish(x, u[:, start : start + n].reshape(bsz * n, -1).to(x.device))
+            crops.extend(y.view(bsz, n, 3, size, size).unbind(1))
+            start += n
+        out = {k: v for k, v in batch.items() if k not in ("crops_u8", "crop_u")}
+        out["crops"] = [c.contiguous() for c in crops]
+        return out
+
+
+def resolve_backend(cfg: DictConfig, device: torch.device) -> str:
+    """augment.backend, with 'auto' resolved: tensor for fixed-size images; for images of varying size
+    hybrid on a GPU (the colour stages are free there) and pil on a CPU (where the device part would run
+    serially in the training process instead of in parallel in the loader workers)."""
+    backend = cfg.augment.backend
+    if backend != "auto":
+        return backend
+    if cfg.dataset.image_size > 0:
+        return "tensor"
+    return "hybrid" if device.type == "cuda" else "pil"
+
+
+def build_pretrain_set(cfg: DictConfig, base: Dataset, device: torch.device
+                       ) -> tuple[str, Dataset, Callable[[dict], dict] | None]:
+    """(backend, training set, device-side augmentation or None) for the pretraining images ``base``."""
+    backend = resolve_backend(cfg, device)
+    if backend == "tensor":
+        return backend, RawImageDataset(base), BatchMultiCrop(cfg)
+    if backend == "hybrid":
+        return backend, HybridCropDataset(base, cfg), HybridMultiCrop(cfg)
+    return backend, MultiCropDataset(base, build_multicrop(cfg), cfg.seed), None

@@ -57,7 +57,8 @@ def sinkhorn(scores: Tensor, epsilon: float = 0.05, iterations: int = 3) -> Tens
     for _ in range(iterations):
         u = r / all_reduce_(v @ kern)  # row sums over every process's samples
         v = c / (kern @ u)
-    if not bool(torch.isfinite(u).all() & torch.isfinite(v).all()):  # one host sync, not two
+    bad = (~(torch.isfinite(u).all() & torch.isfinite(v).all())).float().reshape(1)
+    if bool(all_reduce_(bad, "max")):  # v is per process: every process must take the same path (collectives)
         return _sinkhorn_log(scores, epsilon, iterations)
     return kern.mul_(u).mul_(v[:, None] * b_total)
 

@@ -8,6 +8,7 @@ a temporary folder and renamed, so an interrupted save never replaces a good che
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import resource
@@ -21,12 +22,14 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.data_loader import prepare_data_loader
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, IterableDataset, Subset
 from tqdm.auto import tqdm
 
 from methods.base import Context
-from ssl_bench.data import EvalDataset, eval_transform
+from ssl_bench.data import DataNotFound, EvalDataset, eval_transform
+from ssl_bench.data.streaming import StreamedItems
 from ssl_bench.distributed import all_reduce_
 from ssl_bench.evaluation import extract_features, knn_eval
 from ssl_bench.optim import build_optimizer, lr_at, set_lr
@@ -91,15 +94,22 @@ class Trainer:
         self.eval_sets = eval_sets  # {"monitor": (train_ds, test_ds) or None, ...}
         self.num_workers = num_workers
         self.generator = torch.Generator()
-        loader = DataLoader(train_set, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True,
-                            num_workers=num_workers, generator=self.generator,
-                            pin_memory=accelerator.device.type == "cuda",
-                            persistent_workers=False)  # workers must see each epoch's dataset.epoch
+        # A streamed dataset (dataset.streaming): the item wrapper's base is an HFStream, not indexable.
+        self.stream = train_set.base if isinstance(getattr(train_set, "base", None), IterableDataset) else None
         optimizer = build_optimizer(model, cfg)
-        self.model, self.optimizer, self.loader = accelerator.prepare(model, optimizer, loader)
+        if self.stream is None:
+            loader = DataLoader(train_set, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True,
+                                num_workers=num_workers, generator=self.generator,
+                                pin_memory=accelerator.device.type == "cuda",
+                                persistent_workers=False)  # workers must see each epoch's dataset.epoch
+            self.model, self.optimizer, self.loader = accelerator.prepare(model, optimizer, loader)
+            self.steps_per_epoch = len(self.loader)
+        else:
+            self.model, self.optimizer = accelerator.prepare(model, optimizer)
+            self.loader = self._stream_loader(num_workers)
+            self.steps_per_epoch = len(train_set) // cfg.data.batch_size  # the same on every process
         self._unwrapped = accelerator.unwrap_model(self.model)  # once: unwrap_model is not free per step
         self.method = self._unwrapped.method
-        self.steps_per_epoch = len(self.loader)
         if cfg.train.max_steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, cfg.train.max_steps_per_epoch)
         self.opt_steps_per_epoch = max(1, self.steps_per_epoch // cfg.train.grad_accum)
@@ -107,6 +117,21 @@ class Trainer:
         self.warmup_steps = int(round(cfg.optim.warmup_epochs * self.opt_steps_per_epoch))
         self.state = LoopState()
         self.ckpt_dir = run_dir / "checkpoint"
+
+    def _stream_loader(self, num_workers: int) -> DataLoader:
+        """The loader of a streamed dataset. Each process already reads its own part of the stream (HFStream),
+        so Accelerate must not shard it again: by default it reads an IterableDataset on the main process only
+        and sends every batch to the others (dispatch_batches), or, without dispatching, has every process read
+        all of it and keep its slice of each batch. Prepared as for one process, it only moves batches to the
+        device. Batches are this process's share of the global batch, as split_batches gives map-style data."""
+        assert self.stream is not None
+        local_batch = self.cfg.data.batch_size // self.acc.num_processes
+        self.stream.batch_size = local_batch
+        loader = DataLoader(StreamedItems(self.train_set), batch_size=local_batch, drop_last=True,
+                            num_workers=min(num_workers, self.stream.max_workers),
+                            pin_memory=self.acc.device.type == "cuda", persistent_workers=False)
+        return prepare_data_loader(loader, self.acc.device, num_processes=1, process_index=0, put_on_device=True,
+                                   dispatch_batches=False)
 
     # -- helpers ---------------------------------------------------------------------------------
     @property
@@ -206,7 +231,15 @@ class Trainer:
                     self.augment.epoch = epoch
                 if self.state.batch == 0:
                     method.on_epoch_start(self.context())
-                loader = acc.skip_first_batches(self.loader, self.state.batch) if self.state.batch else self.loader
+                if self.stream is not None:
+                    # Resumed mid-epoch: the stream skips whole rounds of batches (one per loader worker) before
+                    # decoding or cropping; the rest of a round is read and dropped, since the loader always
+                    # starts its round at worker 0 and must continue the uninterrupted run's order.
+                    per_round = max(1, self.loader.num_workers)
+                    self.stream.skip_batches = self.state.batch - self.state.batch % per_round
+                    loader = itertools.islice(self.loader, self.state.batch % per_round, None)
+                else:
+                    loader = acc.skip_first_batches(self.loader, self.state.batch) if self.state.batch else self.loader
                 losses, t_epoch, n_epoch = [], time.time(), 0
                 bar = tqdm(total=self.steps_per_epoch, initial=self.state.batch, desc=f"epoch {epoch + 1}/"
                            f"{cfg.train.epochs}", disable=not (acc.is_main_process and cfg.train.progress),
@@ -242,8 +275,13 @@ class Trainer:
                         raise TrainingStopped(f"interrupted at epoch {epoch + 1}, batch {self.state.batch}; "
                                               f"checkpoint saved; continue with resume=true", 130)
                 bar.close()
+                if self.stream is not None and self.state.batch < self.steps_per_epoch:  # the others wait for it
+                    raise DataNotFound(f"the stream ran out on process {acc.process_index} after {self.state.batch} "
+                                       f"of {self.steps_per_epoch} batches: its part of the data is empty")
                 # End of epoch: record, monitor, checkpoint.
-                row = {"epoch": epoch, "step": self.state.step, "loss": sum(losses) / max(1, len(losses)),
+                # The epoch's loss over the global batch: each process's loss is that of its share.
+                total = all_reduce_(torch.tensor([sum(losses), len(losses)], dtype=torch.float64, device=acc.device))
+                row = {"epoch": epoch, "step": self.state.step, "loss": float(total[0] / total[1].clamp(min=1)),
                        "lr": self.optimizer.param_groups[0]["lr"],
                        "images_per_s": n_epoch / max(1e-9, time.time() - t_epoch)}
                 row.update(method.epoch_stats())

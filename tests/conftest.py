@@ -1,6 +1,33 @@
 """Shared test setup: tests never touch the network (the Hugging Face hub would hang offline)."""
 
 import os
+import signal
+
+import pytest
 
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def sigterm_at_step(monkeypatch):
+    """``arm(n)``: the n-th training step from now sends this process SIGTERM (as a scheduler's time limit
+    would); returns ``disarm()``, which restores the real step for the resumed run."""
+    from ssl_bench.train import Trainer
+
+    real_step = Trainer.train_step
+
+    def arm(n: int):
+        calls = [0]
+
+        def step_then_sigterm(self, batch):
+            out = real_step(self, batch)
+            calls[0] += 1
+            if calls[0] == n:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return out
+
+        monkeypatch.setattr(Trainer, "train_step", step_then_sigterm)
+        return lambda: monkeypatch.setattr(Trainer, "train_step", real_step)
+
+    return arm

@@ -21,6 +21,8 @@ def fixed_data() -> dict[str, torch.Tensor]:
         "prototypes": F.normalize(torch.randn(K, D, generator=g), dim=1),
         "crops": torch.randn(4, B, D, generator=g),  # 4 crops of the global batch
         "index": torch.randperm(N, generator=g)[:B],
+        "images": torch.randn(B, 3, 6, 6, generator=g) * 2 + 1,
+        "targets": torch.randn(B, 6, generator=g),
     }
 
 
@@ -75,6 +77,21 @@ def compute(rank: int, world: int) -> dict[str, torch.Tensor]:
         loss.backward()
         out[f"{name}_loss"] = all_reduce_(loss.detach().reshape(1)) / world
         out[f"{name}_grad"] = all_gather(crops.grad.transpose(0, 1).contiguous()).transpose(0, 1) / world
+
+    # Batch norm over the global batch: each process normalises its share with the statistics of the whole.
+    from ssl_bench.syncbn import convert_global_batchnorm
+
+    torch.manual_seed(0)
+    net = convert_global_batchnorm(torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(), torch.nn.Flatten(),
+        torch.nn.Linear(64, 6), torch.nn.BatchNorm1d(6)))
+    x = d["images"][rank * b : (rank + 1) * b].clone().requires_grad_(True)
+    y = net(x)
+    ((y - d["targets"][rank * b : (rank + 1) * b]) ** 2).mean().backward()  # per-process mean, as with DDP
+    out["bn_out"] = all_gather(y.detach())
+    out["bn_input_grad"] = all_gather(x.grad) / world
+    out["bn_param_grad"] = all_reduce_(torch.cat([p.grad.flatten() for p in net.parameters()])) / world
+    out["bn_running_stats"] = torch.cat([t.flatten().float() for t in net.buffers()])
 
     # The methods themselves: whole-dataset pseudo-labels and the sharded bank after one step.
     for name in ("deepclusterv2", "selav2"):

@@ -17,7 +17,11 @@ state = PartialState(cpu=True)  # under ACCELERATE_USE_CPU=1 only Accelerator re
 scores = cosine_scores(96, 24, seed=7)
 shard = scores.chunk(state.num_processes)[state.process_index]
 codes = all_gather(sinkhorn(shard, 0.05, 3))
+under = scores.clone()
+under[:, 3] = -50.0  # a prototype whose row underflows: every process must switch to the log domain together
+codes_log = all_gather(sinkhorn(under.chunk(state.num_processes)[state.process_index], 0.05, 3))
 if state.is_main_process:
     torch.save(codes, Path(sys.argv[1]) / "full.pt")
+    torch.save(codes_log, Path(sys.argv[1]) / "full_log.pt")
 state.wait_for_everyone()
 state.destroy_process_group()

@@ -3,8 +3,6 @@ bank, two processes == one process, state across checkpoints, loss decrease, and
 
 import json
 import math
-import os
-import signal
 import socket
 
 import pytest
@@ -23,7 +21,7 @@ from methods.simclr import multicrop_nt_xent
 from ssl_bench.config import ConfigError, compose, run_id
 from ssl_bench.experiment import build_model, run_experiment
 from ssl_bench.sinkhorn import sinkhorn
-from ssl_bench.train import Trainer, TrainingStopped
+from ssl_bench.train import TrainingStopped
 
 METHODS = ["simclr", "deepclusterv2", "selav2", "carl"]
 
@@ -286,7 +284,7 @@ def test_end_to_end_writes_a_record(tmp_path, args):
         assert "final_assign_entropy" in summary["metrics"]
 
 
-def test_deepcluster_resume_matches_uninterrupted_run(tmp_path, monkeypatch):
+def test_deepcluster_resume_matches_uninterrupted_run(tmp_path, sigterm_at_step):
     """SIGTERM mid-epoch 1 of 2: bank (per process), assignments and centroids come back from the
     checkpoint, epoch 2 clusters the restored bank, and the resumed run ends with the uninterrupted
     run's weights, centroids and pseudo-labels."""
@@ -294,19 +292,10 @@ def test_deepcluster_resume_matches_uninterrupted_run(tmp_path, monkeypatch):
     full_cfg = smoke(tmp_path / "full", *extra)
     run_experiment(full_cfg)
     cfg = smoke(tmp_path / "cut", *extra)
-    real_step, calls = Trainer.train_step, {"n": 0}
-
-    def step_then_sigterm(self, batch):
-        out = real_step(self, batch)
-        calls["n"] += 1
-        if calls["n"] == 2:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return out
-
-    monkeypatch.setattr(Trainer, "train_step", step_then_sigterm)
+    disarm = sigterm_at_step(2)
     with pytest.raises(TrainingStopped):
         run_experiment(cfg)
-    monkeypatch.setattr(Trainer, "train_step", real_step)
+    disarm()
     run_experiment(smoke(tmp_path / "cut", *extra, "resume=true"))
     a = load_file(tmp_path / "cut" / run_id(cfg) / "checkpoint" / "model.safetensors")
     b = load_file(tmp_path / "full" / run_id(full_cfg) / "checkpoint" / "model.safetensors")

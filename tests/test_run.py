@@ -2,7 +2,6 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
 
@@ -80,7 +79,7 @@ def final_weights(run_dir):
 
 
 @pytest.mark.parametrize("backend", ["tensor", "pil"])
-def test_resume_after_sigterm_matches_uninterrupted_run(tmp_path, monkeypatch, backend):
+def test_resume_after_sigterm_matches_uninterrupted_run(tmp_path, sigterm_at_step, backend):
     """SIGTERM in the middle of epoch 2 of 3 (with a SwAV queue in use): the resumed run ends with the
     same weights as an uninterrupted one, with either multi-crop backend."""
     extra = ["train.epochs=3", "method.queue_length=32", "method.queue_start_epoch=0", "data.num_workers=0",
@@ -88,24 +87,14 @@ def test_resume_after_sigterm_matches_uninterrupted_run(tmp_path, monkeypatch, b
     full_cfg = smoke(tmp_path / "full", *extra)
     run_experiment(full_cfg)
     cfg = smoke(tmp_path / "cut", *extra)
-    real_step = Trainer.train_step
-    calls = {"n": 0}
-
-    def step_then_sigterm(self, batch):
-        out = real_step(self, batch)
-        calls["n"] += 1
-        if calls["n"] == 6:  # epoch 2, batch 2 of 4
-            os.kill(os.getpid(), signal.SIGTERM)
-        return out
-
-    monkeypatch.setattr(Trainer, "train_step", step_then_sigterm)
+    disarm = sigterm_at_step(6)  # epoch 2, batch 2 of 4
     with pytest.raises(TrainingStopped) as stop:
         run_experiment(cfg)
     assert stop.value.exit_code == 130
     run = tmp_path / "cut" / run_id(cfg)
     assert json.loads((run / "checkpoint" / "loop.json").read_text())["batch"] == 2
     assert not (run / "summary.json").exists()
-    monkeypatch.setattr(Trainer, "train_step", real_step)
+    disarm()
     # Without resume=true an unfinished run is not clobbered.
     assert guarded(main, ["budget=smoke", f"output_dir={tmp_path / 'cut'}", *extra]) == 2
     summary = run_experiment(smoke(tmp_path / "cut", *extra, "resume=true"))

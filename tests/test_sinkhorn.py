@@ -107,3 +107,5 @@ def test_two_processes_give_the_codes_of_the_whole_batch(tmp_path):
     one = sinkhorn(s, 0.05, 3)
     assert torch.allclose(full, one, atol=1e-6)
     assert torch.allclose(full.sum(1), torch.ones(96), atol=1e-5)
+    s[:, 3] = -50.0
+    assert torch.allclose(torch.load(out / "full_log.pt"), sinkhorn(s, 0.05, 3), atol=1e-5)

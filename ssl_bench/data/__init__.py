@@ -1,7 +1,9 @@
 """Datasets by name. ``load_split(cfg, split)`` returns a dataset of (PIL RGB image, int label).
 
-Registry: fashion_mnist, cifar10, cifar100, stl10, imagenet, imagefolder, hf. Missing data raises
-:class:`DataNotFound` with one line saying where the data must be and how to get it.
+Registry: fashion_mnist, cifar10, cifar100, stl10, imagenet, imagenet100, imagefolder, tiny_imagenet, hf.
+Missing data raises :class:`DataNotFound` with one line saying where the data must be and how to get it.
+``dataset.classes`` keeps a list of classes of an image-folder tree (ImageNet-100); ``dataset.streaming``
+streams a Hugging Face pretraining split (ssl_bench/data/streaming.py).
 """
 
 from __future__ import annotations
@@ -34,6 +36,12 @@ def fixed_subset(ds: Dataset, n: int, seed: int) -> Dataset:
 
 
 def pretrain_dataset(cfg: DictConfig) -> Dataset:
+    """The pretraining images: the splits of dataset.pretrain_splits, a fixed subset of data.train_subset of
+    them when set; with dataset.streaming, this process's part of a stream (an IterableDataset)."""
+    if cfg.dataset.streaming:
+        from ssl_bench.data.streaming import open_stream
+
+        return open_stream(cfg)
     parts = [load_split(cfg, s) for s in cfg.dataset.pretrain_splits]
     ds = parts[0] if len(parts) == 1 else ConcatDataset(parts)
     return fixed_subset(ds, cfg.data.train_subset, cfg.data.subset_seed)

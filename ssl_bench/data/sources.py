@@ -8,9 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 from PIL import Image
 from torch.utils.data import Dataset
+from torchvision.datasets import ImageFolder
 
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 
@@ -128,9 +129,57 @@ def _stl_split(split: str) -> dict:
     return {"split": split}
 
 
-def image_folder(d: DictConfig, split: str) -> Dataset:
-    from torchvision.datasets import ImageFolder
+CLASS_LIST_DIR = Path(__file__).resolve().parents[2] / "experiments" / "dataset"
 
+
+def read_class_list(spec: str | list[str] | ListConfig) -> list[str]:
+    """The class names of ``dataset.classes``: an inline list, or a text file with one name per line (blank
+    lines and '#' comments skipped). A relative path is looked up in the working directory, then in
+    experiments/dataset/ where the committed lists live (imagenet100_classes.txt)."""
+    what = f"'{spec}'" if isinstance(spec, str) else "(the inline list)"
+    if isinstance(spec, str):
+        path = Path(spec).expanduser()
+        if not path.is_absolute() and not path.exists():
+            path = CLASS_LIST_DIR / spec
+        if not path.is_file():
+            raise DataNotFound(f"dataset.classes: no class list file '{spec}' (looked in the working directory "
+                               f"and {CLASS_LIST_DIR}); give a file with one class folder name per line")
+        lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+        names = [n for n in lines if n]
+    else:
+        names = [str(n).strip() for n in spec]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if not names or dupes or any(not n or "/" in n for n in names):
+        why = f"duplicates {', '.join(dupes)}" if dupes else "empty or with a '/' in a name"
+        raise DataNotFound(f"dataset.classes {what} is not a list of class folder names ({why})")
+    return names
+
+
+def _class_index(d: DictConfig, available: Callable[[str], bool], where: str) -> tuple[list[str], dict[str, int]]:
+    """The classes selected by ``dataset.classes`` (sorted: labels 0..K-1 in name order, as ImageFolder
+    numbers a full tree); every one must be present, else one line naming the missing ones."""
+    names = sorted(read_class_list(d.classes))
+    missing = [n for n in names if not available(n)]
+    if missing:
+        shown = ", ".join(missing[:10]) + (f" (+{len(missing) - 10} more)" if len(missing) > 10 else "")
+        raise DataNotFound(f"{d.name}: {len(missing)} of the {len(names)} classes of dataset.classes are not in "
+                           f"{where}: {shown}")
+    return names, {n: i for i, n in enumerate(names)}
+
+
+class SelectedImageFolder(ImageFolder):
+    """An ImageFolder over the listed class folders only: find_classes is overridden, so make_dataset walks those
+    folders alone (ImageNet-100 lists the files of 100 of the 1000 folders, never the other 900's)."""
+
+    def __init__(self, root: str, d: DictConfig) -> None:
+        self._d = d  # read by find_classes, which ImageFolder.__init__ calls
+        super().__init__(root)
+
+    def find_classes(self, directory: str | Path) -> tuple[list[str], dict[str, int]]:
+        return _class_index(self._d, lambda n: (Path(directory) / n).is_dir(), str(directory))
+
+
+def image_folder(d: DictConfig, split: str) -> Dataset:
     if not d.root:
         raise DataNotFound(f"{d.name} needs dataset.root=DIR with {split}/<class>/<image> inside")
     path = Path(d.root) / split
@@ -138,9 +187,70 @@ def image_folder(d: DictConfig, split: str) -> Dataset:
     if not path.is_dir():
         raise DataNotFound(f"{d.name}: no folder {path}; {layout}")
     try:
-        return RGB(ImageFolder(str(path)))
+        return RGB(SelectedImageFolder(str(path), d) if d.classes is not None else ImageFolder(str(path)))
+    except DataNotFound:
+        raise
     except FileNotFoundError as exc:  # no class folders, or no images in them
         raise DataNotFound(f"{d.name}: {_first_line(exc)} ({layout})") from exc
+
+
+class FileListDataset(Dataset):
+    """Images read from a list of (path, label) pairs, as RGB."""
+
+    def __init__(self, samples: list[tuple[Path, int]], classes: list[str]) -> None:
+        self.samples, self.classes = samples, classes
+        self.targets = [label for _, label in samples]  # read by evaluation (dataset_labels) without decoding
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[Image.Image, int]:
+        path, label = self.samples[i]
+        with Image.open(path) as img:  # Tiny-ImageNet has some grey images among the RGB ones
+            return img.convert("RGB"), label
+
+
+TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
+
+
+def tiny_imagenet(d: DictConfig, split: str) -> Dataset:
+    """Tiny-ImageNet-200 as released: wnids.txt, train/<wnid>/images/*.JPEG, val/images/*.JPEG labelled by
+    val/val_annotations.txt (file, wnid, box), test/images/*.JPEG without labels (-1). Labels are the
+    indices of the sorted wnids (ImageFolder's order); dataset.classes keeps a subset."""
+    if split not in ("train", "val", "test"):
+        raise DataNotFound(f"tiny_imagenet has no split '{split}'; valid: train, val, test")
+    root = Path(d.root or "data/tiny-imagenet-200")
+    wnids_file = root / "wnids.txt"
+    if not wnids_file.is_file():
+        raise DataNotFound(f"tiny_imagenet not found: expected {wnids_file} (set dataset.root=DIR holding the "
+                           f"unpacked release, tiny-imagenet-200/); get it from {TINY_IMAGENET_URL}")
+    released = {w.strip() for w in wnids_file.read_text().split() if w.strip()}
+    if d.classes is not None:
+        classes, index = _class_index(d, released.__contains__, str(wnids_file))
+    else:
+        classes = sorted(released)
+        index = {w: i for i, w in enumerate(classes)}
+    folder = root / split
+    if not folder.is_dir():
+        raise DataNotFound(f"tiny_imagenet: no folder {folder}; set dataset.root=DIR holding the unpacked release")
+    samples: list[tuple[Path, int]] = []
+    if split == "train":
+        for w in classes:
+            samples += [(p, index[w]) for p in sorted((folder / w / "images").glob("*.JPEG"))]
+    elif split == "val":
+        ann = folder / "val_annotations.txt"
+        if not ann.is_file():
+            raise DataNotFound(f"tiny_imagenet: no {ann} (the val labels); set dataset.root=DIR holding the release")
+        for line in ann.read_text().splitlines():
+            parts = line.split("\t")
+            if len(parts) >= 2 and parts[1] in index:
+                samples.append((folder / "images" / parts[0], index[parts[1]]))
+        samples.sort()
+    else:
+        samples = [(p, -1) for p in sorted((folder / "images").glob("*.JPEG"))]
+    if not samples:
+        raise DataNotFound(f"tiny_imagenet: no images for split '{split}' under {folder}")
+    return FileListDataset(samples, classes)
 
 
 class HFDataset(Dataset):
@@ -201,6 +311,8 @@ SOURCES: dict[str, Callable[[DictConfig, str], Dataset]] = {
                              _train_flag),
     "stl10": _torchvision("STL10", "stl10_binary", "https://cs.stanford.edu/~acoates/stl10/", _stl_split),
     "imagenet": image_folder,
+    "imagenet100": image_folder,
     "imagefolder": image_folder,
+    "tiny_imagenet": tiny_imagenet,
     "hf": hugging_face,
 }

@@ -1,0 +1,162 @@
+"""The commands that run one config on N nodes x G GPUs, or a SLURM script that runs them.
+
+    python -m ssl_bench.launch nodes=8 gpus=8 address=10.0.0.1 method=swav dataset=imagenet \\
+        budget=imagenet_400ep dataset.root=/data/imagenet          # one `accelerate launch` line per node
+    python -m ssl_bench.launch nodes=8 gpus=8 slurm=true ... > swav.sbatch && sbatch swav.sbatch
+
+Keys of its own (everything else is an ordinary run override, checked here before anything starts):
+  nodes=N           machines (default 1)
+  gpus=G            processes per machine, one per GPU (default 8)
+  address=HOST      the main node (machine rank 0), reachable from every node (default 127.0.0.1; with
+                    slurm=true the first node of the allocation)
+  port=P            its free TCP port for the rendezvous (default 29500)
+  rank=R            print only machine R's command (default: every node's)
+  entry=run|sweep   the module each process runs: ssl_bench.run (default) or ssl_bench.sweep
+  slurm=true        print an sbatch script instead (srun starts one launcher per node)
+  time=HH:MM:SS, cpus_per_gpu=C, partition=NAME, job=NAME     sbatch settings for slurm=true
+
+The run's numbers do not depend on N x G: data.batch_size is the global batch (each process gets 1/(N x G)
+of it), batch norm is synchronised over all processes, Sinkhorn and the memory banks work on the global
+batch, and the lr is the configured one for that global batch (never rescaled; it is printed).
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from dataclasses import dataclass
+
+from omegaconf import DictConfig
+
+from ssl_bench.cli import guarded
+from ssl_bench.config import ConfigError, compose
+
+ENTRIES = {"run": "ssl_bench.run", "sweep": "ssl_bench.sweep"}
+
+
+@dataclass
+class Cluster:
+    nodes: int = 1
+    gpus: int = 8
+    address: str = "127.0.0.1"
+    port: int = 29500
+    rank: int | None = None
+    entry: str = "run"
+    slurm: bool = False
+    time: str = "72:00:00"
+    cpus_per_gpu: int = 10
+    partition: str | None = None
+    job: str | None = None
+
+    @property
+    def processes(self) -> int:
+        return self.nodes * self.gpus
+
+
+def parse(argv: list[str]) -> tuple[Cluster, list[str]]:
+    """Split the launcher's keys from the run overrides; bad values raise ConfigError (one line)."""
+    cl, rest = Cluster(), []
+    ints = {"nodes", "gpus", "port", "rank", "cpus_per_gpu"}
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        if not eq or key not in Cluster.__dataclass_fields__:
+            rest.append(arg)
+            continue
+        if key in ints:
+            try:
+                setattr(cl, key, int(value))
+            except ValueError:
+                raise ConfigError(f"{key}={value}: expected an integer") from None
+        elif key == "slurm":
+            if value.lower() not in ("true", "false"):
+                raise ConfigError(f"slurm={value}: expected true or false")
+            cl.slurm = value.lower() == "true"
+        else:
+            setattr(cl, key, value)
+    if cl.nodes < 1 or cl.gpus < 1:
+        raise ConfigError(f"nodes={cl.nodes} gpus={cl.gpus}: both must be >= 1")
+    if not 0 < cl.port < 65536:
+        raise ConfigError(f"port={cl.port}: expected 1-65535")
+    if cl.rank is not None and not 0 <= cl.rank < cl.nodes:
+        raise ConfigError(f"rank={cl.rank}: valid machine ranks are 0-{cl.nodes - 1}")
+    if cl.entry not in ENTRIES:
+        raise ConfigError(f"entry={cl.entry}: valid choices: {', '.join(ENTRIES)}")
+    return cl, rest
+
+
+def check_scale(cfg: DictConfig, cl: Cluster) -> list[str]:
+    """Refuse what cannot split over the processes; return the lines that describe the split."""
+    n, batch = cl.processes, int(cfg.data.batch_size)
+    if batch % n:
+        fits = [k for k in range(1, batch + 1) if batch % k == 0 and k <= 4 * n]
+        raise ConfigError(f"data.batch_size={batch} (the global batch) cannot be split over {cl.nodes} x {cl.gpus} = "
+                          f"{n} processes; process counts that divide it: {', '.join(map(str, fits[-6:]))}")
+    lines = [f"{cl.nodes} node(s) x {cl.gpus} GPU(s) = {n} processes; global batch {batch} = {batch // n} per GPU",
+             f"optimiser {cfg.optim.name}: lr {cfg.optim.lr} for global batch {batch} (as configured, never rescaled)"]
+    queue = int(cfg.method.get("queue_length", 0) or 0)
+    if queue:
+        lines.append(f"queue {queue} features = {queue // n} per process (from epoch "
+                     f"{cfg.method.get('queue_start_epoch', 0)})")
+    return lines
+
+
+def accelerate_args(cl: Cluster, machine_rank: str, address: str, port: str) -> list[str]:
+    """`accelerate launch` flags for one machine (rank/address/port may be shell variables)."""
+    args = ["accelerate", "launch", "--multi_gpu", "--num_machines", str(cl.nodes), "--num_processes",
+            str(cl.processes), "--machine_rank", machine_rank, "--main_process_ip", address,
+            "--main_process_port", port]
+    if cl.nodes > 1:  # static rendezvous at the main node: every node names the same address and port
+        args += ["--rdzv_backend", "static", "--same_network"]
+    return args + ["-m", ENTRIES[cl.entry]]
+
+
+def node_commands(cl: Cluster, overrides: list[str]) -> list[str]:
+    """One shell command line per machine, machine rank 0 first."""
+    ranks = range(cl.nodes) if cl.rank is None else [cl.rank]
+    return [shlex.join(accelerate_args(cl, str(r), cl.address, str(cl.port)) + overrides) for r in ranks]
+
+
+def slurm_script(cl: Cluster, overrides: list[str], about: list[str], argv: list[str]) -> str:
+    job = cl.job or "ssl_bench"
+    sbatch = [f"--job-name={job}", f"--nodes={cl.nodes}", "--ntasks-per-node=1", f"--gpus-per-node={cl.gpus}",
+              f"--cpus-per-task={cl.gpus * cl.cpus_per_gpu}", f"--time={cl.time}", "--output=%x-%j.out",
+              # SIGTERM 5 minutes before the time limit: the loop checkpoints; a requeued job resumes.
+              "--signal=TERM@300", "--requeue"]
+    if cl.partition:
+        sbatch.append(f"--partition={cl.partition}")
+    launch = shlex.join(accelerate_args(cl, "$SLURM_NODEID", "$MAIN_ADDR", "$MAIN_PORT"))
+    for var in ("$SLURM_NODEID", "$MAIN_ADDR", "$MAIN_PORT"):  # expanded by each node's shell, not here
+        launch = launch.replace(f"'{var}'", f'"{var}"')
+    args = " ".join(shlex.quote(o) for o in [*overrides, "resume=true"])
+    lines = ["#!/bin/bash", "# Written by: python -m ssl_bench.launch " + shlex.join(argv),
+             *(f"# {a}" for a in about), *(f"#SBATCH {s}" for s in sbatch), "set -euo pipefail",
+             "# The first node of the allocation hosts the rendezvous.",
+             'export MAIN_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
+             f"export MAIN_PORT=${{MAIN_PORT:-{cl.port}}}",
+             'cd "${SSL_BENCH_DIR:-$SLURM_SUBMIT_DIR}"',
+             f"ARGS=({args})",
+             "# One launcher per node (srun sets SLURM_NODEID), each starting one process per GPU; resume=true",
+             "# continues from the run's checkpoint after a requeue or a time-limit stop.",
+             f"srun --kill-on-bad-exit=1 bash -c '{launch} \"$@\"' _ \"${{ARGS[@]}}\""]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__)
+        return 0
+    cl, overrides = parse(argv)
+    cfg = compose([o for o in overrides if not o.startswith(("sweep=", "study=", "n_trials="))]
+                  if cl.entry == "sweep" else overrides)
+    about = check_scale(cfg, cl)
+    if cl.slurm:
+        print(slurm_script(cl, overrides, about, argv), end="")
+        return 0
+    print("\n".join(f"# {a}" for a in about))
+    for r, line in zip(range(cl.nodes) if cl.rank is None else [cl.rank], node_commands(cl, overrides), strict=True):
+        print(f"# machine {r}{' (main: ' + cl.address + ':' + str(cl.port) + ')' if r == 0 else ''}:\n{line}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(guarded(main))

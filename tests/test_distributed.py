@@ -1,0 +1,114 @@
+"""Two processes (gloo) against one on the same global batch, for every method, over whole runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from dist_run_worker import RUNS, overrides
+from safetensors.torch import load_file
+
+from ssl_bench import results
+from ssl_bench.config import compose, run_id
+from ssl_bench.experiment import run_experiment
+
+TESTS = Path(__file__).parent
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Every run of RUNS trained on one process (in this process) and on two (accelerate launch, gloo)."""
+    root = tmp_path_factory.mktemp("dist")
+    one, two, audit = root / "one", root / "two", root / "audit"
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(TESTS.parent), os.environ.get("PYTHONPATH", "")]))
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--main_process_port", "29541", str(TESTS / "dist_run_worker.py"), str(two), str(audit)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for name in RUNS:  # meanwhile, the same configs on one process
+        run_experiment(compose(overrides(name, one)))
+    stdout, stderr = proc.communicate(timeout=900)
+    assert proc.returncode == 0, stderr[-3000:]
+    return one, two, audit
+
+
+def run_dir(root: Path, name: str) -> Path:
+    return root / run_id(compose(overrides(name, root)))
+
+
+@pytest.mark.parametrize("name", list(RUNS))
+def test_two_processes_train_what_one_process_trains(runs, name):
+    one, two, _ = runs
+    a, b = run_dir(one, name), run_dir(two, name)
+    sa, sb = (json.loads((d / "summary.json").read_text()) for d in (a, b))
+    assert (sa["cost"]["num_processes"], sb["cost"]["num_processes"]) == (1, 2)
+    ra, rb = results.read_metrics(a), results.read_metrics(b)
+    assert len(ra) == len(rb) == 2
+    for x, y in zip(ra, rb, strict=True):
+        assert y["loss"] == pytest.approx(x["loss"], rel=1e-4, abs=1e-5)
+        for key in ("monitor_knn_top1", "assign_entropy", "prototypes_used"):
+            if key in x:
+                assert y[key] == pytest.approx(x[key], abs=1e-3), key
+    # the trained weights, the method's global state (prototypes, centroids, pseudo-labels) and the evaluation
+    wa, wb = (load_file(d / "checkpoint" / "model.safetensors") for d in (a, b))
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        if wa[key].is_floating_point():
+            assert torch.allclose(wa[key], wb[key], rtol=1e-3, atol=1e-4), key
+        else:
+            assert torch.equal(wa[key], wb[key]), key
+    for key, value in sa["metrics"].items():
+        if key.startswith(("knn_top1", "linear")) and isinstance(value, float):
+            assert sb["metrics"][key] == pytest.approx(value, abs=1e-6), key
+    if name == "swav":
+        assert "linear" in sa["metrics"] and sa["metrics"]["linear"]["top1"] == sb["metrics"]["linear"]["top1"]
+
+
+def local_states(d: Path, n: int) -> list[dict]:
+    return [torch.load(d / "checkpoint" / f"method_local_{r}.pt", weights_only=False) for r in range(n)]
+
+
+def test_queues_are_per_process_and_hold_the_same_features(runs):
+    """SwAV's queue: each process keeps its own share; together they hold the one-process queue's rows."""
+    one, two, _ = runs
+    (qa,) = [s["queue"] for s in local_states(run_dir(one, "swav"), 1)]
+    qb = [s["queue"] for s in local_states(run_dir(two, "swav"), 2)]
+    assert qa is not None and [q.shape[1] for q in qb] == [qa.shape[1] // 2] * 2
+
+    def rows(q: torch.Tensor) -> torch.Tensor:  # [crops, L, D] -> rows sorted, order-free
+        flat = q.permute(1, 0, 2).reshape(q.shape[1], -1)
+        return flat[torch.argsort(flat[:, 0])]
+
+    assert torch.allclose(rows(torch.cat(qb, dim=1)), rows(qa), atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["deepclusterv2", "selav2"])
+def test_memory_banks_are_sharded_and_together_equal_the_one_process_bank(runs, name):
+    one, two, _ = runs
+    (la,) = local_states(run_dir(one, name), 1)
+    lb = local_states(run_dir(two, name), 2)
+    own = torch.cat([s["own"] for s in lb])
+    assert sorted(own.tolist()) == la["own"].tolist()  # disjoint shards covering the dataset
+    full = torch.zeros_like(la["bank"])
+    for s in lb:
+        full[:, s["own"]] = s["bank"]
+    assert torch.allclose(full.float(), la["bank"].float(), atol=1e-3)
+
+
+def test_only_the_main_process_writes_shared_files(runs):
+    """The other process writes only its own per-process files (its method state, Accelerate's RNG state):
+    no record, log, metrics, checkpoint swap or deletion."""
+    _, _, audit = runs
+    main = json.loads((audit / "rank0.json").read_text())
+    other = json.loads((audit / "rank1.json").read_text())
+    assert any(e[-1].endswith("summary.json") for e in main)
+    assert other, "the audit hook saw nothing: it would not see a race either"
+    for event, *paths in other:
+        if event == "os.mkdir":  # Accelerate's save_state: makedirs(exist_ok=True) on every process, race-free
+            continue
+        assert event == "open" and "_1." in Path(paths[-1]).name, (event, paths)
