@@ -26,10 +26,19 @@ RUNS: dict[str, list[str]] = {
 }
 
 
+# Stopped after epoch 1 of 2 and resumed, on two processes: SwAV's queue (filled from epoch 0) and the
+# DeepCluster-v2 bank come back per process from method_local_<rank>.pt.
+RESUMED: dict[str, list[str]] = {
+    "swav": ["method=swav", "method.queue_length=32", "method.queue_start_epoch=0", "train.checkpoint_every=1"],
+    "deepclusterv2": ["method=deepclusterv2", "train.checkpoint_every=1"],
+}
+
+
 def overrides(name: str, out: str | Path) -> list[str]:
     # lr 0.005 (smoke: 0.05): two processes sum in another order (round-off ~1e-7), and 8 steps at the
     # smoke lr amplify that to ~1e-4 (measured), which would hide a real difference of that size.
-    return ["budget=smoke", f"output_dir={out}", "eval.random_baseline=false", "optim.lr=0.005", *RUNS[name]]
+    return ["budget=smoke", f"output_dir={out}", "eval.random_baseline=false", "optim.lr=0.005",
+            *(RUNS[name] if name in RUNS else RESUMED[name.removeprefix("resumed-")])]
 
 
 def audit_file_writes(root: Path, log: list[list[str]]) -> None:
@@ -65,6 +74,16 @@ if __name__ == "__main__":
     audit_file_writes(out, log)
     for name in RUNS:
         run_experiment(compose(overrides(name, out)))
+    from ssl_bench.train import TrainingStopped
+
+    for name in RESUMED:
+        run_experiment(compose(overrides(f"resumed-{name}", out / "resume_full")))
+        try:  # the main process asks every process to stop after epoch 1 (its checkpoint is written first)
+            run_experiment(compose(overrides(f"resumed-{name}", out / "resume_cut")),
+                           epoch_callbacks=[lambda epoch, row: "stop after epoch 1" if epoch == 0 else None])
+        except TrainingStopped:
+            pass
+        run_experiment(compose([*overrides(f"resumed-{name}", out / "resume_cut"), "resume=true"]))
     audit.mkdir(parents=True, exist_ok=True)
     (audit / f"rank{os.environ.get('RANK', '0')}.json").write_text(json.dumps(log))
     if dist.is_initialized():

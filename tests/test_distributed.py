@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from dist_run_worker import RUNS, overrides
+from dist_run_worker import RESUMED, RUNS, overrides
 from safetensors.torch import load_file
 
 from ssl_bench import results
@@ -112,3 +112,19 @@ def test_only_the_main_process_writes_shared_files(runs):
         if event == "os.mkdir":  # Accelerate's save_state: makedirs(exist_ok=True) on every process, race-free
             continue
         assert event == "open" and "_1." in Path(paths[-1]).name, (event, paths)
+
+
+@pytest.mark.parametrize("name", list(RESUMED))
+def test_two_processes_resume_their_per_process_state(runs, name):
+    """Stopped after epoch 1 and resumed (each process reloading its own queue or bank shard): the same
+    weights and per-process state as the uninterrupted two-process run."""
+    _, two, _ = runs
+    full, cut = (run_dir(two / sub, f"resumed-{name}") for sub in ("resume_full", "resume_cut"))
+    assert json.loads((cut / "summary.json").read_text())["cost"]["num_processes"] == 2
+    wa, wb = (load_file(d / "checkpoint" / "model.safetensors") for d in (full, cut))
+    for key in wa:
+        assert torch.allclose(wa[key].float(), wb[key].float(), atol=1e-6), key
+    for la, lb in zip(local_states(full, 2), local_states(cut, 2), strict=True):
+        for key in ("queue", "bank", "own"):
+            if key in la:
+                assert la[key] is not None and torch.allclose(la[key].float(), lb[key].float(), atol=1e-6), key
