@@ -129,12 +129,9 @@ def bench_loop(overrides: list[str], steps: int, warmup: int, tiny: bool = False
     lr = compose(["budget=demo", *overrides]).optim.lr
     cfg = compose(["budget=demo", "method.freeze_prototypes_iters=0", "optim.warmup_epochs=0",
                    f"optim.final_lr={lr}", *overrides])
-    batch = synthetic_batch(cfg)
     torch.manual_seed(cfg.seed)
     model = _TinyModel(cfg) if tiny else build_model(cfg)
     bare_model = copy.deepcopy(model)  # same architecture, same initial weights
-    bare_opt = build_optimizer(bare_model, cfg)  # same optimiser class, groups and settings
-    bare_method = bare_model.method
 
     losses: dict[str, list[float]] = {"ours": [], "bare": []}
 
@@ -149,6 +146,13 @@ def bench_loop(overrides: list[str], steps: int, warmup: int, tiny: bool = False
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp)
         acc = make_accelerator(cfg, run_dir)
+        device = acc.device
+        # On a GPU both loops get the batch there, as the loader would hand it over (pinned, prefetched).
+        batch = {k: [c.to(acc.device) for c in v] if isinstance(v, list) else v.to(acc.device)
+                 for k, v in synthetic_batch(cfg).items()}
+        bare_model.to(acc.device)
+        bare_opt = build_optimizer(bare_model, cfg)  # same optimiser class, groups and settings
+        bare_method = bare_model.method
         try:
             trainer = Trainer(cfg, acc, model, _Indices(cfg.data.train_subset or 4096), {}, run_dir, 0)
             model.train()
@@ -165,7 +169,8 @@ def bench_loop(overrides: list[str], steps: int, warmup: int, tiny: bool = False
             GradientState._reset_state()
     ours, bare = median_ms(times["ours"]), median_ms(times["bare"])
     paired = statistics.median(a / b for a, b in zip(times["ours"], times["bare"], strict=True))
-    return {"cfg": cfg, "ours_ms": ours, "bare_ms": bare, "ratio": ours / bare, "paired_ratio": paired,
+    return {"cfg": cfg, "device": str(device), "ours_ms": ours, "bare_ms": bare, "ratio": ours / bare,
+            "paired_ratio": paired,
             "ours_min": min(times["ours"]) * 1e3, "bare_min": min(times["bare"]) * 1e3,
             "steps": steps, "last_loss": {k: v[-1] for k, v in losses.items()},
             "max_loss_diff": max(abs(a - b) for a, b in zip(losses["ours"], losses["bare"], strict=True))}
@@ -248,7 +253,7 @@ def main(argv: list[str] | None = None) -> None:
         r = bench_loop(args.overrides, args.steps, args.warmup)
         cfg = r["cfg"]
         shapes = " + ".join(f"{s.n}x{s.size}px" for s in (cfg.crops["global"], cfg.crops["local"]) if s.n)
-        print(f"\n[1] training step, budget=demo: {cfg.backbone.name} (width {cfg.backbone.width}), "
+        print(f"\n[1] training step, budget={cfg.choices.budget}: {cfg.backbone.name} (width {cfg.backbone.width}), "
               f"{cfg.method.name} with {cfg.method.num_prototypes} prototypes, optimiser {cfg.optim.name}, "
               f"batch {cfg.data.batch_size} of {shapes} synthetic crops; {r['steps']} interleaved steps each "
               f"after {args.warmup} warm-up; same lr {cfg.optim.lr} every step; last losses: ours "
@@ -267,6 +272,8 @@ def main(argv: list[str] | None = None) -> None:
             ("step ratio ours / bare", f"paired median {r['paired_ratio']:.3f}",
              f"ratio of medians {r['ratio']:.3f}", f"goal <= {LOOP_GOAL}: {verdict}"),
             ("step overhead ours - bare", f"{r['ours_ms'] - r['bare_ms']:+.2f} ms", "", ""),
+            (f"images/s per device ({r['device']}, ours)", f"{cfg.data.batch_size / r['ours_ms'] * 1e3:.0f}",
+             f"batch {cfg.data.batch_size}, {shapes}", f"precision {cfg.train.precision}"),
             ("loop cost, 4-parameter model", f"ours {tiny['ours_ms'] * 1e3:.0f} us",
              f"bare {tiny['bare_ms'] * 1e3:.0f} us", f"{args.tiny_steps} steps each"),
             ("  = fixed overhead per step", f"{fixed_ms * 1e3:+.0f} us",
