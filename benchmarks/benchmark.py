@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import math
 import os
 import platform
 import statistics
@@ -32,7 +31,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -44,7 +42,7 @@ from methods.base import Method  # noqa: E402
 from ssl_bench.config import compose  # noqa: E402
 from ssl_bench.experiment import build_model, make_accelerator  # noqa: E402
 from ssl_bench.optim import build_optimizer  # noqa: E402
-from ssl_bench.sinkhorn import sinkhorn  # noqa: E402
+from ssl_bench.sinkhorn import random_cosine_scores, sinkhorn, sinkhorn_log_reference  # noqa: E402
 from ssl_bench.train import Trainer  # noqa: E402
 
 LOOP_GOAL = 1.03  # ours / bare, per step
@@ -177,26 +175,8 @@ def bench_loop(overrides: list[str], steps: int, warmup: int, tiny: bool = False
 
 
 # -- 2. Sinkhorn --------------------------------------------------------------------------------------
-def cosine_scores(b: int, k: int, d: int = 128, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    z = F.normalize(torch.randn(b, d, generator=g), dim=1)
-    c = F.normalize(torch.randn(k, d, generator=g), dim=1)
-    return z @ c.t()
-
-
-def log_domain_reference(scores: torch.Tensor, eps: float, iters: int) -> torch.Tensor:
-    """The paper's iterations in float64 log space (cannot overflow): the yardstick for huge scores."""
-    logits = scores.double() / eps
-    b, k = logits.shape
-    log_v = torch.zeros(b, dtype=torch.float64)
-    for _ in range(iters):
-        log_u = -math.log(k) - torch.logsumexp(logits + log_v[:, None], dim=0)
-        log_v = -math.log(b) - torch.logsumexp(logits + log_u[None, :], dim=1)
-    return torch.exp(logits + log_u[None, :] + log_v[:, None] + math.log(b)).float()
-
-
 def bench_sinkhorn(b: int, k: int, eps: float, iters: int, repeats: int) -> dict:
-    s = cosine_scores(b, k)
+    s = random_cosine_scores(b, k)
     fns = {"ours": lambda: sinkhorn(s, eps, iters), "lightly": lambda: lightly_sinkhorn(s, iters, eps),
            # The floor under both: allocating a B x K float32 tensor and writing it once (page faults on
            # first touch). Ours allocates one such tensor (its result); lightly's allocates two.
@@ -217,7 +197,7 @@ def bench_sinkhorn(b: int, k: int, eps: float, iters: int, repeats: int) -> dict
     out["big_ratio_max"] = (big / eps).abs().max().item()
     out["lightly_big_nonfinite"] = int((~torch.isfinite(lightly_big)).sum())
     out["ours_big_nonfinite"] = int((~torch.isfinite(ours_big)).sum())
-    out["ours_big_err"] = (ours_big - log_domain_reference(big, eps, iters)).abs().max().item()
+    out["ours_big_err"] = (ours_big - sinkhorn_log_reference(big, eps, iters).float()).abs().max().item()
     out["numel"] = big.numel()
     return out
 

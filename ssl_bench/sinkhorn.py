@@ -25,6 +25,8 @@ are local; N processes holding B/N samples each get exactly the codes of the who
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -83,6 +85,25 @@ def _sinkhorn_log(scores: Tensor, epsilon: float, iterations: int) -> Tensor:
     # exp(logits + log u + log v) * B with the last column step folded in: a row softmax, so each code
     # sums to 1 exactly even when float32 logits of ~1e4 lose digits.
     return torch.softmax(logits + log_u[None, :], dim=1)
+
+
+def sinkhorn_log_reference(scores: Tensor, epsilon: float = 0.05, iterations: int = 3) -> Tensor:
+    """The same iterations in float64 log space (cannot overflow): the yardstick for huge scores / eps."""
+    logits = scores.double() / epsilon
+    b, k = logits.shape
+    log_v = torch.zeros(b, dtype=torch.float64)
+    for _ in range(iterations):
+        log_u = -math.log(k) - torch.logsumexp(logits + log_v[:, None], dim=0)
+        log_v = -math.log(b) - torch.logsumexp(logits + log_u[None, :], dim=1)
+    return torch.exp(logits + log_u[None, :] + log_v[:, None] + math.log(b))
+
+
+def random_cosine_scores(b: int, k: int, d: int = 128, seed: int = 0) -> Tensor:
+    """Cosine similarities of b random unit features to k random unit prototypes (tests and benchmarks)."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.nn.functional.normalize(torch.randn(b, d, generator=g), dim=1)
+    c = torch.nn.functional.normalize(torch.randn(k, d, generator=g), dim=1)
+    return z @ c.t()
 
 
 def sinkhorn_reference(scores: Tensor, epsilon: float = 0.05, iterations: int = 3) -> Tensor:

@@ -242,7 +242,7 @@ def test_multihead_ce_by_hand():
 
 
 # -- every method learns on a fixed batch -------------------------------------------------------------
-@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("name", ["swav", *METHODS])
 def test_loss_decreases_on_a_fixed_batch(name):
     cfg = compose([f"method={name}", "budget=smoke"])
     torch.manual_seed(0)

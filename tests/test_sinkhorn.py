@@ -1,6 +1,5 @@
 """Sinkhorn-Knopp: equipartition, agreement with the paper's pseudo-code, finiteness for any range."""
 
-import math
 import os
 import subprocess
 import sys
@@ -8,28 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 from lightly.loss.swav_loss import sinkhorn as lightly_sinkhorn
 
-from ssl_bench.sinkhorn import sinkhorn, sinkhorn_reference
+from ssl_bench.sinkhorn import random_cosine_scores, sinkhorn, sinkhorn_log_reference, sinkhorn_reference
 
 
-def cosine_scores(b: int, k: int, d: int = 16, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    z = F.normalize(torch.randn(b, d, generator=g), dim=1)
-    c = F.normalize(torch.randn(k, d, generator=g), dim=1)
-    return z @ c.t()
-
-
-def log_reference(scores: torch.Tensor, eps: float, iters: int) -> torch.Tensor:
-    """The paper's iterations in float64 log space: immune to overflow, our yardstick for huge scores."""
-    logits = scores.double() / eps
-    b, k = logits.shape
-    log_v = torch.zeros(b, dtype=torch.float64)
-    for _ in range(iters):
-        log_u = -math.log(k) - torch.logsumexp(logits + log_v[:, None], dim=0)
-        log_v = -math.log(b) - torch.logsumexp(logits + log_u[None, :], dim=1)
-    return torch.exp(logits + log_u[None, :] + log_v[:, None] + math.log(b))
+def cosine_scores(b: int, k: int, seed: int = 0) -> torch.Tensor:
+    return random_cosine_scores(b, k, d=16, seed=seed)
 
 
 def test_matches_paper_pseudocode():
@@ -68,7 +52,7 @@ def test_finite_and_correct_for_huge_scores():
     q = sinkhorn(s, 0.05, 3)
     assert torch.isfinite(q).all()
     # logits of 2e4 carry float32 rounding of ~1e-3 in the exponent; the float64 reference agrees to that
-    assert torch.allclose(q.double(), log_reference(s, 0.05, 3), atol=1e-3)
+    assert torch.allclose(q.double(), sinkhorn_log_reference(s, 0.05, 3), atol=1e-3)
 
 
 def test_log_domain_fallback_when_a_prototype_underflows():
@@ -76,7 +60,7 @@ def test_log_domain_fallback_when_a_prototype_underflows():
     s[:, 3] = -50.0  # prototype 3 is exp(-1000) away from every sample: its row underflows to 0
     q = sinkhorn(s, 0.05, 3)
     assert torch.isfinite(q).all()
-    assert torch.allclose(q.double(), log_reference(s, 0.05, 3), atol=1e-4)  # float32 logits of 1e3
+    assert torch.allclose(q.double(), sinkhorn_log_reference(s, 0.05, 3), atol=1e-4)  # float32 logits of 1e3
     assert q[:, 3].sum() > 1.0  # equipartition still gives it its share (about 32/8 = 4 samples)
 
 
