@@ -7,7 +7,7 @@ sample's pseudo-label q against H heads of K prototypes C learned by gradient de
 
 Assignment phase (D.2, Eq. 12): at the start of every epoch, for each head, Sinkhorn-Knopp on the scores
 z^T C of the whole memory bank (the previous epoch's projections, shared with DeepCluster-v2, see
-methods/deepcluster_v2.py for the bank, its sharding and its bytes per sample): the equal partition of
+methods/memory_bank.py for the bank, its sharding and its bytes per sample): the equal partition of
 all N samples over the K clusters, Q = argmax_Q Tr(Q^T C^T Z) + eps H(Q) with Q 1 = 1/K, Q^T 1 = 1/N.
 With W processes each holds N/W columns and the row sums are all-reduced (ssl_bench.sinkhorn, shared with
 SwAV), so the assignments equal one process's on the whole bank. ssl_bench.sinkhorn stabilises the
@@ -37,7 +37,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from methods.base import Context, register
-from methods.deepcluster_v2 import MemoryBankMethod, check_bank_config
+from methods.memory_bank import MemoryBankMethod, check_bank_config
 from ssl_bench.config import ConfigError
 from ssl_bench.sinkhorn import sinkhorn
 

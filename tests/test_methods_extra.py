@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 
 from methods.base import Context
 from methods.carl import consistency_loss, kl_weight, uniform_kl
-from methods.deepcluster_v2 import multihead_ce, spherical_kmeans
+from methods.deepcluster_v2 import spherical_kmeans
+from methods.memory_bank import multihead_ce
 from methods.sela_v2 import sela_assign
 from methods.simclr import multicrop_nt_xent
 from ssl_bench.config import ConfigError, compose, run_id
