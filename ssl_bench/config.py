@@ -30,7 +30,7 @@ GROUPS = ("method", "dataset", "backbone", "budget")
 # Keys that say where and how a run is stored, not what it computes: left out of the run fingerprint.
 NON_FINGERPRINT_KEYS = ("resume", "overwrite", "output_dir", "run_id", "tags", "train.num_threads",
                         "data.num_workers", "train.log_every", "train.tensorboard", "train.progress",
-                        "eval.splits_dir", "eval.feature_memory_mb")
+                        "eval.splits_dir", "eval.feature_memory_mb", "eval.baseline_cache")
 # Keys added to the schema after runs were recorded, left out of the fingerprint while at these (default) values:
 # a run recorded before a key existed keeps its id (and is found again) as long as the key changes nothing.
 FINGERPRINT_OMITTED_AT = {"dataset.classes": None, "dataset.streaming": False, "dataset.shuffle_buffer": 10_000,
@@ -193,6 +193,9 @@ class EvalConfig:
     batch_size: int = 256
     # Every protocol also on the randomly initialised backbone (same architecture, seed), the floor of a table.
     random_baseline: bool = True
+    # Reuse the floor of an identical earlier evaluation (same dataset, backbone, seed, eval settings, precision
+    # and device type), kept in <output_dir>/../baselines/; the record says where a floor came from.
+    baseline_cache: bool = True
     # Linear probe (SwAV A.3): SGD (momentum), cosine decay, 100 epochs, lr 0.3, wd 1e-6, batch 256.
     # 'augmented' = RandomResizedCrop + flip through the frozen backbone each epoch (the paper's protocol);
     # 'cached' = the features extracted once, no augmentation (fast: CPU budgets and sweeps).

@@ -40,7 +40,7 @@ from ssl_bench.cli import guarded
 from ssl_bench.config import EVAL_PROTOCOLS, ConfigError, RunConfig, _one_line, _split_overrides, compose, validate
 from ssl_bench.evaluation import evaluate_all, export_backbone, load_backbone
 from ssl_bench.evaluation.checkpoint import WEIGHT_SUFFIXES
-from ssl_bench.evaluation.protocols import splits_root
+from ssl_bench.evaluation.protocols import baseline_file, splits_root
 from ssl_bench.models import build_backbone
 from ssl_bench.results import read_json, write_json
 
@@ -223,7 +223,9 @@ def evaluate_checkpoint(cfg: DictConfig, accelerator: Accelerator, src: Source, 
     splits = splits_root(cfg, src.run_dir.parent if src.run_dir is not None else None)
     t0 = time.time()
     tree = evaluate_all(cfg, accelerator, backbone, protocols=protocols, seeds=seeds, work_dir=work,
-                        splits_dir=splits, num_workers=default_num_workers(cfg))
+                        splits_dir=splits, num_workers=default_num_workers(cfg),
+                        baselines=baseline_file(cfg, accelerator.device,
+                                                src.run_dir.parent if src.run_dir is not None else None))
     entry = {"protocols": protocols, "dataset": cfg.dataset.name, "seeds": seeds, "checkpoint": str(src.weights),
              "arguments": list(argv or []), "wall_s": round(time.time() - t0, 2),
              "num_processes": accelerator.num_processes, "device": str(accelerator.device),

@@ -397,3 +397,37 @@ def test_cli_exit_code_without_traceback(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().startswith("error: checkpoint ") and "not found" in proc.stderr
+
+
+def test_random_init_floor_is_computed_once_and_reused_by_identical_evaluations(tmp_path, monkeypatch):
+    """A second method with the same dataset, backbone, seed and eval settings reuses the first run's floor
+    (kNN before training and the linear probe); another seed or eval.baseline_cache=false computes its own."""
+    from ssl_bench.evaluation.protocols import Evaluator
+
+    calls: list[tuple[str, tuple[str, ...]]] = []
+    real = Evaluator.evaluate
+
+    def spy(self, backbone, which, protocols, seeds):
+        calls.append((which, tuple(protocols)))
+        return real(self, backbone, which, protocols, seeds)
+
+    monkeypatch.setattr(Evaluator, "evaluate", spy)
+    base = ["budget=smoke", f"output_dir={tmp_path / 'runs'}", "eval.protocols=[knn,linear]",
+            "eval.monitor_train_subset=0"]
+    first = run_experiment(compose([*base, "method=swav"]))
+    assert ("random_init", ("linear",)) in calls  # the kNN floor came from before training
+    (cache,) = (tmp_path / "baselines").iterdir()
+    calls.clear()
+    second = run_experiment(compose([*base, "method=simclr"]))
+    assert [c for c in calls if c[0] == "random_init"] == []
+    r1, r2 = first["metrics"]["random"], second["metrics"]["random"]
+    for protocol in ("knn", "linear"):
+        assert r2[protocol]["top1"] == r1[protocol]["top1"]
+        assert r2[protocol]["settings"]["source"] == f"cache {cache}"
+    assert second["metrics"]["random_knn_top1"] == first["metrics"]["random_knn_top1"]
+    calls.clear()
+    run_experiment(compose([*base, "method=simclr", "seed=1"]))
+    assert ("random_init", ("linear",)) in calls and len(list((tmp_path / "baselines").iterdir())) == 2
+    calls.clear()
+    run_experiment(compose([*base, "method=carl", "eval.baseline_cache=false"]))
+    assert ("random_init", ("linear",)) in calls

@@ -21,6 +21,8 @@ Features of one backbone and subset are extracted once and shared by every k and
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import statistics
 import time
@@ -31,7 +33,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 from torchvision import transforms as T
@@ -44,6 +46,7 @@ from ssl_bench.evaluation.knn import knn_accuracy
 from ssl_bench.evaluation.linear import evaluate_linear, train_linear_augmented, train_linear_cached
 from ssl_bench.evaluation.splits import dataset_labels, fraction_name, label_subset
 from ssl_bench.models import build_backbone
+from ssl_bench.results import read_json, write_json
 
 FROZEN = ("knn", "linear")
 
@@ -69,6 +72,46 @@ def splits_root(cfg: DictConfig, runs_dir: Path | None = None) -> Path:
     if cfg.eval.splits_dir:
         return Path(cfg.eval.splits_dir)
     return Path(runs_dir if runs_dir is not None else cfg.output_dir).parent / "splits"
+
+
+# Bump when an evaluation protocol's code changes what it computes: older cached floors are then ignored.
+BASELINE_CACHE_VERSION = 1
+# Eval keys that do not change a protocol's result on a given backbone (which protocols, where files go).
+_NOT_RESULT_KEYS = ("protocols", "seeds", "random_baseline", "baseline_cache", "splits_dir", "feature_memory_mb",
+                    "monitor_train_subset", "monitor_test_subset")
+
+
+def baseline_file(cfg: DictConfig, device: torch.device, runs_dir: Path | None = None) -> Path | None:
+    """Where the random-init floor of this evaluation is kept for reuse (None with eval.baseline_cache=false).
+
+    The floor is the same computation for every run that shares the dataset, backbone, seed, evaluation
+    settings, precision and device type: every method of a comparison, every trial of a sweep. It is keyed
+    by a hash of exactly those settings and lives beside the runs (``<output_dir>/../baselines/``)."""
+    if not cfg.eval.baseline_cache:
+        return None
+    key = {"version": BASELINE_CACHE_VERSION, "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
+           "backbone": OmegaConf.to_container(cfg.backbone, resolve=True), "seed": int(cfg.seed),
+           "subset_seed": int(cfg.data.subset_seed), "view": int(cfg.crops["global"].size),
+           "precision": cfg.train.precision, "device": device.type,
+           "eval": {k: v for k, v in OmegaConf.to_container(cfg.eval, resolve=True).items()  # type: ignore[union-attr]
+                    if k not in _NOT_RESULT_KEYS}}
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    root = Path(runs_dir if runs_dir is not None else cfg.output_dir).parent / "baselines"
+    return root / f"{cfg.dataset.name}-{cfg.backbone.name}-s{cfg.seed}-{digest}.json"
+
+
+def cache_tag(protocol: str, seeds: list[int]) -> str:
+    return f"{protocol}|seeds={','.join(map(str, seeds))}"
+
+
+def read_baselines(path: Path | None, accelerator) -> dict[str, Any]:
+    """The cached floors, as the main process reads them (broadcast: every process must skip the same work)."""
+    from accelerate.utils import broadcast_object_list
+
+    box = [read_json(path) if path is not None and path.exists() and accelerator.is_main_process else {}]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(box)
+    return box[0]
 
 
 def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -303,10 +346,11 @@ class Evaluator:
 
 def evaluate_all(cfg: DictConfig, accelerator, backbone: nn.Module, *, protocols: list[str], seeds: list[int],
                  work_dir: Path, splits_dir: Path, num_workers: int = 0, random_knn: dict[str, float] | None = None,
-                 log: Callable[[str], None] | None = None) -> dict[str, Any]:
+                 log: Callable[[str], None] | None = None, baselines: Path | None = None) -> dict[str, Any]:
     """The metrics tree for ``backbone`` on cfg.dataset: the protocols, their random-init floor (when
     eval.random_baseline) and the supervised ceiling (when 'supervised' is among the protocols).
-    ``random_knn`` (flat knn_top1* of the run's baseline.json, seed 0) is reused instead of recomputed."""
+    ``random_knn`` (flat knn_top1* of the run's baseline.json, seed 0) is reused instead of recomputed, and so
+    is every floor already in the ``baselines`` file (see :func:`baseline_file`); new floors are added to it."""
     bad = [p for p in protocols if p not in EVAL_PROTOCOLS]
     if bad:
         raise ConfigError(f"unknown eval protocol '{bad[0]}'; valid choices: {', '.join(EVAL_PROTOCOLS)}")
@@ -317,14 +361,25 @@ def evaluate_all(cfg: DictConfig, accelerator, backbone: nn.Module, *, protocols
             ev.require_labels(p)
         out: dict[str, Any] = ev.evaluate(backbone, "pretrained", main, seeds)
         if cfg.eval.random_baseline and main:
-            reuse = random_knn is not None and "knn" in main and list(seeds) == [0]
-            todo = [p for p in main if not (reuse and p == "knn")]
+            cached = read_baselines(baselines, accelerator)
+            reuse = (random_knn is not None and "knn" in main and list(seeds) == [0]
+                     and cache_tag("knn", seeds) not in cached)
+            todo = [p for p in main if not (reuse and p == "knn") and cache_tag(p, seeds) not in cached]
             rnd = ev.evaluate(random_backbone(cfg), "random_init", todo, seeds) if todo else {}
             if reuse:
                 rec = {k.replace("knn_", "", 1): v for k, v in random_knn.items() if k.startswith("knn_top1")}
                 settings = {**ev.settings("knn", "random_init", [0], 0.0), "source": "baseline.json (before training)"}
                 rnd = {"knn": {**rec, "settings": settings}, **rnd}
-            out["random"] = rnd
+            fresh = {cache_tag(p, seeds): r for p, r in rnd.items()}
+            for p in main:
+                if p not in rnd:
+                    hit = cached[cache_tag(p, seeds)]
+                    rnd[p] = {**hit, "settings": {**hit.get("settings", {}), "source": f"cache {baselines}"}}
+            if baselines is not None and accelerator.is_main_process and fresh.keys() - cached.keys():
+                baselines.parent.mkdir(parents=True, exist_ok=True)
+                latest = read_json(baselines) if baselines.exists() else {}  # another run may have added some
+                write_json(baselines, {**latest, **fresh})
+            out["random"] = {p: rnd[p] for p in main}
         if "supervised" in protocols:
             out["supervised"] = ev.supervised(seeds, [p for p in protocols if p in FROZEN])
     finally:
@@ -340,5 +395,6 @@ def final_evaluation(cfg: DictConfig, accelerator, backbone: nn.Module, run_dir:
     protocols = ["knn", *[p for p in cfg.eval.protocols if p != "knn"]]
     tree = evaluate_all(cfg, accelerator, backbone, protocols=protocols, seeds=list(cfg.eval.seeds),
                         work_dir=Path(run_dir) / "features.tmp", splits_dir=splits_root(cfg, Path(run_dir).parent),
-                        num_workers=num_workers, random_knn=random_knn)
+                        num_workers=num_workers, random_knn=random_knn,
+                        baselines=baseline_file(cfg, accelerator.device, Path(run_dir).parent))
     return {**flat_knn(tree["knn"]), **tree}
