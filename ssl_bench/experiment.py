@@ -150,7 +150,7 @@ def _run(cfg: DictConfig, acc: Accelerator, rid: str, run_dir: Path, epoch_callb
     if cfg.eval.random_baseline and not baseline_path.exists() and trainer.state.step == 0:
         cached = read_baselines(baseline_file(cfg, acc.device, run_dir.parent), acc).get(cache_tag("knn", [0]))
         if cached is not None:  # the same floor, computed by an earlier run (another method, same settings)
-            base = flat_knn(cached)
+            base = flat_knn(cached["knn"])
         else:
             say("kNN of the randomly initialised backbone (baseline) ...")
             t0 = time.time()

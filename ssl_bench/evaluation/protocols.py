@@ -361,25 +361,30 @@ def evaluate_all(cfg: DictConfig, accelerator, backbone: nn.Module, *, protocols
             ev.require_labels(p)
         out: dict[str, Any] = ev.evaluate(backbone, "pretrained", main, seeds)
         if cfg.eval.random_baseline and main:
-            cached = read_baselines(baselines, accelerator)
+            cached = read_baselines(baselines, accelerator)  # {protocol|seeds: {record key: record}}
             reuse = (random_knn is not None and "knn" in main and list(seeds) == [0]
                      and cache_tag("knn", seeds) not in cached)
-            todo = [p for p in main if not (reuse and p == "knn") and cache_tag(p, seeds) not in cached]
-            rnd = ev.evaluate(random_backbone(cfg), "random_init", todo, seeds) if todo else {}
-            if reuse:
-                rec = {k.replace("knn_", "", 1): v for k, v in random_knn.items() if k.startswith("knn_top1")}
-                settings = {**ev.settings("knn", "random_init", [0], 0.0), "source": "baseline.json (before training)"}
-                rnd = {"knn": {**rec, "settings": settings}, **rnd}
-            fresh = {cache_tag(p, seeds): r for p, r in rnd.items()}
+            model = random_backbone(cfg)
+            rnd: dict[str, Any] = {}
+            fresh: dict[str, Any] = {}
             for p in main:
-                if p not in rnd:
-                    hit = cached[cache_tag(p, seeds)]
-                    rnd[p] = {**hit, "settings": {**hit.get("settings", {}), "source": f"cache {baselines}"}}
-            if baselines is not None and accelerator.is_main_process and fresh.keys() - cached.keys():
+                tag = cache_tag(p, seeds)
+                if reuse and p == "knn":
+                    rec = {k.replace("knn_", "", 1): v for k, v in random_knn.items() if k.startswith("knn_top1")}
+                    settings = {**ev.settings("knn", "random_init", [0], 0.0),
+                                "source": "baseline.json (before training)"}
+                    part = fresh[tag] = {"knn": {**rec, "settings": settings}}
+                elif tag in cached:  # finetune gives finetune_1pct, finetune_10pct: keep every key it gave
+                    part = {k: {**v, "settings": {**v.get("settings", {}), "source": f"cache {baselines}"}}
+                            for k, v in cached[tag].items()}
+                else:
+                    part = fresh[tag] = ev.evaluate(model, "random_init", [p], seeds)
+                rnd.update(part)
+            if baselines is not None and accelerator.is_main_process and fresh:
                 baselines.parent.mkdir(parents=True, exist_ok=True)
                 latest = read_json(baselines) if baselines.exists() else {}  # another run may have added some
                 write_json(baselines, {**latest, **fresh})
-            out["random"] = {p: rnd[p] for p in main}
+            out["random"] = rnd
         if "supervised" in protocols:
             out["supervised"] = ev.supervised(seeds, [p for p in protocols if p in FROZEN])
     finally:
