@@ -102,6 +102,8 @@ def check_scale(cfg: DictConfig, cl: Cluster) -> list[str]:
 
 def accelerate_args(cl: Cluster, machine_rank: str, address: str, port: str) -> list[str]:
     """`accelerate launch` flags for one machine (rank/address/port may be shell variables)."""
+    if cl.processes == 1:  # one GPU: no process group to set up
+        return ["accelerate", "launch", "--num_processes", "1", "-m", ENTRIES[cl.entry]]
     args = ["accelerate", "launch", "--multi_gpu", "--num_machines", str(cl.nodes), "--num_processes",
             str(cl.processes), "--machine_rank", machine_rank, "--main_process_ip", address,
             "--main_process_port", port]

@@ -48,6 +48,11 @@ def test_one_node_rank_and_sweep_entry(capsys):
     assert "sweep=swav_prototypes_epsilon" in cmd
 
 
+def test_one_gpu_needs_no_process_group(capsys):
+    (cmd,), _ = commands(capsys, "nodes=1", "gpus=1", "budget=smoke")
+    assert cmd == ["accelerate", "launch", "--num_processes", "1", "-m", "ssl_bench.run", "budget=smoke"]
+
+
 def test_queue_per_process_is_printed(capsys):
     _, out = commands(capsys, "nodes=1", "gpus=4", "method=swav", "budget=imagenet_bs256", "dataset=imagenet")
     assert "queue 3840 features = 960 per process (from epoch 15)" in out
