@@ -148,8 +148,16 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 0
     cl, overrides = parse(argv)
-    cfg = compose([o for o in overrides if not o.startswith(("sweep=", "study=", "n_trials="))]
-                  if cl.entry == "sweep" else overrides)
+    if cl.entry == "sweep":
+        from ssl_bench.sweep import parse as parse_sweep
+
+        sw = parse_sweep(overrides)  # the sweep's own checks: its keys, the search space, every end composed
+        cfg = compose(sw.base)
+        batch = sw.params.get("data.batch_size")
+        for value in batch.choices if batch is not None else []:  # a grid over the batch: every cell must split
+            check_scale(compose([*sw.base, f"data.batch_size={value}"]), cl)
+    else:
+        cfg = compose(overrides)
     about = check_scale(cfg, cl)
     if cl.slurm:
         print(slurm_script(cl, overrides, about, argv), end="")

@@ -48,6 +48,15 @@ def test_one_node_rank_and_sweep_entry(capsys):
     assert "sweep=swav_prototypes_epsilon" in cmd
 
 
+def test_sweep_entry_checks_the_sweep_and_every_batch_of_its_grid(capsys):
+    cmds, _ = commands(capsys, "nodes=1", "gpus=2", "entry=sweep", "sweep=carl_batch_prototypes", "budget=demo",
+                       "n_trials=4", "pruner=none")
+    assert cmds[0][-4:] == ["sweep=carl_batch_prototypes", "budget=demo", "n_trials=4", "pruner=none"]
+    assert guarded(main, ["nodes=1", "gpus=3", "entry=sweep", "sweep=carl_batch_prototypes", "budget=demo"]) == 2
+    assert "data.batch_size=32 (the global batch) cannot be split over 1 x 3" in capsys.readouterr().err
+    assert guarded(main, ["entry=sweep", "sweep=no_such_sweep"]) == 2
+
+
 def test_one_gpu_needs_no_process_group(capsys):
     (cmd,), _ = commands(capsys, "nodes=1", "gpus=1", "budget=smoke")
     assert cmd == ["accelerate", "launch", "--num_processes", "1", "-m", "ssl_bench.run", "budget=smoke"]
