@@ -299,6 +299,19 @@ def _one_line(exc: Exception) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def check_settable(cfg: DictConfig, override: str) -> None:
+    """``key=value`` must set a key that exists in ``cfg``: else one line naming the valid keys there."""
+    key = override.split("=", 1)[0]
+    if key.startswith(("+", "~")):
+        raise ConfigError(f"'{override}': adding or deleting keys is not supported; set an existing key")
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    if not isinstance(node, DictConfig) or leaf not in node:
+        valid = sorted(str(k) for k in node.keys() if k != "hydra") if isinstance(node, DictConfig) else []
+        where = f"'{parent}'" if parent else "the top level"
+        raise ConfigError(f"unknown key '{key}'; valid keys in {where}: {', '.join(valid)}")
+
+
 def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     """Compose experiments/config.yaml with command-line overrides and validate the result."""
     overrides = list(overrides)
@@ -312,15 +325,7 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     except (HydraException, OmegaConfBaseException) as exc:
         raise ConfigError(_one_line(exc)) from exc
     for o in keys:
-        key = o.split("=", 1)[0]
-        if key.startswith(("+", "~")):
-            raise ConfigError(f"'{o}': adding or deleting keys is not supported; set an existing key")
-        parent, _, leaf = key.rpartition(".")
-        node = OmegaConf.select(base, parent) if parent else base
-        if not isinstance(node, DictConfig) or leaf not in node:
-            valid = sorted(k for k in node.keys() if k != "hydra") if isinstance(node, DictConfig) else []
-            where = f"'{parent}'" if parent else "the top level"
-            raise ConfigError(f"unknown key '{key}'; valid keys in {where}: {', '.join(map(str, valid))}")
+        check_settable(base, o)
     try:
         cfg = _compose(group_overrides + keys) if keys else base
     except (HydraException, OmegaConfBaseException) as exc:

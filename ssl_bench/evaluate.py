@@ -37,7 +37,16 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ssl_bench.cli import guarded
-from ssl_bench.config import EVAL_PROTOCOLS, ConfigError, RunConfig, _one_line, _split_overrides, compose, validate
+from ssl_bench.config import (
+    EVAL_PROTOCOLS,
+    ConfigError,
+    RunConfig,
+    _one_line,
+    _split_overrides,
+    check_settable,
+    compose,
+    validate,
+)
 from ssl_bench.evaluation import evaluate_all, export_backbone, load_backbone
 from ssl_bench.evaluation.checkpoint import WEIGHT_SUFFIXES
 from ssl_bench.evaluation.protocols import baseline_file, splits_root
@@ -105,15 +114,7 @@ def resolve_source(value: str) -> Source:
 
 
 def _set_key(cfg: DictConfig, override: str) -> None:
-    key = override.split("=", 1)[0]
-    if key.startswith(("+", "~")):
-        raise ConfigError(f"'{override}': adding or deleting keys is not supported; set an existing key")
-    parent, _, leaf = key.rpartition(".")
-    node = OmegaConf.select(cfg, parent) if parent else cfg
-    if not isinstance(node, DictConfig) or leaf not in node:
-        valid = sorted(map(str, node.keys())) if isinstance(node, DictConfig) else []
-        where = f"'{parent}'" if parent else "the top level"
-        raise ConfigError(f"unknown key '{key}'; valid keys in {where}: {', '.join(valid)}")
+    check_settable(cfg, override)
     try:
         cfg.merge_with(OmegaConf.from_dotlist([override]))
     except (OmegaConfBaseException, ValueError) as exc:

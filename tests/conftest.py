@@ -2,6 +2,8 @@
 
 import os
 import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -31,3 +33,10 @@ def sigterm_at_step(monkeypatch):
         return lambda: monkeypatch.setattr(Trainer, "train_step", real_step)
 
     return arm
+
+
+def assert_cli_error(module: str, *args: str, starts: str) -> None:
+    """``python -m module args`` exits 2 with one ``error: ...`` line on stderr (``starts``) and no traceback."""
+    proc = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and proc.stderr.strip().startswith(starts)

@@ -6,6 +6,7 @@ import sys
 
 import optuna
 import pytest
+from conftest import assert_cli_error
 
 from ssl_bench import results, sweep
 from ssl_bench.cli import guarded
@@ -216,10 +217,7 @@ def test_journal_storage_and_report_only(tmp_path, monkeypatch):
 
 
 def test_cli_bad_search_space_exit_code_without_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "ssl_bench.sweep", "sweep=nope", f"results={tmp_path}"],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2
-    assert "Traceback" not in proc.stderr and proc.stderr.strip().startswith("error: unknown sweep 'nope'")
+    assert_cli_error("ssl_bench.sweep", "sweep=nope", f"results={tmp_path}", starts="error: unknown sweep 'nope'")
 
 
 def test_two_processes_per_trial_only_the_main_one_talks_to_the_study(tmp_path):
