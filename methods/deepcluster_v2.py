@@ -17,6 +17,7 @@ The memory bank, the pseudo-label table and the multi-head loss are shared with 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +29,7 @@ from methods.base import Context, register
 from methods.memory_bank import MemoryBankMethod, check_bank_config
 from ssl_bench.config import ConfigError
 from ssl_bench.distributed import all_reduce_
+from ssl_bench.progress import bar
 
 CHUNK = 1 << 15  # bank rows scored at once (bounds the [rows, K] score matrix)
 
@@ -54,10 +56,11 @@ def nearest(x: Tensor, centroids: Tensor) -> Tensor:
 
 @torch.no_grad()
 def spherical_kmeans(x: Tensor, index: Tensor, n_total: int, k: int, iters: int = 10,
-                     seed: int = 0) -> tuple[Tensor, Tensor]:
+                     seed: int = 0, on_iter: Callable[[], object] | None = None) -> tuple[Tensor, Tensor]:
     """Spherical k-means (Eq. 11) of the unit rows ``x`` [n, D] with dataset indices ``index`` [n]; with W
     processes each passes its own rows (disjoint indices covering 0..n_total-1) and all get the result
     of clustering all n_total rows. Initial centroids: the rows of k indices drawn from ``seed``.
+    ``on_iter`` is called after each iteration (a progress bar's update).
 
     Returns (centroids [k, D] float32 unit rows, assignments [n] of the local rows to their nearest centroid).
     """
@@ -80,6 +83,8 @@ def spherical_kmeans(x: Tensor, index: Tensor, n_total: int, k: int, iters: int 
         all_reduce_(sums)
         full = counts > 0
         centroids[full] = F.normalize(sums[full], dim=1)  # unit mean direction; empty clusters stay
+        if on_iter is not None:
+            on_iter()
     return centroids, nearest(x, centroids)
 
 
@@ -99,11 +104,14 @@ class DeepClusterV2(MemoryBankMethod):
     def assign(self, ctx: Context) -> Tensor:
         m = self.cfg.method
         centroids, labels = [], []
+        progress = bar(total=m.num_heads * m.kmeans_iters, desc=f"k-means over the memory bank ({self.n_total} "
+                       f"images, {m.num_heads} heads)", unit="iter")
         for h in range(m.num_heads):
             seed = int(self.cfg.seed) * 1_000_003 + ctx.epoch * 1009 + h
             c, a = spherical_kmeans(self.bank_for_head(h), self.own, self.n_total, m.num_prototypes,  # type: ignore[arg-type]
-                                    m.kmeans_iters, seed)
+                                    m.kmeans_iters, seed, on_iter=progress.update)
             centroids.append(c)
             labels.append(a)
+        progress.close()
         self.centroids = torch.stack(centroids)
         return torch.stack(labels)

@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from methods.base import Context, register
 from methods.memory_bank import MemoryBankMethod, check_bank_config
 from ssl_bench.config import ConfigError
+from ssl_bench.progress import bar
 from ssl_bench.sinkhorn import sinkhorn
 
 
@@ -85,8 +86,10 @@ class SeLaV2(MemoryBankMethod):
 
     def assign(self, ctx: Context) -> Tensor:
         m = self.cfg.method
+        heads = bar(enumerate(self.prototypes), total=len(self.prototypes), unit="head",
+                    desc=f"SeLa assignment over the memory bank ({self.n_total} images)")
         return torch.stack([sela_assign(self.bank_for_head(h), p.weight, m.epsilon, m.sinkhorn_iterations)
-                            for h, p in enumerate(self.prototypes)])
+                            for h, p in heads])
 
     def after_step(self, ctx: Context) -> None:
         self.normalize_prototypes()

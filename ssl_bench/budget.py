@@ -1,7 +1,7 @@
 """Budget fingerprints: what must be identical for runs of different methods to be compared.
 
-A run's *budget* is its resolved config minus the objective (``method.*``), the seed and the keys that
-only say where and how a run is stored or reported (``NON_BUDGET_KEYS``). Everything else (backbone,
+A run's *budget* is its configuration (ssl_bench/identity.py: the resolved config minus the seed and the
+keys that cannot change the result) minus the objective (``method.*``). Everything else (backbone,
 head, batch size, training subset, crops, augmentations, optimiser, epochs, steps, precision, gradient
 accumulation, evaluation protocol, dataset) is part of it: two runs with the same budget fingerprint
 differ only in the objective and the seed.
@@ -14,31 +14,15 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from ssl_bench.config import NON_FINGERPRINT_KEYS
-
-# Top-level keys that are not part of the budget: the objective, the seed, and bookkeeping.
-NON_BUDGET_PREFIXES = ("method", "seed", "choices", "overrides")
-# Keys that change neither what is computed nor how it is evaluated.
-NON_BUDGET_KEYS = (*NON_FINGERPRINT_KEYS, "train.checkpoint_every", "dataset.download")
-
-
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, Mapping):
-        out: dict[str, Any] = {}
-        for k, v in node.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: node}
+from ssl_bench.identity import configuration
 
 
 def budget_items(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
-    """The budget of a resolved config as flat ``dotted.key -> value`` pairs (lists kept as lists)."""
-    data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-    flat = _flatten(data)
-    return {k: v for k, v in sorted(flat.items())
-            if k.split(".")[0] not in NON_BUDGET_PREFIXES and k not in NON_BUDGET_KEYS}
+    """The budget of a resolved config (or a record's config.yaml) as flat ``dotted.key -> value`` pairs: its
+    configuration (ssl_bench/identity.py) without the objective's keys (``method.*``)."""
+    return {k: v for k, v in configuration(cfg).items() if not k.startswith("method.")}
 
 
 def budget_fingerprint(cfg: DictConfig | Mapping[str, Any]) -> str:

@@ -34,19 +34,44 @@ from typing import Any
 
 import pandas as pd
 import yaml
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from ssl_bench.budget import NON_BUDGET_KEYS, budget_diff, budget_fingerprint, budget_items, describe_diff
+from ssl_bench.budget import budget_diff, budget_fingerprint, budget_items, describe_diff
 from ssl_bench.cli import guarded
-from ssl_bench.config import EXPERIMENTS_DIR, ConfigError, compose, group_options, run_id
+from ssl_bench.config import EXPERIMENTS_DIR, KNN_K, NON_CONFIGURATION_KEYS, ConfigError, compose, group_options
 from ssl_bench.experiment import run_experiment
-from ssl_bench.results import read_json, read_metrics, write_atomic, write_json
+from ssl_bench.identity import configuration_id
+from ssl_bench.report import (
+    ALPHA,
+    Paired,
+    Stat,
+    crops_label,
+    display,
+    fmt_delta,
+    fmt_stat,
+    markdown_table,
+    method_order,
+    n_warning,
+    num,
+    paired,
+    t_interval,
+    verdict,
+    with_holm,
+)
+from ssl_bench.results import _get, find_run_dir, read_config, read_metrics, read_summary, write_atomic, write_json
 from ssl_bench.train import TrainingStopped
 
 STUDY_DIR = EXPERIMENTS_DIR / "study"
-ALL_METHODS = ("swav", "simclr", "deepclusterv2", "selav2", "carl")
 MATCHES = ("epochs", "images", "wall")
-OWN_KEYS = ("methods", "seeds", "study", "match", "allow_mixed_budgets", "results", "name")
+OWN_KEYS = ("methods", "seeds", "study", "match", "allow_mixed_budgets", "results", "name", "reference")
+DEFAULT_REFERENCE = "swav"  # the centre of the suite: every other method is tested against it
+
+
+def all_methods() -> list[str]:
+    """Every registered method (methods/), the suite's order first."""
+    from methods import registry
+
+    return method_order(registry())
 
 
 @dataclass
@@ -65,12 +90,13 @@ class PlannedRun:
     cfg: DictConfig
 
     @property
-    def run_id(self) -> str:
-        return run_id(self.cfg)
+    def run_dir(self) -> Path:
+        """The run's folder: an existing record of the same configuration and seed, else its new name."""
+        return find_run_dir(self.cfg)
 
     @property
-    def run_dir(self) -> Path:
-        return Path(self.cfg.output_dir) / self.run_id
+    def run_id(self) -> str:
+        return self.run_dir.name
 
     def state(self) -> str:
         """'complete' (a summary exists), 'interrupted' (a checkpoint, no summary) or 'new'."""
@@ -90,6 +116,7 @@ class Plan:
     seeds: list[int]
     variants: list[Variant]
     baseline: str | None
+    reference: str
     match: str
     allow_mixed: bool
     out_dir: Path
@@ -145,8 +172,8 @@ def _variants(study: dict[str, Any], where: str) -> list[Variant]:
 
 def _auto_name(study: str | None, cfg: DictConfig, overrides: list[str]) -> str:
     """<study|compare>-<dataset>-<budget>, plus the budget-changing overrides (or their hash if long)."""
-    extra = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in ("dataset", "budget", *NON_BUDGET_KEYS)
-             and not o.startswith(("output_dir=", "resume=", "overwrite="))]
+    skip = ("dataset", "budget", *NON_CONFIGURATION_KEYS)
+    extra = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in skip]
     name = f"{study or 'compare'}-{cfg.choices.dataset}-{cfg.choices.budget}"
     if extra:
         tail = "_".join(extra)
@@ -178,7 +205,8 @@ def parse(argv: list[str]) -> Plan:
     study_name = own.get("study")
     study = load_study(study_name) if study_name else {}
     where = f"experiments/study/{study_name}.yaml"
-    methods = _parse_list("methods", own["methods"]) if "methods" in own else list(study.get("methods") or ALL_METHODS)
+    methods = (_parse_list("methods", own["methods"]) if "methods" in own
+               else list(study.get("methods") or all_methods()))
     unknown = [m for m in methods if m not in group_options("method")]
     if unknown:
         raise ConfigError(f"unknown method '{unknown[0]}'; valid choices: {', '.join(group_options('method'))}")
@@ -190,6 +218,10 @@ def parse(argv: list[str]) -> Plan:
         raise ConfigError(f"seeds must be integers, e.g. seeds=[0,1,2]: {exc}") from exc
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"seeds lists a seed twice: {seeds}")
+    reference = own.get("reference") or (DEFAULT_REFERENCE if DEFAULT_REFERENCE in methods else methods[0])
+    if reference not in methods:
+        raise ConfigError(f"reference={reference} is not among the compared methods; valid choices: "
+                          f"{', '.join(methods)}")
     match = own.get("match", "epochs")
     if match not in MATCHES:
         raise ConfigError(f"unknown match '{match}'; valid choices: {', '.join(MATCHES)}")
@@ -222,7 +254,7 @@ def parse(argv: list[str]) -> Plan:
                 runs.append(PlannedRun(v.name, m, s, cfg))
     name = own.get("name") or _auto_name(study_name, runs[0].cfg, [*study_common, *common])
     plan = Plan(name, study_name, str(study.get("description", "")).strip(), methods, seeds, variants, baseline,
-                match, allow_mixed, results_dir / "compare" / name, [*study_common, *common], runs)
+                reference, match, allow_mixed, results_dir / "compare" / name, [*study_common, *common], runs)
     check_budgets([(r.variant, f"{r.method} s{r.seed}", budget_items(r.cfg)) for r in runs], plan)
     return plan
 
@@ -257,10 +289,15 @@ def check_budgets(entries: list[tuple[str, str, dict[str, Any]]], plan: Plan) ->
 
 
 # -- running ------------------------------------------------------------------------------------------
-def execute(plan: Plan) -> dict[str, str]:
-    """Run the planned runs one after another; returns run_id -> 'reused' | 'trained' | 'resumed' | 'diverged'."""
+def execute(plan: Plan, train: bool = True) -> dict[str, str]:
+    """Run the planned runs one after another; returns run_id -> 'reused' | 'trained' | 'resumed' | 'diverged'.
+    With ``train=False`` every record must exist already (tables from records only)."""
     states = [r.state() for r in plan.runs]
     n = len(plan.runs)
+    if not train and states.count("complete") < n:
+        missing = [r.run_id for r, st in zip(plan.runs, states, strict=True) if st != "complete"]
+        raise ConfigError(f"comparison {plan.name}: {len(missing)} of {n} records missing under "
+                          f"{plan.runs[0].cfg.output_dir} (first: {missing[0]}); train them with ssl_bench.compare")
     print(f"comparison {plan.name}: {n} runs ({len(plan.variants)} variant(s) x {len(plan.methods)} methods x "
           f"{len(plan.seeds)} seeds): {states.count('complete')} complete (reused), "
           f"{states.count('interrupted')} interrupted (resumed), {states.count('new')} to train")
@@ -287,17 +324,16 @@ def execute(plan: Plan) -> dict[str, str]:
 
 
 # -- the table ----------------------------------------------------------------------------------------
-def crops_label(cfg: DictConfig | dict) -> str:
-    """'2x28' or '2x28+4x14': global (and local) crops as count x size."""
-    g, loc = cfg["crops"]["global"], cfg["crops"]["local"]
-    return f"{g['n']}x{g['size']}" + (f"+{loc['n']}x{loc['size']}" if loc["n"] else "")
+CAPTION_FIELDS = (("backbone", ("backbone.",)), ("batch", ("data.batch_size",)),
+                  ("pretraining images", ("data.train_subset", "data.subset_seed")), ("optimiser", ("optim.",)),
+                  ("crops", ("crops.",)), ("epochs", ("train.epochs",)))
 
 
 def protocol(cfg: DictConfig | dict) -> str:
     """The evaluation protocol in words, for captions."""
     e, d = cfg["eval"], cfg["dataset"]
     sub = lambda n, split: f"{n} {split}" if n else f"all {split}"  # noqa: E731
-    return (f"weighted kNN (k={e['knn_k'][0]}, T={e['knn_temperature']}) on frozen backbone features, "
+    return (f"weighted kNN (k={KNN_K}, T={e['knn_temperature']}) on frozen backbone features, "
             f"{sub(e['knn_train_subset'], 'train')} / {sub(e['knn_test_subset'], 'test')} images of {d['name']}")
 
 
@@ -307,16 +343,18 @@ def monitor_protocol(cfg: DictConfig | dict) -> str:
             f"{e['monitor_test_subset']} test images after each epoch")
 
 
-CAPTION_FIELDS = (("backbone", ("backbone.",)), ("batch", ("data.batch_size",)),
-                  ("pretraining images", ("data.train_subset", "data.subset_seed")), ("optimiser", ("optim.",)),
-                  ("crops", ("crops.",)), ("epochs", ("train.epochs",)))
+def linear_protocol(cfg: DictConfig | dict) -> str:
+    """The linear probe in words, for captions."""
+    e = cfg["eval"]
+    return (f"linear probe on frozen features ({e.get('linear_mode', '?')} mode, {e.get('linear_epochs', '?')} epochs, "
+            f"same images as the kNN)")
 
 
-def budget_caption(g: pd.DataFrame) -> str:
-    """Budget and protocol in words; budget keys that differ between the runs of ``g`` are named as varying."""
-    c = g["_cfg"].iloc[0]
-    first = g["_items"].iloc[0]
-    varying = sorted({k for items in g["_items"] for k in budget_diff(first, items, ignore_missing=True)})
+def budget_caption(cfgs: list[dict], budget: str) -> str:
+    """Budget and protocol in words; budget keys that differ between ``cfgs`` are named as varying."""
+    items = [budget_items(c) for c in cfgs]
+    c = cfgs[0]
+    varying = sorted({k for it in items for k in budget_diff(items[0], it)})
     values = {"backbone": f"{c['backbone']['name']} backbone", "batch": f"batch {c['data']['batch_size']}",
               "pretraining images": f"{c['data']['train_subset'] or 'all'} pretraining images of "
                                     f"{c['dataset']['name']}",
@@ -328,25 +366,9 @@ def budget_caption(g: pd.DataFrame) -> str:
         covered.update(keys)
         parts.append(f"{name} varies ({', '.join(keys)})" if keys else values[name])
     rest = [k for k in varying if k not in covered]
-    fps = ", ".join(sorted(set(g["budget_fp"])))
-    return (f"Budget '{g['budget'].iloc[0]}' (fingerprint{'s' if ',' in fps else ''} {fps}): " + ", ".join(parts)
+    fps = ", ".join(sorted({budget_fingerprint(x) for x in cfgs}))
+    return (f"Budget '{budget}' (fingerprint{'s' if ',' in fps else ''} {fps}): " + ", ".join(parts)
             + (f"; also varying: {', '.join(rest)}" if rest else "") + ".")
-
-
-def _get(tree: dict, dotted: str) -> Any:
-    """tree['a']['b'] for 'a.b', None when any level is missing (records without that protocol)."""
-    for part in dotted.split("."):
-        if not isinstance(tree, dict) or part not in tree:
-            return None
-        tree = tree[part]
-    return tree
-
-
-def linear_protocol(cfg: DictConfig | dict) -> str:
-    """The linear probe in words, for captions."""
-    e = cfg["eval"]
-    return (f"linear probe on frozen features ({e.get('linear_mode', '?')} mode, {e.get('linear_epochs', '?')} epochs, "
-            f"same images as the kNN)")
 
 
 def run_rows(plan: Plan, status: dict[str, str] | None = None) -> pd.DataFrame:
@@ -357,11 +379,11 @@ def run_rows(plan: Plan, status: dict[str, str] | None = None) -> pd.DataFrame:
         d = r.run_dir
         row: dict[str, Any] = {"variant": r.variant, "method": r.method, "seed": r.seed, "run_id": r.run_id,
                                "path": str(d)}
-        cfg = yaml.safe_load((d / "config.yaml").read_text()) if (d / "config.yaml").exists() else r.cfg
-        row.update(budget_fp=budget_fingerprint(cfg), crops=crops_label(cfg), _items=budget_items(cfg),
-                   _cfg=cfg, _epochs=read_metrics(d))
+        cfg = read_config(d) if (d / "config.yaml").exists() else OmegaConf.to_container(r.cfg)
+        row.update(budget_fp=budget_fingerprint(cfg), configuration_id=configuration_id(cfg), crops=crops_label(cfg),
+                   _items=budget_items(cfg), _cfg=cfg, _epochs=read_metrics(d))
         if (d / "summary.json").exists():
-            s = read_json(d / "summary.json")
+            s = read_summary(d)
             m, c = s.get("metrics", {}), s.get("cost", {})
             row.update(status=status.get(r.run_id, "complete"), dataset=s.get("dataset"), budget=s.get("budget"),
                        epochs=s.get("epochs"), batch_size=s.get("batch_size"), knn_top1=m.get("knn_top1"),
@@ -382,7 +404,7 @@ def add_matched(runs: pd.DataFrame, match: str) -> str | None:
     returns a caption like 'at 40960 images seen' (None for match=epochs)."""
     if match == "epochs":
         return None
-    done = runs[runs["status"].isin(["reused", "trained", "resumed", "complete"])]
+    done = runs[runs["status"].isin(DONE)]
     done = done[[bool(e) for e in done["_epochs"]]]
     if done.empty:
         return None
@@ -405,99 +427,202 @@ def add_matched(runs: pd.DataFrame, match: str) -> str | None:
     return caption
 
 
+DONE = ("reused", "trained", "resumed", "complete")
+# Accuracy columns of the table: record column -> words.
+ACCURACIES = {"knn_top1": "kNN top-1", "linear_top1": "linear top-1"}
+
+
+def _per_seed(g: pd.DataFrame, col: str) -> dict[int, float]:
+    if col not in g:
+        return {}
+    return {int(s): float(v) for s, v in zip(g["seed"], g[col], strict=True) if pd.notna(v)}
+
+
 def summarise(runs: pd.DataFrame, plan: Plan) -> pd.DataFrame:
-    """The comparison table: one row per (variant, method), mean and std over seeds."""
-    done = runs[runs["knn_top1"].notna()] if "knn_top1" in runs else runs.iloc[:0]
+    """The comparison table: one row per (variant, method) = one configuration; for every accuracy its mean, sd,
+    n and 95% t-interval over seeds, the paired difference to the reference method of the same variant (and, with
+    a study baseline, to the baseline variant of the same method) with Holm-corrected paired t-tests."""
+    done = runs[runs["status"].isin(DONE)]
     rows = []
     for v in plan.variants:
         for m in plan.methods:
             g = done[(done["variant"] == v.name) & (done["method"] == m)]
             every = runs[(runs["variant"] == v.name) & (runs["method"] == m)]
-            row: dict[str, Any] = {"variant": v.name, "method": m, "n_seeds": len(g),
-                                   "seeds": " ".join(str(s) for s in g["seed"]), "budget": every["budget"].iloc[0],
+            row: dict[str, Any] = {"variant": v.name, "method": m, "method_name": display(m),
+                                   "configuration_id": "/".join(sorted(set(every["configuration_id"]))),
+                                   "n_seeds": len(g), "seeds": " ".join(str(s) for s in g["seed"]),
+                                   "budget": every["budget"].iloc[0],
                                    "budget_fp": "/".join(sorted(set(every["budget_fp"]))),
                                    "crops": every["crops"].iloc[0], "epochs": every["epochs"].iloc[0],
                                    "batch_size": every["batch_size"].iloc[0]}
-            for col in ("knn_top1", "random_knn_top1", "linear_top1", "random_linear_top1", "matched_top1", "wall_s",
+            for col in (*ACCURACIES, "random_knn_top1", "random_linear_top1", "matched_top1", "wall_s",
                         "images_per_s", "peak_mem_mb"):
-                if col in g and g[col].notna().any():
-                    row[f"{col}_mean"] = g[col].mean() if len(g) else math.nan
-                    row[f"{col}_std"] = g[col].std(ddof=1) if len(g) > 1 else math.nan
+                st = t_interval(g[col] if col in g else [])
+                if st.n:
+                    row.update({f"{col}_mean": st.mean, f"{col}_sd": st.sd, f"{col}_n": st.n,
+                                f"{col}_ci_lo": st.lo, f"{col}_ci_hi": st.hi})
             if "matched_epoch" in g:
                 row["matched_epoch_mean"] = g["matched_epoch"].mean() if len(g) else math.nan
             row["images_seen"] = g["images_seen"].mean() if len(g) else math.nan
-            bad = every[~every["status"].isin(["reused", "trained", "resumed", "complete"])]
+            bad = every[~every["status"].isin(DONE)]
             row["missing"] = " ".join(f"s{s}:{st}" for s, st in zip(bad["seed"], bad["status"], strict=True))
             row["collapsed"] = int(g["collapsed"].sum()) if "collapsed" in g else 0
             row["run_ids"] = " ".join(every["run_id"])
+            row["_seeds"] = {col: _per_seed(g, col) for col in ACCURACIES}
             rows.append(row)
     table = pd.DataFrame(rows)
-    if plan.baseline:
-        base = table[table["variant"] == plan.baseline].set_index("method")["knn_top1_mean"]
-        table["gain_vs_baseline"] = [r["knn_top1_mean"] - base.get(r["method"], math.nan) for _, r in table.iterrows()]
+    for col in ACCURACIES:
+        if f"{col}_mean" not in table:
+            continue
+        for v in plan.variants:  # each method against the reference method, within the variant
+            idx = [i for i in table.index
+                   if table.at[i, "variant"] == v.name and table.at[i, "method"] != plan.reference]
+            ref = table[(table["variant"] == v.name) & (table["method"] == plan.reference)]
+            if ref.empty or not idx:
+                continue
+            base = ref["_seeds"].iloc[0][col]
+            tests = with_holm([paired(base, table.at[i, "_seeds"][col]) for i in idx])
+            _store(table, idx, f"{col}_vs_ref", tests)
+        if plan.baseline:  # each variant against the baseline variant, per method (e.g. the multi-crop gain)
+            idx = [i for i in table.index if table.at[i, "variant"] != plan.baseline]
+            base = {m: table[(table["variant"] == plan.baseline) & (table["method"] == m)]["_seeds"]
+                    for m in plan.methods}
+            tests = with_holm([paired(base[table.at[i, "method"]].iloc[0][col], table.at[i, "_seeds"][col])
+                               for i in idx])
+            _store(table, idx, f"{col}_vs_baseline", tests)
+    # Rank within each variant by mean kNN top-1 (ties share the better rank).
+    if "knn_top1_mean" in table:
+        table["rank"] = table.groupby("variant", sort=False)["knn_top1_mean"].rank(ascending=False, method="min")
     return table
 
 
-def pm(mean: float, std: float, digits: int = 1) -> str:
-    """'71.3 ± 0.4' (or '71.3' with one seed, '—' when missing)."""
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+def _store(table: pd.DataFrame, idx: list, prefix: str, tests: list[Paired]) -> None:
+    for i, t in zip(idx, tests, strict=True):
+        table.loc[i, [f"{prefix}_diff", f"{prefix}_ci_lo", f"{prefix}_ci_hi", f"{prefix}_n", f"{prefix}_p",
+                      f"{prefix}_p_holm"]] = [t.diff.mean, t.diff.lo, t.diff.hi, t.n, t.p, t.p_holm]
+        table.loc[i, f"{prefix}_significant"] = t.significant
+        table.loc[i, f"{prefix}_verdict"] = verdict(t)
+
+
+def _test(r: pd.Series, prefix: str) -> Paired | None:
+    if f"{prefix}_diff" not in r or pd.isna(r.get(f"{prefix}_n")):
+        return None
+    return Paired(int(r[f"{prefix}_n"]), Stat(int(r[f"{prefix}_n"]), r[f"{prefix}_diff"], math.nan,
+                                               r[f"{prefix}_ci_lo"], r[f"{prefix}_ci_hi"]),
+                  r[f"{prefix}_p"], r[f"{prefix}_p_holm"])
+
+
+def _cell(r: pd.Series, col: str, digits: int = 1) -> str:
+    n = r.get(f"{col}_n")
+    if pd.isna(n):
         return "—"
-    if std is None or (isinstance(std, float) and math.isnan(std)):
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
-def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
-    """A GitHub Markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+    return fmt_stat(Stat(int(n), r[f"{col}_mean"], r[f"{col}_sd"], r[f"{col}_ci_lo"], r[f"{col}_ci_hi"]), digits)
 
 
 def table_markdown(table: pd.DataFrame, runs: pd.DataFrame, plan: Plan, matched: str | None,
                    warnings: list[str]) -> str:
-    """The comparison as Markdown: a caption naming protocol and budget, then the table."""
+    """The comparison as Markdown: a caption naming protocol, budget, statistics and the reference, the table
+    (ranked within each variant), the verdicts in words and, with a baseline variant, the gain table."""
     cfg = runs["_cfg"].iloc[0]
     multi = len(plan.variants) > 1
-    header = (["variant"] if multi else []) + ["method", "kNN top-1 (%)"]
-    header += [f"gain vs '{plan.baseline}' (pt)"] if plan.baseline else []
-    header += [f"matched kNN top-1 (%) {'(epoch)'}"] if matched else []
-    linear = "linear_top1_mean" in table and table["linear_top1_mean"].notna().any()
-    header += ["linear top-1 (%)", "random init linear (%)"] if linear else []
-    header += ["random init kNN (%)", "crops", "wall (s)", "images/s", "peak mem (MB)", "images seen", "seeds",
-               "budget fp"]
+    accs = [c for c in ACCURACIES if f"{c}_mean" in table and table[f"{c}_mean"].notna().any()]
+    ref = display(plan.reference)
+    header = (["variant"] if multi else []) + ["rank", "method"]
+    for c in accs:
+        header += [f"{ACCURACIES[c]} (%)", f"Δ {ACCURACIES[c]} vs {ref} (pt, paired)", "verdict"]
+    header += ["matched kNN top-1 (%) (epoch)"] if matched else []
+    header += ["random init kNN (%)"] + (["random init linear (%)"] if "linear_top1" in accs else [])
+    header += ["crops", "wall (s)", "images/s", "peak mem (MB)", "seeds"]
     rows = []
-    for _, r in table.iterrows():
+    order = table.sort_values(["rank"], kind="stable") if "rank" in table else table
+    order = pd.concat([order[order["variant"] == v.name] for v in plan.variants])
+    for _, r in order.iterrows():
         row = [r["variant"]] if multi else []
-        acc = pm(r.get("knn_top1_mean"), r.get("knn_top1_std"))
-        if r["missing"]:
-            acc += f" (missing {r['missing']})"
-        if r["collapsed"]:
-            acc += f" ({r['collapsed']} collapsed)"
-        row += [r["method"], acc]
-        if plan.baseline:
-            g = r.get("gain_vs_baseline", math.nan)
-            row.append("—" if r["variant"] == plan.baseline or pd.isna(g) else f"{g:+.1f}")
+        name = r["method_name"] + (f" (missing {r['missing']})" if r["missing"] else "") + (
+            f" ({r['collapsed']} collapsed)" if r["collapsed"] else "")
+        row += ["—" if pd.isna(r.get("rank")) else f"{int(r['rank'])}", name]
+        for c in accs:
+            t = _test(r, f"{c}_vs_ref")
+            row += [_cell(r, c)]
+            row += ["reference", "—"] if r["method"] == plan.reference else (
+                [fmt_delta(t), verdict(t)] if t else ["—", "—"])
         if matched:
-            row.append(f"{pm(r.get('matched_top1_mean'), r.get('matched_top1_std'))} "
-                       f"({r.get('matched_epoch_mean', math.nan):.3g})")
-        if linear:
-            row += [pm(r.get("linear_top1_mean"), r.get("linear_top1_std")),
-                    pm(r.get("random_linear_top1_mean"), math.nan)]
-        row += [pm(r.get("random_knn_top1_mean"), math.nan), r["crops"],
-                pm(r.get("wall_s_mean"), r.get("wall_s_std"), 0),
-                pm(r.get("images_per_s_mean"), math.nan, 0), pm(r.get("peak_mem_mb_mean"), math.nan, 0),
-                "—" if pd.isna(r["images_seen"]) else f"{r['images_seen']:.0f}", r["seeds"] or "—", r["budget_fp"]]
+            row.append(f"{_cell(r, 'matched_top1')} ({r.get('matched_epoch_mean', math.nan):.3g})")
+        row += [num(r.get("random_knn_top1_mean"))] + ([num(r.get("random_linear_top1_mean"))]
+                                                         if "linear_top1" in accs else [])
+        row += [r["crops"], num(r.get("wall_s_mean"), 0), num(r.get("images_per_s_mean"), 0),
+                num(r.get("peak_mem_mb_mean"), 0), r["seeds"] or "—"]
         rows.append(row)
     d = plan.description or f"{len(plan.methods)} methods under one budget"
-    caption = (f"**{plan.name}**: {d}\n\n{budget_caption(runs)} Accuracy: {protocol(cfg)}"
-               + (f"; linear: {linear_protocol(cfg)}" if linear else "") + "; mean ± std over seeds (sample std).")
+    ns = [int(r[f"{c}_n"]) for _, r in table.iterrows() for c in accs if pd.notna(r.get(f"{c}_n"))]
+    uneven = [f"{r['method_name']}" + (f" [{r['variant']}]" if multi else "") + ": "
+              + ", ".join(f"{ACCURACIES[c]} n={int(r[f'{c}_n'])}" for c in accs if pd.notna(r.get(f"{c}_n")))
+              for _, r in table.iterrows()
+              if len({int(r[f"{c}_n"]) for c in accs if pd.notna(r.get(f"{c}_n"))}) > 1]
+    caption = (f"**{plan.name}**: {d}\n\n{budget_caption(list(runs['_cfg']), runs['budget'].iloc[0])} "
+               f"Accuracy: {protocol(cfg)}" + (f"; linear: {linear_protocol(cfg)}" if "linear_top1" in accs else "")
+               + ". Cells: mean ± sample sd over seeds (n seeds; 95% CI from Student's t). Rank: by mean kNN top-1 "
+               f"within the variant. Δ: each method minus {ref} on the same seeds (same seed = same data order and "
+               f"crops), mean and 95% CI of the per-seed differences; verdict: paired t-test, Holm-corrected over "
+               f"the {max(0, len(plan.methods) - 1)} comparisons of each accuracy and variant, α = {ALPHA}."
+               + n_warning(ns))
+    if uneven:
+        caption += " **Protocols with different n**: " + "; ".join(uneven) + "."
     if matched:
         caption += (f" Matched: {monitor_protocol(cfg)}, read {matched} at the last epoch every run reached "
                     f"(mean epoch in brackets).")
     if plan.allow_mixed and warnings:
         caption += " **Mixed budgets** (allow_mixed_budgets=true): " + "; ".join(warnings) + "."
-    return caption + "\n\n" + markdown_table(header, rows)
+    out = caption + "\n\n" + markdown_table(header, rows) + "\n" + _verdicts(table, plan, accs)
+    if plan.baseline:
+        out += "\n" + _baseline_table(table, plan, accs)
+    return out
+
+
+def _verdicts(table: pd.DataFrame, plan: Plan, accs: list[str]) -> str:
+    """The comparisons in words: which differences are significant, and that the others are not."""
+    lines = []
+    for v in plan.variants:
+        g = table[(table["variant"] == v.name) & (table["method"] != plan.reference)]
+        where = f" [{v.name}]" if len(plan.variants) > 1 else ""
+        for c in accs:
+            sig = [r for _, r in g.iterrows() if r.get(f"{c}_vs_ref_significant") is True]
+            tested = [r for _, r in g.iterrows() if pd.notna(r.get(f"{c}_vs_ref_n"))]
+            if not tested:
+                continue
+            n = sorted({int(r[f"{c}_vs_ref_n"]) for r in tested})
+            if sig:
+                said = "; ".join(f"{r['method_name']} {r[f'{c}_vs_ref_diff']:+.1f} pt "
+                                 f"(p={r[f'{c}_vs_ref_p_holm']:.3g})" for r in sig)
+                rest = len(tested) - len(sig)
+                lines.append(f"- {ACCURACIES[c]}{where}: significantly different from {display(plan.reference)}: "
+                             f"{said}" + (f"; the other {rest}: no significant difference" if rest else "") + ".")
+            else:
+                lines.append(f"- {ACCURACIES[c]}{where}: no significant difference from {display(plan.reference)} "
+                             f"at n={'/'.join(map(str, n))} (paired t-test, Holm).")
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def _baseline_table(table: pd.DataFrame, plan: Plan, accs: list[str]) -> str:
+    """Per method: the baseline variant, each other variant, and the paired gain over the baseline."""
+    others = [v.name for v in plan.variants if v.name != plan.baseline]
+    header = ["method"]
+    for c in accs:
+        header += [f"{ACCURACIES[c]}: {plan.baseline}"]
+        for o in others:
+            header += [f"{ACCURACIES[c]}: {o}", "gain (pt, paired)", "verdict"]
+    rows = []
+    for m in plan.methods:
+        g = table[table["method"] == m].set_index("variant")
+        row = [display(m)]
+        for c in accs:
+            row.append(_cell(g.loc[plan.baseline], c))
+            for o in others:
+                t = _test(g.loc[o], f"{c}_vs_baseline")
+                row += [_cell(g.loc[o], c), fmt_delta(t) if t else "—", verdict(t) if t else "—"]
+        rows.append(row)
+    return (f"Gain over the baseline variant '{plan.baseline}', per method, paired by seed; Holm-corrected over the "
+            f"{len(plan.methods) * len(others)} comparisons of each accuracy.\n\n" + markdown_table(header, rows))
 
 
 def write_outputs(plan: Plan, runs: pd.DataFrame, table: pd.DataFrame, md: str, matched: str | None,
@@ -505,19 +630,21 @@ def write_outputs(plan: Plan, runs: pd.DataFrame, table: pd.DataFrame, md: str, 
     out = plan.out_dir
     public = runs[[c for c in runs.columns if not c.startswith("_")]]
     write_atomic(out / "runs.csv", public.to_csv(index=False))
-    write_atomic(out / "table.csv", table.to_csv(index=False, float_format="%.4f"))
+    public_table = table[[c for c in table.columns if not c.startswith("_")]]
+    write_atomic(out / "table.csv", public_table.to_csv(index=False, float_format="%.4f"))
     write_atomic(out / "table.md", md)
     write_json(out / "comparison.json", {
         "name": plan.name, "study": plan.study, "description": plan.description, "methods": plan.methods,
         "seeds": plan.seeds, "variants": [{"name": v.name, "overrides": v.overrides} for v in plan.variants],
-        "baseline": plan.baseline, "match": plan.match, "matched": matched, "overrides": plan.overrides,
+        "baseline": plan.baseline, "reference": plan.reference, "match": plan.match, "matched": matched,
+        "overrides": plan.overrides,
         "allow_mixed_budgets": plan.allow_mixed, "budget_warnings": warnings,
         "budget_fingerprints": sorted(set(runs["budget_fp"]))})
 
 
-def compare(plan: Plan) -> pd.DataFrame:
+def compare(plan: Plan, train: bool = True, verbose: bool = True) -> pd.DataFrame:
     """Run (or reuse) every run of the plan, check the budgets of the records and write the table."""
-    status = execute(plan)
+    status = execute(plan, train)
     runs = run_rows(plan, status)
     # The records are the truth: check their saved configs again, not only what was composed.
     warnings = check_budgets([(r["variant"], f"{r['method']} s{r['seed']}", r["_items"]) for _, r in runs.iterrows()],
@@ -526,7 +653,8 @@ def compare(plan: Plan) -> pd.DataFrame:
     table = summarise(runs, plan)
     md = table_markdown(table, runs, plan, matched, warnings)
     write_outputs(plan, runs, table, md, matched, warnings)
-    print(md)
+    if verbose:
+        print(md)
     print(f"table: {plan.out_dir}/table.md (and table.csv, runs.csv)")
     return table
 

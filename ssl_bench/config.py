@@ -11,9 +11,6 @@ Anything wrong (an unknown group option or key, a value of the wrong type or out
 
 from __future__ import annotations
 
-import hashlib
-import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,16 +22,26 @@ from hydra.errors import HydraException
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from ssl_bench.tracking import tracker_problem
+
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 GROUPS = ("method", "dataset", "backbone", "budget")
-# Keys that say where and how a run is stored, not what it computes: left out of the run fingerprint.
-NON_FINGERPRINT_KEYS = ("resume", "overwrite", "output_dir", "run_id", "tags", "train.num_threads",
-                        "data.num_workers", "train.log_every", "train.tensorboard", "train.progress",
-                        "eval.splits_dir", "eval.feature_memory_mb", "eval.baseline_cache")
-# Keys added to the schema after runs were recorded, left out of the fingerprint while at these (default) values:
-# a run recorded before a key existed keeps its id (and is found again) as long as the key changes nothing.
-FINGERPRINT_OMITTED_AT = {"dataset.classes": None, "dataset.streaming": False, "dataset.shuffle_buffer": 10_000,
-                          "dataset.num_examples": 0}
+# Keys that cannot change a run's result: where and how it is stored, logged and shown, how many workers and
+# threads compute it, and evaluation keys that only say where files go or how much memory to use. Everything else
+# (and not the seed) is the run's *configuration* (ssl_bench/identity.py): runs are pooled as seeds of one
+# configuration only when their configurations are equal.
+NON_CONFIGURATION_KEYS = ("resume", "overwrite", "output_dir", "run_id", "tags", "print_config", "dataset.root",
+                          "dataset.download", "data.num_workers", "train.num_threads", "train.log_every",
+                          "train.tensorboard", "train.trackers", "train.progress", "train.checkpoint_every",
+                          "eval.splits_dir", "eval.feature_memory_mb", "eval.baseline_cache", "eval.batch_size")
+# The k of the headline kNN metric: ``knn_top1`` is always the weighted kNN top-1 at this k (computed even when
+# eval.knn_k does not list it); every other k is recorded as ``knn_top1_k<k>``.
+KNN_K = 20
+
+
+def knn_ks(e: Any) -> list[int]:
+    """The k's a kNN evaluation computes: KNN_K first (the headline), then eval.knn_k."""
+    return list(dict.fromkeys([KNN_K, *[int(k) for k in e.knn_k]]))
 
 
 class ConfigError(ValueError):
@@ -154,7 +161,9 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 100
-    precision: str = "no"
+    # Mixed precision: no, fp16 or bf16 wins when set; null = what `accelerate config` / `accelerate launch
+    # --mixed_precision` says (ACCELERATE_MIXED_PRECISION, else no). The precision used is in summary.json.
+    precision: str | None = None
     grad_accum: int = 1
     # Save a checkpoint every N epochs (and always at the end and on SIGTERM/SIGINT).
     checkpoint_every: int = 1
@@ -162,9 +171,14 @@ class TrainConfig:
     max_steps_per_epoch: int = 0
     # Torch threads per process; 0 = all cores divided among the local processes.
     num_threads: int = 0
+    # Trackers get the loss and lr every N optimiser steps (0: only the per-epoch metrics).
     log_every: int = 10
+    # Progress bars; only ever drawn on the main process when stderr is a terminal (ssl_bench/progress.py).
     progress: bool = True
+    # Same as trackers=[tensorboard] (kept for older commands).
     tensorboard: bool = False
+    # Experiment trackers through Accelerate (ssl_bench/tracking.py): tensorboard, wandb, mlflow.
+    trackers: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -251,9 +265,12 @@ class RunConfig:
     # Train again even if a finished record of the same config exists.
     overwrite: bool = False
     output_dir: str = "results/runs"
-    # Default: <method>-<dataset>-<budget>-s<seed>-<fingerprint>, so the same config finds the same folder.
+    # Default (ssl_bench/identity.py): <method>-<dataset>-<budget>[-<keys that differ from the budget>]-s<seed>-
+    # <configuration id>, so the same config finds the same folder.
     run_id: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    # Print the whole resolved config at the start of a run (by default one line says what runs and where).
+    print_config: bool = False
 
 
 BACKBONES = ("small_cnn", "resnet18", "resnet50")
@@ -354,8 +371,13 @@ def validate(cfg: DictConfig) -> None:
            f"unknown backbone.name '{cfg.backbone.name}'; valid choices: {', '.join(BACKBONES)}")
     _check(cfg.optim.name in OPTIMIZERS,
            f"unknown optim.name '{cfg.optim.name}'; valid choices: {', '.join(OPTIMIZERS)}")
-    _check(cfg.train.precision in PRECISIONS,
-           f"unknown train.precision '{cfg.train.precision}'; valid choices: {', '.join(PRECISIONS)}")
+    _check(cfg.train.precision is None or cfg.train.precision in PRECISIONS,
+           f"unknown train.precision '{cfg.train.precision}'; valid choices: {', '.join(PRECISIONS)} "
+           "(or null: accelerate's setting)")
+    _check(cfg.train.log_every >= 0, f"train.log_every must be >= 0 (0: no per-step logging), "
+           f"got {cfg.train.log_every}")
+    problem = tracker_problem(cfg.train)
+    _check(problem is None, problem or "")
     _check(cfg.augment.backend in AUGMENT_BACKENDS,
            f"unknown augment.backend '{cfg.augment.backend}'; valid choices: {', '.join(AUGMENT_BACKENDS)}")
     _check(cfg.augment.backend != "tensor" or cfg.dataset.image_size > 0,
@@ -459,30 +481,3 @@ def _validate_eval(e: DictConfig) -> None:
     lo, hi = (list(e.crop_scale) + [None, None])[:2]
     _check(len(e.crop_scale) == 2 and 0 < lo <= hi <= 1,
            f"eval.crop_scale must be [min, max] with 0 < min <= max <= 1, got {list(e.crop_scale)}")
-
-
-def fingerprint(cfg: DictConfig) -> str:
-    """A short hash of everything that changes what a run computes."""
-    data = OmegaConf.to_container(cfg, resolve=True)
-    data.pop("overrides", None)
-    for key in NON_FINGERPRINT_KEYS:
-        parts = key.split(".")
-        node = data
-        for p in parts[:-1]:
-            node = node.get(p, {})
-        node.pop(parts[-1], None)
-    for key, value in FINGERPRINT_OMITTED_AT.items():
-        parent, _, leaf = key.rpartition(".")
-        node = data.get(parent, {})
-        if leaf in node and node[leaf] == value:
-            del node[leaf]
-    blob = json.dumps(data, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:8]
-
-
-def run_id(cfg: DictConfig) -> str:
-    if cfg.run_id:
-        return str(cfg.run_id)
-    c = cfg.choices
-    name = f"{c.method}-{c.dataset}-{c.budget}-s{cfg.seed}-{fingerprint(cfg)}"
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)

@@ -51,6 +51,7 @@ from ssl_bench.evaluation import evaluate_all, export_backbone, load_backbone
 from ssl_bench.evaluation.checkpoint import WEIGHT_SUFFIXES
 from ssl_bench.evaluation.protocols import baseline_file, splits_root
 from ssl_bench.models import build_backbone
+from ssl_bench.progress import configure as configure_progress
 from ssl_bench.results import read_json, write_json
 
 SPECIAL = ("checkpoint", "eval", "seeds", "export")
@@ -225,7 +226,7 @@ def evaluate_checkpoint(cfg: DictConfig, accelerator: Accelerator, src: Source, 
     t0 = time.time()
     tree = evaluate_all(cfg, accelerator, backbone, protocols=protocols, seeds=seeds, work_dir=work,
                         splits_dir=splits, num_workers=default_num_workers(cfg),
-                        baselines=baseline_file(cfg, accelerator.device,
+                        baselines=baseline_file(cfg, accelerator,
                                                 src.run_dir.parent if src.run_dir is not None else None))
     entry = {"protocols": protocols, "dataset": cfg.dataset.name, "seeds": seeds, "checkpoint": str(src.weights),
              "arguments": list(argv or []), "wall_s": round(time.time() - t0, 2),
@@ -280,6 +281,7 @@ def main(argv: list[str]) -> int:
         cfg, transfer = compose(rest + extra), None
     export = special.get("export") or None
     protocols = list(cfg.eval.protocols) if ("eval" in special or not export) else []
+    configure_progress(cfg.train.progress)
     accelerator = Accelerator(mixed_precision=cfg.train.precision,
                               dataloader_config=DataLoaderConfiguration(split_batches=True))
     try:

@@ -19,14 +19,27 @@ from accelerate.utils import set_seed
 from omegaconf import DictConfig, OmegaConf
 
 from methods.base import build_method
-from ssl_bench.config import ConfigError, fingerprint, run_id
+from ssl_bench.config import ConfigError
 from ssl_bench.data import EvalDataset, eval_transform, fixed_subset, load_split, pretrain_dataset
 from ssl_bench.evaluation import final_evaluation, flat_knn
 from ssl_bench.evaluation.protocols import baseline_file, cache_tag, read_baselines
+from ssl_bench.identity import configuration_id
 from ssl_bench.models import ProjectionHead, SSLModel, build_backbone
 from ssl_bench.multicrop import build_pretrain_set
-from ssl_bench.results import read_json, read_metrics, write_atomic, write_json
+from ssl_bench.progress import configure as configure_progress
+from ssl_bench.results import (
+    find_run_dir,
+    headline,
+    one_line,
+    read_json,
+    read_metrics,
+    read_summary,
+    reference_lines,
+    write_atomic,
+    write_json,
+)
 from ssl_bench.syncbn import convert_sync_batchnorm
+from ssl_bench.tracking import log_with, start_trackers
 from ssl_bench.train import Trainer, default_num_workers, peak_memory_mb
 
 
@@ -54,11 +67,23 @@ def build_model(cfg: DictConfig) -> SSLModel:
 
 def make_accelerator(cfg: DictConfig, run_dir: Path) -> Accelerator:
     return Accelerator(
+        # None: Accelerate reads ACCELERATE_MIXED_PRECISION (set by `accelerate launch` from its config or flag).
         mixed_precision=cfg.train.precision, gradient_accumulation_steps=cfg.train.grad_accum,
         # data.batch_size is the global batch: each process takes its 1/N slice of every batch.
         dataloader_config=DataLoaderConfiguration(split_batches=True),
-        log_with="tensorboard" if cfg.train.tensorboard else None, project_dir=str(run_dir),
+        log_with=log_with(cfg, run_dir), project_dir=str(run_dir),
     )
+
+
+def precision_source(cfg: DictConfig, used: str) -> str:
+    """Where the run's precision came from, in words."""
+    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION")
+    if cfg.train.precision is not None:
+        overridden = f"; accelerate config / launch said {launcher}" if launcher and launcher != used else ""
+        return f"train.precision{overridden}"
+    if launcher:
+        return "accelerate config / launch (ACCELERATE_MIXED_PRECISION)"
+    return "default: neither train.precision nor accelerate config / launch sets one"
 
 
 def set_threads(cfg: DictConfig, accelerator: Accelerator) -> None:
@@ -90,16 +115,20 @@ def run_experiment(cfg: DictConfig, epoch_callbacks: list[Callable[[int, dict], 
 
     ``epoch_callbacks`` get (epoch, that epoch's metrics row) on the main process after each epoch; a
     callback that returns a reason (a string) stops the run with TrainingStopped(pruned=True)."""
-    rid = run_id(cfg)
-    run_dir = Path(cfg.output_dir) / rid
+    run_dir = find_run_dir(cfg)
+    rid = run_dir.name
     main = int(os.environ.get("RANK", "0")) == 0
     if (run_dir / "summary.json").exists() and not cfg.overwrite:
         if main:
-            print(f"run {rid} is already complete: {run_dir}/summary.json (overwrite=true trains it again)")
+            summary = read_summary(run_dir)
+            print(f"run {rid} is already complete (overwrite=true trains it again)\n" + headline(summary)
+                  + "".join(f"\n{line}" for line in reference_lines(cfg, summary, run_dir))
+                  + f"\nrecord: {run_dir}/summary.json")
         return read_json(run_dir / "summary.json")
     if (run_dir / "checkpoint").exists() and not (cfg.resume or cfg.overwrite):
         raise ConfigError(f"{run_dir} holds an unfinished run: resume=true continues it, "
                           f"overwrite=true starts it over")
+    configure_progress(cfg.train.progress)
     accelerator = make_accelerator(cfg, run_dir)
     try:
         return _run(cfg, accelerator, rid, run_dir, epoch_callbacks)
@@ -131,24 +160,27 @@ def _run(cfg: DictConfig, acc: Accelerator, rid: str, run_dir: Path, epoch_callb
         model = convert_sync_batchnorm(model, acc.device)
     workers = default_num_workers(cfg)
     trainer = Trainer(cfg, acc, model, train_set, pairs, run_dir, workers, augment, epoch_callbacks)
+    # The record says the precision used (null = whatever `accelerate launch` said), so identity never depends
+    # on the environment a record is read in.
+    source = precision_source(cfg, acc.mixed_precision)
+    cfg.train.precision = acc.mixed_precision
     if acc.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
-        if cfg.train.tensorboard:
-            acc.init_trackers("tensorboard")
+        start_trackers(cfg, acc, rid, run_dir)
     resumed = cfg.resume and trainer.load_checkpoint()
     say = print if acc.is_main_process else (lambda *a, **k: None)
-    say(f"ssl_bench run {rid}\n  folder: {run_dir}\n  {n} process(es) on {acc.device}, "
-        f"{torch.get_num_threads()} threads, {workers} loader workers each\n"
-        f"  {len(train_set)} pretraining images, {backend} multi-crop, global batch {cfg.data.batch_size} "
-        f"({cfg.data.batch_size // n} per process), {trainer.steps_per_epoch} steps/epoch x {cfg.train.epochs} epochs\n"
-        f"  optimiser {cfg.optim.name}: lr {cfg.optim.lr} for global batch {cfg.data.batch_size} "
-        f"(as configured, not rescaled), warm-up {cfg.optim.warmup_epochs} epochs, cosine to {cfg.optim.final_lr}"
+    if cfg.print_config:
+        say(OmegaConf.to_yaml(cfg))
+    say(f"ssl_bench: {one_line(cfg, n, trainer.steps_per_epoch)}\n"
+        f"  {n} process(es) on {acc.device}, {torch.get_num_threads()} threads, {workers} loader workers each, "
+        f"{backend} multi-crop, precision {acc.mixed_precision} ({source})\n"
+        f"  config: {run_dir}/config.yaml" + ("" if cfg.print_config else " (print_config=true prints it)")
         + (f"\n  resumed at epoch {trainer.state.epoch + 1}, batch {trainer.state.batch}" if resumed else ""))
     baseline_path = run_dir / "baseline.json"
     eval_s = 0.0
     if cfg.eval.random_baseline and not baseline_path.exists() and trainer.state.step == 0:
-        cached = read_baselines(baseline_file(cfg, acc.device, run_dir.parent), acc).get(cache_tag("knn", [0]))
+        cached = read_baselines(baseline_file(cfg, acc, run_dir.parent), acc).get(cache_tag("knn", [0]))
         if cached is not None:  # the same floor, computed by an earlier run (another method, same settings)
             base = flat_knn(cached["knn"])
         else:
@@ -165,10 +197,12 @@ def _run(cfg: DictConfig, acc: Accelerator, rid: str, run_dir: Path, epoch_callb
     final = final_evaluation(cfg, acc, trainer.unwrapped.backbone, run_dir, workers,
                              random_knn=read_json(baseline_path) if baseline_path.exists() else None)
     summary = {
-        "run_id": rid, "fingerprint": fingerprint(cfg), "status": "complete",
+        "run_id": rid, "configuration_id": configuration_id(cfg), "status": "complete",
         "method": cfg.method.name, "dataset": cfg.dataset.name, "budget": cfg.choices.budget,
         "backbone": cfg.backbone.name, "seed": cfg.seed, "epochs": cfg.train.epochs,
         "batch_size": cfg.data.batch_size, "overrides": list(cfg.overrides), "tags": dict(cfg.tags),
+        # The precision used: train.precision, else accelerate's setting.
+        "precision": acc.mixed_precision,
         "metrics": dict(final),
         "cost": {"wall_s": state.wall_s + eval_s + (time.time() - t_final),
                  "train_s": state.train_s, "images_seen": state.images,
@@ -189,10 +223,7 @@ def _run(cfg: DictConfig, acc: Accelerator, rid: str, run_dir: Path, epoch_callb
             say("warning: assignments collapsed to a single prototype in the last epoch")
     if acc.is_main_process:
         write_json(run_dir / "summary.json", summary)
-        m = summary["metrics"]
-        ks = list(cfg.eval.knn_k)
-        say("kNN top-1: " + ", ".join(f"k={k} {m[f'knn_top1_k{k}']:.2f}%" + (
-            f" (random init {m[f'random_knn_top1_k{k}']:.2f}%)" if f"random_knn_top1_k{k}" in m else "") for k in ks))
-        say(f"wall {state.wall_s:.0f} s, {summary['cost']['images_per_s']:.0f} images/s, peak memory "
-            f"{summary['cost']['peak_mem_mb']:.0f} MB\nrecord: {run_dir}/summary.json")
+        say("\n".join([headline(summary), *reference_lines(cfg, summary, run_dir),
+                        f"wall {state.wall_s:.0f} s, {summary['cost']['images_per_s']:.0f} images/s, peak memory "
+                        f"{summary['cost']['peak_mem_mb']:.0f} MB", f"record: {run_dir}/summary.json"]))
     return summary

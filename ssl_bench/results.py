@@ -5,7 +5,8 @@
     summary.json     method, dataset, budget, seed, epochs, metrics.*, cost.*, versions (written last)
 
 Every file is written to a temporary name and renamed, so a reader never sees half a file and a crash
-never loses what was already written. ``load(path)`` returns every finished run as one DataFrame.
+never loses what was already written. ``load(path)`` returns every finished run as one DataFrame with its
+configuration (``config.*`` columns, the ``configuration`` label and ``configuration_id``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
+from omegaconf import DictConfig
+
+from ssl_bench.config import KNN_K, ConfigError
+from ssl_bench.identity import configuration_id, differences, run_id, run_name
+from ssl_bench.report import crops_label, fmt_stat, label, t_interval
 
 
 def write_atomic(path: str | Path, text: str) -> None:
@@ -60,32 +67,185 @@ def write_metrics(run_dir: str | Path, rows: list[dict]) -> None:
                  "".join(json.dumps(r, sort_keys=True, default=_jsonable) + "\n" for r in rows))
 
 
-def _runs(path: Path) -> list[Path]:
+# The records the project ships (the comparisons it publishes), apart from a user's own results/runs.
+REFERENCE_DIR = Path(__file__).resolve().parent.parent / "results" / "reference"
+
+
+def record_dirs(path: str | Path) -> list[Path]:
+    """Every finished run (a folder with summary.json) at or under ``path``."""
+    path = Path(path)
     if (path / "summary.json").exists():
         return [path]
     return sorted(p.parent for p in path.rglob("summary.json"))
 
 
-def load(path: str | Path = "results") -> pd.DataFrame:
-    """All finished runs under ``path`` (a results folder, a runs folder or one run) as one DataFrame,
-    one row per run, nested keys flattened with dots (``metrics.knn_top1``, ``cost.wall_s``)."""
-    rows = []
-    for run in _runs(Path(path)):
-        rec = read_json(run / "summary.json")
-        rec["path"] = str(run)
+def find_run_dir(cfg: DictConfig) -> Path:
+    """The folder of ``cfg``'s run: ``output_dir/<run_id>``, or an existing folder of the same configuration and
+    seed under another name (the name's words may change; its ``-s<seed>-<configuration id>`` tail does not)."""
+    out = Path(cfg.output_dir)
+    exact = out / run_id(cfg)
+    if exact.exists() or cfg.get("run_id"):
+        return exact
+    same = sorted(out.glob(f"*-s{cfg.seed}-{configuration_id(cfg)}"))
+    return same[0] if same else exact
+
+
+def _normalise(summary: dict[str, Any]) -> dict[str, Any]:
+    """One metric name means one thing: ``knn_top1`` is the kNN top-1 at k=KNN_K in every record (records
+    written when it meant the first of eval.knn_k get it from their ``knn_top1_k<KNN_K>``, or lose it)."""
+    m = summary.get("metrics", {})
+    for prefix in ("", "random_"):
+        if f"{prefix}knn_top1" in m:
+            m[f"{prefix}knn_top1"] = m.get(f"{prefix}knn_top1_k{KNN_K}")
+    for tree in (m.get("knn"), (m.get("random") or {}).get("knn")):
+        if isinstance(tree, dict) and "top1" in tree:
+            tree["top1"] = tree.get(f"top1_k{KNN_K}")
+    return summary
+
+
+def read_summary(run: str | Path) -> dict[str, Any]:
+    """A record's summary.json with its metric names normalised (see :func:`_normalise`)."""
+    return _normalise(read_json(Path(run) / "summary.json"))
+
+
+def read_config(run: str | Path) -> dict[str, Any]:
+    return yaml.safe_load((Path(run) / "config.yaml").read_text())
+
+
+def load(path: str | Path = "results", sweeps: bool = True) -> pd.DataFrame:
+    """Every finished run at or under ``path`` (a results folder, a runs folder or one run) as one DataFrame,
+    one row per run: the summary's keys flattened with dots (``metrics.knn_top1`` = kNN top-1 at k=20,
+    ``metrics.linear.top1``, ``cost.wall_s``), ``config.<key>`` for every resolved config key, ``configuration``
+    (its label in words), ``configuration_id``, ``differences`` (keys that differ from the budget as defined),
+    ``sweep`` (a sweep trial's sweep name, else empty) and ``path``. ``sweeps=False`` leaves sweep trials out.
+    A path without records is a ConfigError (one line)."""
+    runs = record_dirs(path)
+    if not runs:
+        raise ConfigError(f"no run records (summary.json) under {path}; run ssl_bench.run or ssl_bench.compare first")
+    rows, extra = [], []
+    for run in runs:
+        rec = read_summary(run)
+        cfg = read_config(run)
+        diffs = {k: v for k, (_, v) in differences(cfg).items()}
+        rec = {k: v for k, v in rec.items() if k not in ("fingerprint", "overrides")}
+        rec.update(path=str(run), configuration_id=configuration_id(cfg),
+                   configuration=label(rec.get("method", cfg["method"]["name"]), diffs),
+                   sweep=str((rec.get("tags") or {}).get("sweep", "")),
+                   config={k: v for k, v in cfg.items() if k != "overrides"})
         rows.append(rec)
-    if not rows:
-        return pd.DataFrame()
-    return pd.json_normalize(rows, sep=".")
+        extra.append(diffs)
+    df = pd.json_normalize(rows, sep=".")
+    df["differences"] = extra
+    if not sweeps:
+        df = df[df["sweep"] == ""]
+    return df.reset_index(drop=True)
 
 
 def load_epochs(path: str | Path = "results") -> pd.DataFrame:
-    """Per-epoch metrics of every run, with the run's id, method, dataset, budget and seed on each row."""
+    """Per-epoch metrics of every run, with the run's folder, id, method, dataset, budget, seed and configuration
+    on each row."""
     frames = []
-    for run in _runs(Path(path)):
+    for run in record_dirs(path):
         rec = read_json(run / "summary.json")
         df = pd.json_normalize(read_metrics(run), sep=".")
         for key in ("run_id", "method", "dataset", "budget", "seed"):
             df[key] = rec.get(key)
+        df["path"] = str(run)
+        df["configuration_id"] = configuration_id(read_config(run))
         frames.append(df)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def headline(summary: dict[str, Any]) -> str:
+    """'kNN top-1 (k=20) 80.46% (random init 76.21%), linear probe top-1 84.61% (random init 79.80%)'."""
+    m = _normalise(summary).get("metrics", {})
+    parts = []
+    for name, value, floor in ((f"kNN top-1 (k={KNN_K})", m.get("knn_top1"), m.get("random_knn_top1")),
+                               ("linear probe top-1", _get(m, "linear.top1"), _get(m, "random.linear.top1"))):
+        if value is not None:
+            parts.append(f"{name} {value:.2f}%" + (f" (random init {floor:.2f}%)" if floor is not None else ""))
+    return ", ".join(parts) or "no accuracy in the record"
+
+
+def one_line(cfg: DictConfig, processes: int = 1, steps_per_epoch: int | None = None) -> str:
+    """The run in one line: configuration label, dataset, budget, backbone, batch, epochs, crops, optimiser and lr."""
+    diffs = {k: v for k, (_, v) in differences(cfg).items()}
+    batch = cfg.data.batch_size
+    per = f", {batch // processes} per process" if processes > 1 else ""
+    steps = f" x {steps_per_epoch} steps" if steps_per_epoch else ""
+    return (f"{label(cfg.method.name, diffs)} on {cfg.dataset.name}, budget {cfg.choices.budget}: "
+            f"{cfg.backbone.name} backbone, batch {batch}{per}, {cfg.train.epochs} epochs{steps}, "
+            f"crops {crops_label(cfg)}, {cfg.optim.name} lr {cfg.optim.lr} (for batch {batch}, not rescaled), "
+            f"seed {cfg.seed}")
+
+
+def _get(tree: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
+
+
+def reference_lines(cfg: DictConfig, summary: dict[str, Any], run_dir: Path,
+                    reference: Path | None = None) -> list[str]:
+    """Yours next to the shipped reference records of the same configuration (any seed): the same seed's
+    number and the mean over the reference seeds, with the differences. Empty when there is none."""
+    ref_runs = (reference or REFERENCE_DIR) / "runs"
+    if not ref_runs.is_dir() or Path(run_dir).resolve().is_relative_to(ref_runs.resolve()):
+        return []
+    cid = configuration_id(cfg)
+    found = [d for d in sorted(ref_runs.glob(f"*-s*-{cid}")) if (d / "summary.json").exists()]
+    if not found:
+        return []
+    refs = {int(read_json(d / "summary.json")["seed"]): read_summary(d)["metrics"] for d in found}
+    mine = _normalise(summary)["metrics"]
+    lines = [f"shipped reference: {ref_runs} has this configuration with seeds {' '.join(map(str, sorted(refs)))}"]
+    for name, key in ((f"kNN top-1 (k={KNN_K})", "knn_top1"), ("linear probe top-1", "linear.top1")):
+        yours = _get(mine, key)
+        values = {s: _get(m, key) for s, m in refs.items() if _get(m, key) is not None}
+        if yours is None or not values:
+            continue
+        stat = t_interval(values.values())
+        same = values.get(int(summary.get("seed", cfg.seed)))
+        text = f"  {name}: yours {yours:.2f}"
+        if same is not None:
+            text += f" | reference, same seed {same:.2f} (difference {yours - same:+.2f})"
+        text += f" | reference {fmt_stat(stat, 2)} (difference {yours - stat.mean:+.2f})"
+        lines.append(text)
+    return lines
+
+
+def migrate(src: str | Path, dst: str | Path | None = None) -> list[tuple[Path, Path]]:
+    """Move every record under ``src`` to ``dst`` (default: ``src``) under its current name (see
+    ssl_bench.identity.run_name), for records written when folders were named by a hash only. The files are not
+    changed (summary.json keeps the run_id it was written with). Returns (old, new) pairs."""
+    dst = Path(dst or src)
+    moved = []
+    for run in record_dirs(src):
+        cfg = read_config(run)
+        new = dst / run_name(cfg)
+        if new.resolve() != run.resolve():
+            if new.exists():
+                raise ConfigError(f"cannot move {run} to {new}: a record of the same configuration and seed is there")
+            new.parent.mkdir(parents=True, exist_ok=True)
+            run.rename(new)
+            moved.append((run, new))
+    return moved
+
+
+def main(argv: list[str]) -> int:
+    """``python -m ssl_bench.results migrate SRC [DST]``: give records their readable names."""
+    if len(argv) not in (2, 3) or argv[0] != "migrate":
+        raise ConfigError("usage: python -m ssl_bench.results migrate SRC [DST]  (moves old records to readable names)")
+    for old, new in migrate(argv[1], argv[2] if len(argv) == 3 else None):
+        print(f"{old} -> {new}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    from ssl_bench.cli import guarded
+
+    sys.exit(guarded(main))

@@ -57,9 +57,10 @@ import yaml
 from omegaconf import open_dict
 
 from ssl_bench.cli import guarded
-from ssl_bench.config import EXPERIMENTS_DIR, GROUPS, NON_FINGERPRINT_KEYS, ConfigError, compose, run_id
+from ssl_bench.config import EXPERIMENTS_DIR, GROUPS, NON_CONFIGURATION_KEYS, ConfigError, compose
 from ssl_bench.data import DataNotFound
 from ssl_bench.experiment import run_experiment
+from ssl_bench.results import find_run_dir
 from ssl_bench.train import TrainingStopped
 
 SWEEP_DIR = EXPERIMENTS_DIR / "sweep"
@@ -330,7 +331,7 @@ def _fingerprinted(overrides: list[str]) -> dict[str, str]:
     out = {}
     for o in overrides:
         k = _key(o)
-        if k not in NON_FINGERPRINT_KEYS:
+        if k not in NON_CONFIGURATION_KEYS:
             out[k] = o.split("=", 1)[1]
     return out
 
@@ -601,10 +602,12 @@ def _reporter(trial: optuna.Trial, sw: Sweep) -> Callable[[int, dict], str | Non
     return report
 
 
-def run_trial(sw: Sweep, number: int, params: dict[str, Any], trial: optuna.Trial | None = None) -> float | None:
+def run_trial(sw: Sweep, number: int, params: dict[str, Any], trial: optuna.Trial | None = None,
+              position: tuple[int, int] | None = None) -> float | None:
     """Train and evaluate one point as an ordinary run tagged with the study and trial number. On the main
     process (``trial`` given) return the objective; raise TrialFailed / optuna.TrialPruned with the reason
-    stored as user attributes. Other processes (trial None) follow along and return None."""
+    stored as user attributes. Other processes (trial None) follow along and return None. ``position`` (n, N):
+    this is the n-th of the N trials this command runs, for the line that announces it."""
 
     def note(**attrs: Any) -> None:
         if trial is not None:
@@ -622,10 +625,12 @@ def run_trial(sw: Sweep, number: int, params: dict[str, Any], trial: optuna.Tria
         raise failed("config", f"invalid config at this point: {exc}") from None
     with open_dict(cfg):
         cfg.tags.sweep, cfg.tags.study, cfg.tags.trial = sw.meta["sweep"], sw.study, str(number)
-    rid = run_id(cfg)
-    record = Path(cfg.output_dir) / rid / "summary.json"
+    run_dir = find_run_dir(cfg)
+    rid = run_dir.name
+    record = run_dir / "summary.json"
     if trial is not None:
-        print(f"[sweep {sw.study}] trial {number}: " + " ".join(f"{k}={fmt_value(v)}" for k, v in params.items()),
+        of = f" ({position[0]} of {position[1]})" if position else ""
+        print(f"[sweep {sw.study}] trial {number}{of}: " + " ".join(f"{k}={fmt_value(v)}" for k, v in params.items()),
               flush=True)
     callbacks = [_reporter(trial, sw)] if trial is not None and sw.prunes else []
     try:
@@ -732,10 +737,13 @@ class _NoTraceback(logging.Filter):
 
 
 def optimize(study: optuna.Study, sw: Sweep, n: int) -> None:
+    started = [0]
+
     def objective(trial: optuna.Trial) -> float:
         params = {name: p.suggest(trial) for name, p in sw.params.items()}
         share(("trial", trial.number, params))
-        value = run_trial(sw, trial.number, params, trial)
+        started[0] += 1
+        value = run_trial(sw, trial.number, params, trial, position=(started[0], n))
         assert value is not None
         return value
 
@@ -782,10 +790,10 @@ def summarize(study: optuna.Study, meta: dict[str, Any], out_dir: Path, storage:
           + ")")
     if counts["complete"]:
         best = study.best_trial
-        print(f"best: trial {best.number}, {meta.get('objective', 'value')} = {best.value:.4g}, params "
+        print(f"highest {meta.get('objective', 'value')}: trial {best.number}, {best.value:.4g}, params "
               + " ".join(f"{k}={fmt_value(v)}" for k, v in best.params.items())
-              + f" (record {best.user_attrs.get('record', '?')})")
-    paths = write_report(study, meta, out_dir, plot_params)
+              + " (one trial per point is one seed: see the figures' n before calling it best)")
+    paths = write_report(study, meta, out_dir, plot_params, runs_dir=out_dir.parent.parent / "runs")
     for what, path in paths.items():
         print(f"  {what}: {path}")
     if storage.startswith(("sqlite", "postgresql", "mysql")):

@@ -2,9 +2,9 @@
 
     trials.csv, trials.md          one row per trial: state, value, parameters, reason, record
     metric_vs_params.png           the objective against each parameter (pruned and failed trials marked)
-    heatmap_<a>__<b>.png           best value over two parameters (failed cells say why)
-    importances.png                Optuna's parameter importances (when there are enough complete trials)
-    history.png                    value per trial and the best so far
+    heatmap_<a>__<b>.png           mean value per cell over two parameters, n per cell (failed cells say why)
+    importances.png                Optuna's parameter importances, only where they can be told from seed noise
+    history.png                    value per trial
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
-from ssl_bench.results import write_atomic  # noqa: E402
+from ssl_bench.report import t_interval  # noqa: E402
+from ssl_bench.results import read_summary, record_dirs, write_atomic  # noqa: E402
 
 METRIC_LABELS = {"knn_top1": "kNN top-1 (%)", "metrics.knn_top1": "kNN top-1 (%)",
                  "knn_top1_k20": "kNN top-1, k=20 (%)", "knn_top1_k200": "kNN top-1, k=200 (%)",
@@ -48,18 +49,34 @@ def context(meta: dict[str, Any], study: str) -> str:
             f"batch {meta['batch_size']}\nstudy {study}")
 
 
-def record_metrics(path: str | None) -> dict[str, float]:
-    """The headline metrics of a trial's run record (kNN, linear probe when run), for the table."""
-    if not path or not Path(path).exists():
+def record_index(runs_dir: Path | None) -> dict[str, Path]:
+    """The records under ``runs_dir`` by the run id they were written with (a record may have been moved or
+    renamed since the study noted its path)."""
+    if runs_dir is None or not runs_dir.is_dir():
         return {}
-    metrics = json.loads(Path(path).read_text()).get("metrics", {})
-    out = {"knn_top1": metrics.get("knn_top1")}
+    return {str(json.loads((d / "summary.json").read_text()).get("run_id")): d for d in record_dirs(runs_dir)}
+
+
+def record_metrics(path: str | None, run_id: str | None = None, index: dict[str, Path] | None = None
+                   ) -> dict[str, Any]:
+    """The headline metrics of a trial's run record (kNN at k=20, linear probe when run) and its folder."""
+    p = Path(path) if path else None
+    if (p is None or not p.exists()) and run_id and index and run_id in index:
+        p = index[run_id] / "summary.json"
+    if p is None or not p.exists():
+        return {}
+    summary = read_summary(p.parent)
+    metrics = summary.get("metrics", {})
+    out: dict[str, Any] = {"knn_top1": metrics.get("knn_top1")}
     if isinstance(metrics.get("linear"), dict) and "top1" in metrics["linear"]:
         out["linear_top1"] = metrics["linear"]["top1"]
-    return {k: v for k, v in out.items() if isinstance(v, int | float)}
+    out = {k: v for k, v in out.items() if isinstance(v, int | float)}
+    out["seed"] = summary.get("seed")
+    out["record"] = p.parent.name
+    return out
 
 
-def trials_frame(study: optuna.Study) -> pd.DataFrame:
+def trials_frame(study: optuna.Study, index: dict[str, Path] | None = None) -> pd.DataFrame:
     """One row per finished trial: number, state, value, parameters, reason, last online kNN, record."""
     rows = []
     for t in study.get_trials(deepcopy=False):
@@ -68,7 +85,8 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         last = t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None
         state = t.state.name.lower()
         rows.append({"trial": t.number, "state": state, "value": t.value if state == "complete" else None,
-                     **{f"params.{k}": v for k, v in t.params.items()}, **record_metrics(t.user_attrs.get("record")),
+                     **{f"params.{k}": v for k, v in t.params.items()},
+                     **record_metrics(t.user_attrs.get("record"), t.user_attrs.get("run_id"), index),
                      "fail_kind": t.user_attrs.get("fail_kind") if state != "complete" else None,
                      "reason": t.user_attrs.get("reason", "") if state != "complete" else "",
                      "objective_value": t.user_attrs.get("objective_value"),
@@ -184,10 +202,10 @@ def _axis(df: pd.DataFrame, meta: dict[str, Any], name: str) -> tuple[pd.Series,
 
 
 def plot_heatmap(df: pd.DataFrame, meta: dict[str, Any], study: str, x: str, y: str, path: Path) -> Path:
-    """Best complete value per (x, y) cell; cells without one name what happened to their trials."""
+    """Mean complete value per (x, y) cell with its n (and 95% CI with n >= 2); cells without a complete trial
+    name what happened to their trials. No cell is marked best: one trial per cell cannot tell seed noise apart."""
     xs, xcats, xbinned = _axis(df, meta, x)
     ys, ycats, ybinned = _axis(df, meta, y)
-    maximize = meta.get("direction", "maximize") == "maximize"
     values = np.full((len(ycats), len(xcats)), np.nan)
     notes = np.full((len(ycats), len(xcats)), "", dtype=object)
     for i, yc in enumerate(ycats):
@@ -195,8 +213,9 @@ def plot_heatmap(df: pd.DataFrame, meta: dict[str, Any], study: str, x: str, y: 
             cell = df[(xs == xc) & (ys == yc)]
             done = cell[cell["state"] == "complete"]
             if len(done):
-                values[i, j] = done["value"].max() if maximize else done["value"].min()
-                notes[i, j] = f"{values[i, j]:.1f}" + (f"\n({len(done)} trials)" if len(done) > 1 else "")
+                st = t_interval(done["value"])
+                values[i, j] = st.mean
+                notes[i, j] = f"{st.mean:.1f}" + (f" ± {st.half:.1f}" if st.n >= 2 else "") + f"\n(n={st.n})"
             elif len(cell):
                 last = cell.iloc[-1]
                 if last["state"] == "pruned":
@@ -213,7 +232,7 @@ def plot_heatmap(df: pd.DataFrame, meta: dict[str, Any], study: str, x: str, y: 
     finite = values[np.isfinite(values)]
     sns.heatmap(pd.DataFrame(values, index=ycats, columns=xcats), ax=ax, annot=False, cmap="viridis",
                 vmin=finite.min() if finite.size else None, vmax=finite.max() if finite.size else None,
-                linewidths=1, linecolor="white", cbar_kws={"label": f"best {label}"})
+                linewidths=1, linecolor="white", cbar_kws={"label": f"mean {label}"})
     span = (finite.max() - finite.min()) if finite.size else 0.0
     for i in range(len(ycats)):
         for j in range(len(xcats)):
@@ -229,7 +248,8 @@ def plot_heatmap(df: pd.DataFrame, meta: dict[str, Any], study: str, x: str, y: 
     ax.set_ylabel(y + (" (binned)" if ybinned else ""))
     ax.tick_params(axis="y", labelrotation=0)
     grey = "\ngrey: no complete trial (why, and its value if any)" if (notes != "").sum() > finite.size else ""
-    ax.set_title(f"best {label}: {x} x {y}\n{context(meta, study)}{grey}", fontsize=10)
+    ax.set_title(f"{label}: mean per cell, n = trials (± 95% CI where n ≥ 2)\n"
+                 f"{context(meta, study)}{grey}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -237,7 +257,21 @@ def plot_heatmap(df: pd.DataFrame, meta: dict[str, Any], study: str, x: str, y: 
 
 
 def plot_importances(study: optuna.Study, meta: dict[str, Any], path: Path) -> tuple[Path | None, str]:
+    """Optuna's parameter importances, only where the differences can be told from seed noise: every point
+    (parameter combination) needs at least 2 complete trials, and the spread of the point means must exceed the
+    largest 95% CI half-width of a point."""
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+    points: dict[str, list[float]] = {}
+    for t in complete:
+        points.setdefault(json.dumps(t.params, sort_keys=True, default=str), []).append(float(t.value))
+    stats = [t_interval(v) for v in points.values()]
+    if not stats or min(st.n for st in stats) < 2:
+        return None, ("parameter importances not drawn: one trial per point, so differences cannot be told from "
+                      "seed noise (repeat points with several seeds)")
+    spread = max(st.mean for st in stats) - min(st.mean for st in stats)
+    if spread <= max(st.half for st in stats):
+        return None, (f"parameter importances not drawn: the point means differ by {spread:.2f}, within the 95% CI "
+                      f"of a point (±{max(st.half for st in stats):.2f})")
     if len(complete) < 3:
         return None, f"parameter importances need at least 3 complete trials, the study has {len(complete)}"
     try:
@@ -275,11 +309,6 @@ def plot_history(df: pd.DataFrame, meta: dict[str, Any], study: str, path: Path)
         else:
             ax.scatter(part["trial"], np.full(len(part), 0.04), marker=marker, color=color, label="failed",
                        transform=ax.get_xaxis_transform(), zorder=3, clip_on=False)
-    done = df[df["state"] == "complete"].sort_values("trial")
-    if len(done):
-        maximize = meta.get("direction", "maximize") == "maximize"
-        best = done["value"].cummax() if maximize else done["value"].cummin()
-        ax.step(done["trial"], best, where="post", color="black", alpha=0.6, label="best so far")
     ax.set_xlabel("trial")
     ax.set_ylabel(label)
     ax.grid(alpha=0.3)
@@ -292,10 +321,11 @@ def plot_history(df: pd.DataFrame, meta: dict[str, Any], study: str, path: Path)
 
 
 def write_report(study: optuna.Study, meta: dict[str, Any], out_dir: Path,
-                 plot_params: list[str] | None = None) -> dict[str, Path | str]:
-    """Write the table and figures of ``study``; returns what was written (and notes on what was not)."""
+                 plot_params: list[str] | None = None, runs_dir: Path | None = None) -> dict[str, Path | str]:
+    """Write the table and figures of ``study`` (trial records looked up in ``runs_dir`` when they have moved);
+    returns what was written (and notes on what was not)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    df = trials_frame(study)
+    df = trials_frame(study, record_index(runs_dir))
     out: dict[str, Path | str] = {}
     if df.empty:
         return {"note": "no finished trial yet"}

@@ -28,12 +28,15 @@ from torch.utils.data import DataLoader, IterableDataset, Subset
 from tqdm.auto import tqdm
 
 from methods.base import Context
+from ssl_bench.config import knn_ks
 from ssl_bench.data import DataNotFound, EvalDataset, eval_transform
 from ssl_bench.data.streaming import StreamedItems
 from ssl_bench.distributed import all_reduce_
 from ssl_bench.evaluation import extract_features, knn_eval
 from ssl_bench.optim import build_optimizer, lr_at, set_lr
+from ssl_bench.progress import bar as progress_bar
 from ssl_bench.results import read_json, read_metrics, write_json, write_metrics
+from ssl_bench.tracking import scalars, tracker_names
 
 
 class TrainingStopped(RuntimeError):
@@ -117,6 +120,7 @@ class Trainer:
         self.warmup_steps = int(round(cfg.optim.warmup_epochs * self.opt_steps_per_epoch))
         self.state = LoopState()
         self.ckpt_dir = run_dir / "checkpoint"
+        self.tracking = bool(tracker_names(cfg.train))
 
     def _stream_loader(self, num_workers: int) -> DataLoader:
         """The loader of a streamed dataset. Each process already reads its own part of the stream (HFStream),
@@ -159,7 +163,7 @@ class Trainer:
         saved = [b.clone() for b in model.buffers()]
         zs = []
         try:
-            for images, _ in loader:
+            for images, _ in progress_bar(loader, desc=f"memory bank: embedding {n} images", unit="batch"):
                 with self.acc.autocast():
                     z = model.head(model.backbone(images))
                 zs.append(self.acc.gather_for_metrics(z.float().contiguous()).cpu())
@@ -209,9 +213,11 @@ class Trainer:
             return {}
         e = self.cfg.eval
         backbone = self.unwrapped.backbone
-        tr = extract_features(backbone, pair[0], self.acc, e.batch_size, self.num_workers)
-        te = extract_features(backbone, pair[1], self.acc, e.batch_size, self.num_workers)
-        return knn_eval((*tr, *te), list(ks or e.knn_k), e.knn_temperature, self.cfg.dataset.num_classes or None)
+        tr = extract_features(backbone, pair[0], self.acc, e.batch_size, self.num_workers,
+                              desc=f"{which} kNN train features")
+        te = extract_features(backbone, pair[1], self.acc, e.batch_size, self.num_workers,
+                              desc=f"{which} kNN test features")
+        return knn_eval((*tr, *te), list(ks or knn_ks(e)), e.knn_temperature, self.cfg.dataset.num_classes or None)
 
     # -- the loop --------------------------------------------------------------------------------
     def fit(self) -> LoopState:
@@ -241,13 +247,12 @@ class Trainer:
                 else:
                     loader = acc.skip_first_batches(self.loader, self.state.batch) if self.state.batch else self.loader
                 losses, t_epoch, n_epoch = [], time.time(), 0
-                bar = tqdm(total=self.steps_per_epoch, initial=self.state.batch, desc=f"epoch {epoch + 1}/"
-                           f"{cfg.train.epochs}", disable=not (acc.is_main_process and cfg.train.progress),
-                           dynamic_ncols=True, leave=False)
+                bar = progress_bar(total=self.steps_per_epoch, initial=self.state.batch,
+                                   desc=f"epoch {epoch + 1}/{cfg.train.epochs}", unit="step")
                 for batch in loader:
                     if self.state.batch >= self.steps_per_epoch:
                         break
-                    t0 = time.time()
+                    t0, step_before = time.time(), self.state.step
                     if self.augment is not None:
                         batch = self.augment(batch)
                     loss, stats = self.train_step(batch)
@@ -265,7 +270,8 @@ class Trainer:
                             f"loss became {losses[-1]} at epoch {epoch + 1}, step {self.state.step}; stopped. "
                             f"The last good checkpoint (if any) is kept in {self.ckpt_dir}", 1)
                     bar.update(1)
-                    if acc.is_main_process and cfg.train.progress:
+                    self.log_step(losses, step_before)
+                    if not bar.disable:
                         bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.3g}",
                                         img_s=f"{n_epoch / max(1e-9, time.time() - t_epoch):.0f}")
                     if flags[1]:
@@ -287,7 +293,7 @@ class Trainer:
                 row.update(method.epoch_stats())
                 if cfg.eval.monitor_train_subset and cfg.eval.monitor_test_subset:
                     k = min(20, cfg.eval.monitor_train_subset)
-                    row["monitor_knn_top1"] = self.knn("monitor", [k])["knn_top1"]
+                    row["monitor_knn_top1"] = self.knn("monitor", [k])[f"knn_top1_k{k}"]
                 self.state.epoch += 1
                 self.state.batch = 0
                 self.state.wall_s = time.time() - start_wall
@@ -295,8 +301,8 @@ class Trainer:
                 rows.append(row)
                 if acc.is_main_process:
                     write_metrics(self.run_dir, rows)
-                    if cfg.train.tensorboard:
-                        acc.log({k: v for k, v in row.items() if isinstance(v, int | float)}, step=epoch)
+                    if self.tracking:  # at the optimiser step, the axis of the per-step values
+                        acc.log(scalars({k: v for k, v in row.items() if k != "step"}, "epoch/"), step=self.state.step)
                 self.log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
                 last = self.state.epoch == cfg.train.epochs
                 every = cfg.train.checkpoint_every
@@ -304,6 +310,18 @@ class Trainer:
                     self.save_checkpoint()
                 self.run_epoch_callbacks(epoch, row)
         return self.state
+
+    def log_step(self, losses: list[float], step_before: int) -> None:
+        """Loss (mean over this process's batches since the last log) and lr to the trackers, every
+        train.log_every optimiser steps (each step once, however many batches it accumulates)."""
+        every = self.cfg.train.log_every
+        step = self.state.step
+        if not self.tracking or not every or step == step_before or step % every:
+            return
+        if self.acc.is_main_process:
+            window = losses[-every * self.cfg.train.grad_accum:]
+            self.acc.log({"train/loss": sum(window) / len(window), "train/lr": self.optimizer.param_groups[0]["lr"]},
+                         step=step)
 
     def run_epoch_callbacks(self, epoch: int, row: dict) -> None:
         """Callbacks (e.g. a sweep's pruner) see each epoch's record on the main process; one that returns

@@ -13,7 +13,8 @@ from ssl_bench import compare as cmp
 from ssl_bench import plot
 from ssl_bench.budget import budget_diff, budget_fingerprint, budget_items
 from ssl_bench.cli import guarded
-from ssl_bench.config import ConfigError, compose, fingerprint, run_id
+from ssl_bench.config import ConfigError, compose
+from ssl_bench.identity import configuration_id, run_id
 from ssl_bench.results import write_json, write_metrics
 from ssl_bench.train import TrainingStopped
 
@@ -34,10 +35,12 @@ def fake_record(cfg, knn: float, wall: float = 100.0) -> Path:
     write_metrics(run, [{"epoch": e, "step": 4 * (e + 1), "loss": 5.0 - e, "monitor_knn_top1": knn - 2 * (n - 1 - e),
                          "wall_s": wall * (e + 1) / n} for e in range(n)])
     write_json(run / "summary.json", {
-        "run_id": run_id(cfg), "fingerprint": fingerprint(cfg), "status": "complete", "method": cfg.method.name,
-        "dataset": cfg.dataset.name, "budget": cfg.choices.budget, "backbone": cfg.backbone.name, "seed": cfg.seed,
-        "epochs": n, "batch_size": cfg.data.batch_size, "overrides": list(cfg.overrides), "tags": {},
-        "metrics": {"knn_top1": knn, "random_knn_top1": 20.0, "monitor_knn_top1": knn,
+        "run_id": run_id(cfg), "configuration_id": configuration_id(cfg), "status": "complete",
+        "method": cfg.method.name, "dataset": cfg.dataset.name, "budget": cfg.choices.budget,
+        "backbone": cfg.backbone.name, "seed": cfg.seed, "epochs": n,
+        "batch_size": cfg.data.batch_size, "overrides": list(cfg.overrides), "tags": {},
+        "metrics": {"knn_top1": knn, "knn_top1_k20": knn, "random_knn_top1": 20.0, "random_knn_top1_k20": 20.0,
+                    "monitor_knn_top1": knn,
                     "linear": {"top1": knn + 5, "settings": {}}, "random": {"linear": {"top1": 25.0}}},
         "cost": {"wall_s": wall, "train_s": wall * 0.8, "images_seen": images, "images_per_s": images / (wall * 0.8),
                  "peak_mem_mb": 500.0, "num_processes": 1, "device": "cpu"}})
@@ -81,19 +84,31 @@ def test_table_from_records(multicrop_records, tmp_path):
     t = table.set_index(["variant", "method"])
     row = t.loc[("2 global + local crops", "swav")]
     assert row["knn_top1_mean"] == pytest.approx(72.0)
-    assert row["knn_top1_std"] == pytest.approx(math.sqrt(8.0))  # sample std of 70, 74
-    assert row["n_seeds"] == 2 and row["crops"] == "2x28+2x14"
+    assert row["knn_top1_sd"] == pytest.approx(math.sqrt(8.0))  # sample sd of 70, 74
+    # 95% t-interval, 1 degree of freedom: t = 12.706, half-width 12.706 * sqrt(8) / sqrt(2) = 25.41.
+    assert row["knn_top1_ci_lo"] == pytest.approx(72.0 - 25.412, abs=1e-2)
+    assert row["n_seeds"] == 2 and row["knn_top1_n"] == 2 and row["crops"] == "2x28+2x14"
     assert t.loc[("2 global crops", "simclr"), "knn_top1_mean"] == pytest.approx(56.0)
     assert t.loc[("2 global crops", "swav"), "crops"] == "2x28"
-    # The study's baseline: gain of the local crops per method.
-    assert row["gain_vs_baseline"] == pytest.approx(72.0 - 61.0)
-    assert t.loc[("2 global + local crops", "simclr"), "gain_vs_baseline"] == pytest.approx(65.5 - 56.0)
-    assert {"wall_s_mean", "images_per_s_mean", "peak_mem_mb_mean", "budget_fp"} <= set(table.columns)
+    # The study's baseline: gain of the local crops per method, paired by seed: swav 70-60, 74-62 -> +11 (t = 11,
+    # df 1, p = 1 - 2/pi atan 11 = 0.0578); simclr 65-55, 66-57 -> +9.5 (t = 19, p = 0.0335); Holm over the two:
+    # 2 x 0.0335 = 0.0670 for both, so neither is significant at n=2.
+    assert row["knn_top1_vs_baseline_diff"] == pytest.approx(11.0)
+    assert row["knn_top1_vs_baseline_p"] == pytest.approx(1 - 2 / math.pi * math.atan(11.0), abs=1e-6)
+    simclr = t.loc[("2 global + local crops", "simclr")]
+    assert simclr["knn_top1_vs_baseline_p_holm"] == pytest.approx(2 * (1 - 2 / math.pi * math.atan(19.0)), abs=1e-6)
+    assert row["knn_top1_vs_baseline_p_holm"] == pytest.approx(simclr["knn_top1_vs_baseline_p_holm"])
+    assert not row["knn_top1_vs_baseline_significant"]
+    # Against the reference method (swav) within each variant: simclr 60->55, 62->57: -5 both seeds (sd 0).
+    assert t.loc[("2 global crops", "simclr"), "knn_top1_vs_ref_diff"] == pytest.approx(-5.0)
+    assert {"wall_s_mean", "images_per_s_mean", "peak_mem_mb_mean", "budget_fp", "rank"} <= set(table.columns)
     out = multicrop_records.out_dir
     assert out.name == "multicrop-fashion_mnist-smoke"
     md = (out / "table.md").read_text()
-    assert "77.0 ± 2.8" in md and "linear probe on frozen features" in md  # the linear probe, when recorded
-    assert "72.0 ± 2.8" in md and "+11.0" in md and "Budget 'smoke' (fingerprints" in md and "weighted kNN (k=5" in md
+    assert "77.0 ± 2.8 (n=2; 95% CI" in md and "linear probe on frozen features" in md  # the linear probe
+    assert "72.0 ± 2.8 (n=2; 95% CI 46.6–97.4)" in md and "+11.0 (95% CI" in md
+    assert "Budget 'smoke' (fingerprints" in md and "weighted kNN (k=20" in md
+    assert "no significant difference at n=2" in md and "Warning: n < 3" in md and "| SwAV |" in md
     csv = pd.read_csv(out / "table.csv")
     assert len(csv) == 4 and set(pd.read_csv(out / "runs.csv")["run_id"]) == {r.run_id for r in multicrop_records.runs}
 
@@ -127,19 +142,21 @@ def test_every_figure_and_the_report(written, monkeypatch):
             fake_record(cfg, acc + s)
     written = plot.plot(tmp_path)
     names = {p.name for p in written}
-    for stem in ("heatmap_smoke", "accuracy_vs_epochs_smoke", "accuracy_vs_wall_smoke", "multicrop_smoke",
+    for stem in ("accuracy_smoke", "accuracy_vs_epochs_smoke", "accuracy_vs_wall_smoke", "multicrop_smoke",
                  "accuracy_vs_train_epochs_smoke"):
         assert {f"{stem}.png", f"{stem}.svg"} <= names, stem
         assert (tmp_path / "figures" / f"{stem}.png").stat().st_size > 10_000
     report = (tmp_path / "figures" / "report.md").read_text()
-    # Same numbers as the table: multi-crop swav 72.0 ± 2.8 vs 61.0 ± 1.4, gain +11.0; epochs variant labelled.
-    assert "72.0 ± 2.8" in report and "61.0 ± 1.4" in report and "+11.0" in report
-    assert "train.epochs=1" in report and "crops.local.n=0" in report
+    # Same numbers as the table: multi-crop swav 72.0 ± 2.8 vs 61.0 ± 1.4 (n=2 each); one row per configuration,
+    # labelled in words by what differs from the budget.
+    assert "72.0 ± 2.8 (n=2" in report and "61.0 ± 1.4 (n=2" in report
+    assert "| SwAV, 1 epoch |" in report and "| SwAV, no local crops |" in report and "| SwAV |" in report
+    assert "fingerprint" not in (tmp_path / "figures" / "accuracy_smoke.svg").read_text()
     # Study mode: only the study's runs, labelled with its variant names, into figures/<study>/.
     written = plot.plot(tmp_path, study="multicrop")
     assert (tmp_path / "figures" / "multicrop" / "multicrop_smoke.png").exists()
     report = (tmp_path / "figures" / "multicrop" / "report.md").read_text()
-    assert "2 global + local crops" in report and "train.epochs=1" not in report
+    assert "SwAV, 2 global + local crops" in report and "1 epoch" not in report
 
 
 def test_mismatched_budgets_are_refused_naming_the_keys(tmp_path, monkeypatch, capsys):
@@ -210,5 +227,5 @@ def test_real_compare_and_plot_on_the_smoke_budget(tmp_path):
     assert list(table["method"]) == ["swav", "simclr"] and table["knn_top1_mean"].between(0, 100).all()
     assert table["budget_fp"].nunique() == 1 and (table["wall_s_mean"] > 0).all()
     assert guarded(plot.main, [f"results={tmp_path}"]) == 0
-    assert (tmp_path / "figures" / "heatmap_smoke.png").exists()
+    assert (tmp_path / "figures" / "accuracy_smoke.png").exists()
     assert (tmp_path / "figures" / "accuracy_vs_wall_smoke.svg").exists()

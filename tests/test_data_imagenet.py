@@ -19,9 +19,10 @@ import torch
 from PIL import Image
 from test_data import assert_one_line
 
-from ssl_bench.config import ConfigError, compose, run_id
+from ssl_bench.config import ConfigError, compose
 from ssl_bench.data import DataNotFound, load_split, num_classes, pretrain_dataset
 from ssl_bench.data.sources import CLASS_LIST_DIR
+from ssl_bench.identity import run_id
 
 
 def cfg_for(dataset: str, root: Path | str | None, *extra: str):
@@ -374,7 +375,7 @@ def test_new_dataset_keys_at_defaults_leave_run_ids_alone():
     """The keys added here change nothing at their defaults, so runs recorded before them keep their ids."""
     from omegaconf import OmegaConf
 
-    from ssl_bench.config import fingerprint
+    from ssl_bench.identity import configuration_id as fingerprint
 
     cfg = compose(["method=swav", "dataset=fashion_mnist", "budget=demo"])
     data = OmegaConf.to_container(cfg)

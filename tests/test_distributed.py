@@ -14,8 +14,9 @@ from dist_run_worker import RESUMED, RUNS, overrides
 from safetensors.torch import load_file
 
 from ssl_bench import results
-from ssl_bench.config import compose, run_id
+from ssl_bench.config import compose
 from ssl_bench.experiment import run_experiment
+from ssl_bench.identity import run_id
 
 TESTS = Path(__file__).parent
 

@@ -22,13 +22,14 @@ from torch.utils.data import TensorDataset
 
 from ssl_bench import results
 from ssl_bench.cli import guarded
-from ssl_bench.config import ConfigError, compose, run_id
+from ssl_bench.config import ConfigError, compose
 from ssl_bench.data import load_split
 from ssl_bench.evaluate import main
 from ssl_bench.evaluation import extract_features, knn_eval, knn_predict, load_backbone
 from ssl_bench.evaluation.linear import evaluate_linear, train_linear_augmented, train_linear_cached
 from ssl_bench.evaluation.splits import dataset_labels, label_subset, stratified_indices
 from ssl_bench.experiment import run_experiment
+from ssl_bench.identity import run_id
 from ssl_bench.models import build_backbone
 
 # End-of-run protocols of the module's smoke run: kNN (always) + a 2-epoch linear probe on cached features.

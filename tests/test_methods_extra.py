@@ -19,8 +19,9 @@ from methods.deepcluster_v2 import spherical_kmeans
 from methods.memory_bank import multihead_ce
 from methods.sela_v2 import sela_assign
 from methods.simclr import multicrop_nt_xent
-from ssl_bench.config import ConfigError, compose, run_id
+from ssl_bench.config import ConfigError, compose
 from ssl_bench.experiment import build_model, run_experiment
+from ssl_bench.identity import run_id
 from ssl_bench.sinkhorn import sinkhorn
 from ssl_bench.train import TrainingStopped
 

@@ -12,8 +12,9 @@ from safetensors.torch import load_file
 
 from ssl_bench import results
 from ssl_bench.cli import guarded
-from ssl_bench.config import compose, run_id
+from ssl_bench.config import compose
 from ssl_bench.experiment import run_experiment
+from ssl_bench.identity import run_id
 from ssl_bench.run import main
 from ssl_bench.train import Trainer, TrainingStopped
 
@@ -42,6 +43,30 @@ def test_end_to_end_writes_a_complete_record(tmp_path):
     mtime = (run / "summary.json").stat().st_mtime_ns
     assert run_experiment(smoke(tmp_path)) == json.loads((run / "summary.json").read_text())
     assert (run / "summary.json").stat().st_mtime_ns == mtime
+
+
+def test_a_run_is_quiet_and_ends_beside_the_shipped_reference(tmp_path, capsys, monkeypatch):
+    """One line says what runs and where its config is; the end shows yours next to the reference record of the
+    same configuration; the same command again reports the finished run with its numbers."""
+    ref = tmp_path / "reference"
+    shipped = run_experiment(smoke(ref / "runs"))  # a 'shipped' record of this configuration, seed 0
+    monkeypatch.setattr(results, "REFERENCE_DIR", ref)
+    capsys.readouterr()
+    assert main(["budget=smoke", f"output_dir={tmp_path / 'runs'}"]) == 0
+    out = capsys.readouterr().out
+    assert "ssl_bench: SwAV on fashion_mnist, budget smoke: small_cnn backbone, batch 16" in out
+    assert "config.yaml (print_config=true prints it)" in out and "head:" not in out  # not the whole config
+    k = shipped["metrics"]["knn_top1"]
+    assert f"kNN top-1 (k=20): yours {k:.2f} | reference, same seed {k:.2f} (difference +0.00)" in out
+    assert main(["budget=smoke", f"output_dir={tmp_path / 'runs'}"]) == 0
+    again = capsys.readouterr().out
+    assert "already complete" in again and f"kNN top-1 (k=20) {k:.2f}%" in again and "yours" in again
+
+
+def test_missing_data_is_the_first_thing_said(tmp_path, capsys):
+    assert guarded(main, ["budget=smoke", f"output_dir={tmp_path}", "dataset.root=/nonexistent"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("error: ") and captured.err.count("\n") == 1
 
 
 @pytest.mark.parametrize("args, needle", [

@@ -17,11 +17,13 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from ssl_bench.progress import bar
+
 
 @torch.no_grad()
 def extract_features(backbone: nn.Module, dataset: Dataset, accelerator, batch_size: int = 256,
                      num_workers: int = 0, spill_path: str | Path | None = None,
-                     max_memory_bytes: int | None = None) -> tuple[Tensor, Tensor]:
+                     max_memory_bytes: int | None = None, desc: str = "features") -> tuple[Tensor, Tensor]:
     """Pooled backbone features [N, D] (dataset order, on CPU) and labels [N] of ``dataset``.
 
     The loader goes through ``accelerator.prepare_data_loader`` so N processes each embed 1/N of every
@@ -41,7 +43,7 @@ def extract_features(backbone: nn.Module, dataset: Dataset, accelerator, batch_s
     feats, labels = [], []
     spill, memmap, offset = False, None, 0
     try:
-        for images, y in loader:
+        for images, y in bar(loader, desc=desc, unit="batch"):
             if accelerator is not None:
                 with accelerator.autocast():
                     f = backbone(images)

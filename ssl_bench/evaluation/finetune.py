@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 from ssl_bench.evaluation.common import Stepper, sharded_loader, wrap
 from ssl_bench.evaluation.features import extract_features
 from ssl_bench.evaluation.linear import cosine_lr, topk_accuracy
+from ssl_bench.progress import bar
 
 
 class Classifier(nn.Module):
@@ -49,9 +50,11 @@ def step_lr(base: float, epoch: int, milestones: list[int], gamma: float) -> flo
 
 def train_classifier(model: Classifier, train_set: Dataset, accelerator, *, epochs: int, batch_size: int,
                      lr_backbone: float, lr_head: float, lr_at: Callable[[float, int, int, int], float],
-                     momentum: float, weight_decay: float, seed: int, num_workers: int = 0) -> Classifier:
+                     momentum: float, weight_decay: float, seed: int, num_workers: int = 0,
+                     desc: str = "training") -> Classifier:
     """Train backbone and head end to end; ``lr_at(base, epoch, step, total_steps)`` gives each group's lr.
-    ``batch_size`` is the global batch; incomplete last batches are dropped (unless the set is smaller)."""
+    ``batch_size`` is the global batch; incomplete last batches are dropped (unless the set is smaller).
+    ``desc`` names the progress bar."""
     from accelerate.utils import set_seed
 
     set_seed(seed)
@@ -63,7 +66,9 @@ def train_classifier(model: Classifier, train_set: Dataset, accelerator, *, epoc
     with sharded_loader(accelerator, train_set, batch_size, seed, num_workers) as loader:
         total, step = epochs * len(loader), 0
         wrapped.train()
+        progress = bar(total=total, desc=desc, unit="step")
         for epoch in range(epochs):
+            progress.set_description(f"{desc} epoch {epoch + 1}/{epochs}")
             for images, y in loader:
                 for group in opt.param_groups:
                     group["lr"] = lr_at(group["base_lr"], epoch, step, total)
@@ -71,6 +76,8 @@ def train_classifier(model: Classifier, train_set: Dataset, accelerator, *, epoc
                     logits = wrapped(images)
                 step_fn(F.cross_entropy(logits.float(), y))
                 step += 1
+                progress.update()
+        progress.close()
     return model.eval()
 
 
@@ -83,7 +90,8 @@ def finetune(backbone: nn.Module, train_set: Dataset, num_classes: int, accelera
     return train_classifier(model, train_set, accelerator, epochs=epochs, batch_size=batch_size,
                             lr_backbone=lr_backbone, lr_head=lr_head,
                             lr_at=lambda base, epoch, step, total: step_lr(base, epoch, milestones, gamma),
-                            momentum=momentum, weight_decay=weight_decay, seed=seed, num_workers=num_workers)
+                            momentum=momentum, weight_decay=weight_decay, seed=seed, num_workers=num_workers,
+                            desc="fine-tuning")
 
 
 def train_supervised(backbone: nn.Module, train_set: Dataset, num_classes: int, accelerator, *, epochs: int,
@@ -93,12 +101,13 @@ def train_supervised(backbone: nn.Module, train_set: Dataset, num_classes: int, 
     model = Classifier(backbone, num_classes)
     return train_classifier(model, train_set, accelerator, epochs=epochs, batch_size=batch_size, lr_backbone=lr,
                             lr_head=lr, lr_at=lambda base, epoch, step, total: cosine_lr(base, step, total),
-                            momentum=momentum, weight_decay=weight_decay, seed=seed, num_workers=num_workers)
+                            momentum=momentum, weight_decay=weight_decay, seed=seed, num_workers=num_workers,
+                            desc="supervised reference")
 
 
 @torch.no_grad()
 def evaluate_classifier(model: nn.Module, test_set: Dataset, accelerator, batch_size: int = 256,
                         num_workers: int = 0) -> dict[str, float]:
     """Top-1 / top-5 (%) of an end-to-end classifier on ``test_set`` (evaluation view), sharded like features."""
-    logits, y = extract_features(model, test_set, accelerator, batch_size, num_workers)
+    logits, y = extract_features(model, test_set, accelerator, batch_size, num_workers, desc="test predictions")
     return topk_accuracy(logits, y)

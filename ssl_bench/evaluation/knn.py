@@ -12,7 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ssl_bench.config import KNN_K
 from ssl_bench.evaluation.features import rows
+from ssl_bench.progress import bar
 
 
 @torch.no_grad()
@@ -25,7 +27,7 @@ def knn_predict(train_f: Tensor, train_y: Tensor, test_f: Tensor, ks: list[int],
     kmax = min(max(ks), n)
     train_y = train_y.to(device)
     preds: dict[int, list[Tensor]] = {k: [] for k in ks}
-    for start in range(0, len(test_f), chunk):
+    for start in bar(range(0, len(test_f), chunk), desc=f"kNN over {n} features", unit="chunk"):
         q = F.normalize(rows(test_f, start, start + chunk, device), dim=1)
         best_s = torch.empty(len(q), 0, device=device)
         best_i = torch.empty(len(q), 0, dtype=torch.long, device=device)
@@ -59,8 +61,10 @@ def knn_accuracy(train_f: Tensor, train_y: Tensor, test_f: Tensor, test_y: Tenso
 
 def knn_eval(features: tuple[Tensor, Tensor, Tensor, Tensor], ks: list[int], temperature: float,
              num_classes: int | None = None) -> dict[str, float]:
-    """kNN top-1 for each k as a flat dict {"knn_top1": <first k>, "knn_top1_k20": ..., ...}."""
+    """kNN top-1 for each k as a flat dict {"knn_top1_k10": ..., "knn_top1_k20": ...}, plus "knn_top1" = the
+    top-1 at k=KNN_K when ``ks`` has it (one name, one k, in every record)."""
     acc = knn_accuracy(*features, ks=ks, temperature=temperature, num_classes=num_classes)
     out = {f"knn_top1_k{k}": v for k, v in acc.items()}
-    out["knn_top1"] = acc[ks[0]]
+    if KNN_K in acc:
+        out["knn_top1"] = acc[KNN_K]
     return out

@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 
 from ssl_bench.evaluation.common import Stepper, sharded_loader, wrap
 from ssl_bench.evaluation.features import rows
+from ssl_bench.progress import bar
 
 
 class LinearClassifier(nn.Module):
@@ -67,7 +68,7 @@ def train_linear_cached(train_f: Tensor, train_y: Tensor, num_classes: int, *, e
     total, step = epochs * steps, 0
     train_y = train_y.long()
     clf.train()
-    for _ in range(epochs):
+    for _ in bar(range(epochs), desc="linear probe (cached features)", unit="epoch"):
         perm = torch.randperm(n, generator=g)
         for i in range(steps):
             idx = perm[i * bs : (i + 1) * bs].sort().values  # sorted: sequential reads from a memory map
@@ -101,7 +102,9 @@ def train_linear_augmented(backbone: nn.Module, train_set: Dataset, num_classes:
         with sharded_loader(accelerator, train_set, batch_size, seed, num_workers) as loader:
             total, step = epochs * len(loader), 0
             model.train()
-            for _ in range(epochs):
+            progress = bar(total=total, desc="linear probe", unit="step")
+            for epoch in range(epochs):
+                progress.set_description(f"linear probe epoch {epoch + 1}/{epochs}")
                 for images, y in loader:
                     with torch.no_grad(), accelerator.autocast():
                         f = backbone(images)
@@ -110,6 +113,8 @@ def train_linear_augmented(backbone: nn.Module, train_set: Dataset, num_classes:
                         group["lr"] = cosine_lr(lr, step, total)
                     step_fn(loss)
                     step += 1
+                    progress.update()
+            progress.close()
     finally:
         backbone.train(was_training)
     return clf.eval()

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 from torchvision import transforms as T
 
-from ssl_bench.config import EVAL_PROTOCOLS, ConfigError
+from ssl_bench.config import EVAL_PROTOCOLS, KNN_K, ConfigError, knn_ks
 from ssl_bench.data import EvalDataset, eval_transform, fixed_subset, load_split, num_classes
 from ssl_bench.evaluation.features import extract_features
 from ssl_bench.evaluation.finetune import evaluate_classifier, finetune, train_supervised
@@ -81,18 +81,19 @@ _NOT_RESULT_KEYS = ("protocols", "seeds", "random_baseline", "baseline_cache", "
                     "monitor_train_subset", "monitor_test_subset")
 
 
-def baseline_file(cfg: DictConfig, device: torch.device, runs_dir: Path | None = None) -> Path | None:
+def baseline_file(cfg: DictConfig, accelerator, runs_dir: Path | None = None) -> Path | None:
     """Where the random-init floor of this evaluation is kept for reuse (None with eval.baseline_cache=false).
 
     The floor is the same computation for every run that shares the dataset, backbone, seed, evaluation
     settings, precision and device type: every method of a comparison, every trial of a sweep. It is keyed
-    by a hash of exactly those settings and lives beside the runs (``<output_dir>/../baselines/``)."""
+    by a hash of exactly those settings and lives beside the runs (``<output_dir>/../baselines/``). The precision
+    is the accelerator's (train.precision null means accelerate's setting), so the key does not change with it."""
     if not cfg.eval.baseline_cache:
         return None
     key = {"version": BASELINE_CACHE_VERSION, "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
            "backbone": OmegaConf.to_container(cfg.backbone, resolve=True), "seed": int(cfg.seed),
            "subset_seed": int(cfg.data.subset_seed), "view": int(cfg.crops["global"].size),
-           "precision": cfg.train.precision, "device": device.type,
+           "precision": accelerator.mixed_precision, "device": accelerator.device.type,
            "eval": {k: v for k, v in OmegaConf.to_container(cfg.eval, resolve=True).items()  # type: ignore[union-attr]
                     if k not in _NOT_RESULT_KEYS}}
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
@@ -194,7 +195,7 @@ class Evaluator:
             self._features[key] = extract_features(
                 backbone, EvalDataset(ds, self.eval_tf), self.acc, e.batch_size, self.num_workers,
                 spill_path=self.work_dir / f"{tag}-{which}-{'all' if s is None else s}.npy",
-                max_memory_bytes=int(e.feature_memory_mb) * 2**20)
+                max_memory_bytes=int(e.feature_memory_mb) * 2**20, desc=f"{tag} {which} features")
         return self._features[key]
 
     def drop(self, tag: str) -> None:
@@ -211,9 +212,9 @@ class Evaluator:
     def knn(self, backbone: nn.Module, tag: str, seed: int) -> dict[str, float]:
         e = self.cfg.eval
         tr, te = self.features(tag, backbone, "train", seed), self.features(tag, backbone, "test", seed)
-        acc = knn_accuracy(tr[0], tr[1], te[0], te[1], list(e.knn_k), e.knn_temperature, self.num_classes,
+        acc = knn_accuracy(tr[0], tr[1], te[0], te[1], knn_ks(e), e.knn_temperature, self.num_classes,
                            device=self.device)
-        return {"top1": acc[e.knn_k[0]], **{f"top1_k{k}": acc[k] for k in e.knn_k}}
+        return {"top1": acc[KNN_K], **{f"top1_k{k}": acc[k] for k in knn_ks(e)}}
 
     def linear(self, backbone: nn.Module, tag: str, seed: int) -> dict[str, float]:
         e = self.cfg.eval
@@ -322,7 +323,7 @@ class Evaluator:
         if len(seeds) > 1:
             base["std"] = "sample standard deviation over seeds"
         if name == "knn":
-            base.update(k=list(e.knn_k), temperature=e.knn_temperature, similarity="cosine", vote="exp(sim / T)",
+            base.update(k=knn_ks(e), temperature=e.knn_temperature, similarity="cosine", vote="exp(sim / T)",
                         train_images=n_train, features="pooled backbone output, evaluation view")
         elif name == "linear":
             base.update(mode=e.linear_mode, epochs=e.linear_epochs, lr=e.linear_lr, schedule="cosine",
@@ -401,5 +402,5 @@ def final_evaluation(cfg: DictConfig, accelerator, backbone: nn.Module, run_dir:
     tree = evaluate_all(cfg, accelerator, backbone, protocols=protocols, seeds=list(cfg.eval.seeds),
                         work_dir=Path(run_dir) / "features.tmp", splits_dir=splits_root(cfg, Path(run_dir).parent),
                         num_workers=num_workers, random_knn=random_knn,
-                        baselines=baseline_file(cfg, accelerator.device, Path(run_dir).parent))
+                        baselines=baseline_file(cfg, accelerator, Path(run_dir).parent))
     return {**flat_knn(tree["knn"]), **tree}

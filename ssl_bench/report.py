@@ -1,0 +1,228 @@
+"""Tables, labels, statistics and captions shared by compare, plot and the sweep report.
+
+Statistics over seeds: mean, sample standard deviation, n and a 95% confidence interval from Student's t
+(n - 1 degrees of freedom). Comparisons are paired by seed (the same seed gives the same data order and crops
+to every method): a paired t-test on the per-seed differences, Holm's step-down correction over the family of
+comparisons of one table, at ``ALPHA``. Where the corrected p is not below ``ALPHA`` a table says "no
+significant difference at n=…", never a ranking.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from scipy import stats as _st
+
+ALPHA = 0.05
+CONFIDENCE = 0.95
+
+# How a method is written in tables and figures; the registry (methods/) is the list of methods.
+DISPLAY_NAMES = {"swav": "SwAV", "simclr": "SimCLR", "deepclusterv2": "DeepCluster-v2", "selav2": "SeLa-v2",
+                 "carl": "CARL"}
+# One colour per method in every figure (Okabe-Ito, colour-blind safe), by the method's place in this order.
+METHOD_ORDER = ("swav", "simclr", "deepclusterv2", "selav2", "carl")
+_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#F0E442", "#000000")
+
+
+def display(method: str) -> str:
+    return DISPLAY_NAMES.get(method, method)
+
+
+def method_order(methods: Iterable[str]) -> list[str]:
+    present = list(dict.fromkeys(methods))
+    return [m for m in METHOD_ORDER if m in present] + sorted(m for m in present if m not in METHOD_ORDER)
+
+
+def colour(method: str) -> str:
+    """The method's colour, the same in every figure (methods outside METHOD_ORDER take the next ones)."""
+    from methods import registry
+
+    names = method_order(registry())
+    i = names.index(method) if method in names else len(names)
+    return _COLOURS[i % len(_COLOURS)]
+
+
+# -- statistics ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Stat:
+    """Mean, sample sd, n and the 95% t-interval of a set of per-seed values."""
+
+    n: int
+    mean: float
+    sd: float
+    lo: float
+    hi: float
+
+    @property
+    def half(self) -> float:
+        return (self.hi - self.lo) / 2
+
+
+def _clean(values: Iterable[Any]) -> list[float]:
+    out = []
+    for v in values:
+        if v is None:
+            continue
+        f = float(v)
+        if math.isfinite(f):
+            out.append(f)
+    return out
+
+
+def t_interval(values: Iterable[Any]) -> Stat:
+    """Mean and 95% Student-t interval; sd and the interval are NaN for fewer than 2 values."""
+    x = _clean(values)
+    n = len(x)
+    if n == 0:
+        return Stat(0, math.nan, math.nan, math.nan, math.nan)
+    mean = sum(x) / n
+    if n < 2:
+        return Stat(1, mean, math.nan, math.nan, math.nan)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in x) / (n - 1))
+    half = float(_st.t.ppf(0.5 + CONFIDENCE / 2, n - 1)) * sd / math.sqrt(n)
+    return Stat(n, mean, sd, mean - half, mean + half)
+
+
+@dataclass(frozen=True)
+class Paired:
+    """A paired comparison (``b - a`` per shared seed): the mean difference, its interval and the t-test."""
+
+    n: int
+    diff: Stat
+    p: float
+    p_holm: float = math.nan
+
+    @property
+    def significant(self) -> bool:
+        return self.n >= 2 and math.isfinite(self.p_holm) and self.p_holm < ALPHA
+
+
+def paired(a: Mapping[int, float], b: Mapping[int, float]) -> Paired:
+    """Compare ``b`` with ``a`` on the seeds both have (same seed = same data order and crops)."""
+    seeds = sorted(s for s in set(a) & set(b) if _clean([a[s], b[s]]) and len(_clean([a[s], b[s]])) == 2)
+    d = [float(b[s]) - float(a[s]) for s in seeds]
+    diff = t_interval(d)
+    if len(d) < 2:
+        return Paired(len(d), diff, math.nan)
+    if diff.sd == 0:  # identical differences: the test is degenerate; all equal zero means no difference at all
+        return Paired(len(d), diff, 1.0 if diff.mean == 0 else 0.0)
+    return Paired(len(d), diff, float(_st.ttest_rel(d, [0.0] * len(d)).pvalue))
+
+
+def holm(ps: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (NaN stays NaN and is not counted in the family)."""
+    idx = sorted((i for i, p in enumerate(ps) if math.isfinite(p)), key=lambda i: ps[i])
+    m = len(idx)
+    out = [math.nan] * len(ps)
+    running = 0.0
+    for rank, i in enumerate(idx):
+        running = max(running, min(1.0, (m - rank) * ps[i]))
+        out[i] = running
+    return out
+
+
+def with_holm(comparisons: Sequence[Paired]) -> list[Paired]:
+    adjusted = holm([c.p for c in comparisons])
+    return [Paired(c.n, c.diff, c.p, q) for c, q in zip(comparisons, adjusted, strict=True)]
+
+
+# -- formatting ------------------------------------------------------------------------------------
+def _nan(x: Any) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def num(x: Any, digits: int = 1) -> str:
+    return "—" if _nan(x) else f"{x:.{digits}f}"
+
+
+def fmt_stat(s: Stat, digits: int = 1) -> str:
+    """'80.6 ± 0.3 (n=3; 95% CI 79.9–81.3)'; one value: '80.6 (n=1)'; none: '—'."""
+    if s.n == 0:
+        return "—"
+    if s.n == 1:
+        return f"{s.mean:.{digits}f} (n=1)"
+    return f"{s.mean:.{digits}f} ± {s.sd:.{digits}f} (n={s.n}; 95% CI {s.lo:.{digits}f}–{s.hi:.{digits}f})"
+
+
+def fmt_delta(c: Paired, digits: int = 1) -> str:
+    """'+1.2 (95% CI +0.4 to +2.0)' for a paired difference."""
+    if c.n == 0:
+        return "—"
+    if c.n == 1:
+        return f"{c.diff.mean:+.{digits}f} (n=1)"
+    return f"{c.diff.mean:+.{digits}f} (95% CI {c.diff.lo:+.{digits}f} to {c.diff.hi:+.{digits}f})"
+
+
+def verdict(c: Paired, better: str = "higher", worse: str = "lower") -> str:
+    """'higher (Holm p=0.004)' / 'no significant difference at n=3 (Holm p=0.41)' / 'no test at n=1'."""
+    if c.n < 2:
+        return f"no test at n={c.n}"
+    p = f"Holm p={c.p_holm:.3g}" if math.isfinite(c.p_holm) else f"p={c.p:.3g}"
+    if c.significant:
+        return f"{better if c.diff.mean > 0 else worse} ({p})"
+    return f"no significant difference at n={c.n} ({p})"
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A GitHub Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c).replace("|", "/") for c in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def n_warning(ns: Iterable[int]) -> str:
+    """A sentence when any cell has fewer than 3 seeds (a t-interval on 2 seeds is very wide)."""
+    small = sorted({n for n in ns if n < 3})
+    if not small:
+        return ""
+    return (f" **Warning: n < 3** for some cells (n = {', '.join(map(str, small))}): intervals are wide and tests "
+            f"weak; run more seeds (seeds=[0,1,2]).")
+
+
+def crops_label(cfg: Mapping[str, Any]) -> str:
+    """'2x28' or '2x28+4x14': global (and local) crops as count x size."""
+    g, loc = cfg["crops"]["global"], cfg["crops"]["local"]
+    return f"{g['n']}x{g['size']}" + (f"+{loc['n']}x{loc['size']}" if loc["n"] else "")
+
+
+# -- labels ----------------------------------------------------------------------------------------
+def _plural(v: Any, one: str, many: str) -> str:
+    return f"{v} {one if v == 1 else many}"
+
+
+# Plain words for keys that studies and sweeps vary; any other key is written key=value.
+PHRASES: dict[str, Any] = {
+    "method.num_prototypes": lambda v: _plural(v, "prototype", "prototypes"),
+    "method.sinkhorn_iterations": lambda v: _plural(v, "Sinkhorn iteration", "Sinkhorn iterations"),
+    "method.epsilon": lambda v: f"epsilon {v}",
+    "method.temperature": lambda v: f"temperature {v}",
+    "method.queue_length": lambda v: "no queue" if v == 0 else f"queue of {v}",
+    "crops.local.n": lambda v: "no local crops" if v == 0 else _plural(v, "local crop", "local crops"),
+    "crops.global.n": lambda v: _plural(v, "global crop", "global crops"),
+    "train.epochs": lambda v: _plural(v, "epoch", "epochs"),
+    "data.batch_size": lambda v: f"batch {v}",
+    "data.train_subset": lambda v: f"{v} pretraining images" if v else "all pretraining images",
+    "optim.lr": lambda v: f"lr {v}",
+    "optim.name": lambda v: f"{v} optimiser",
+    "backbone.name": lambda v: f"{v} backbone",
+    "train.precision": lambda v: f"{v} precision",
+}
+
+
+def phrase(key: str, value: Any) -> str:
+    f = PHRASES.get(key)
+    if f is not None:
+        return f(value)
+    short = key[len("method."):] if key.startswith("method.") else key
+    return f"{short}={value}"
+
+
+def label(method: str, diffs: Mapping[str, Any], with_method: bool = True) -> str:
+    """'SwAV, 10 prototypes, 1 Sinkhorn iteration': the method and the keys that differ from its budget as
+    defined (``diffs``: key -> this run's value); 'SwAV' alone for the budget as defined."""
+    words = [phrase(k, v) for k, v in sorted(diffs.items())]
+    parts = ([display(method)] if with_method else []) + words
+    return ", ".join(parts) if parts else "budget as defined"
