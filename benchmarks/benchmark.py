@@ -38,9 +38,9 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 from accelerate.state import AcceleratorState, GradientState  # noqa: E402
 from lightly.loss.swav_loss import sinkhorn as lightly_sinkhorn  # noqa: E402
 
-from methods.base import Method  # noqa: E402
 from ssl_bench.config import compose  # noqa: E402
 from ssl_bench.experiment import build_model, make_accelerator  # noqa: E402
+from ssl_bench.methods.base import Method  # noqa: E402
 from ssl_bench.optim import build_optimizer  # noqa: E402
 from ssl_bench.sinkhorn import random_cosine_scores, sinkhorn, sinkhorn_log_reference  # noqa: E402
 from ssl_bench.train import Trainer  # noqa: E402

@@ -78,6 +78,7 @@ class Method(nn.Module):
 class MethodEntry:
     cls: type[Method]
     config: type
+    display: str  # how tables and figures write the method's name
 
     def validate(self, cfg: DictConfig) -> None:
         self.config(**OmegaConf.to_container(cfg.method))  # the dataclass's __post_init__ range checks
@@ -87,9 +88,9 @@ class MethodEntry:
 _REGISTRY: dict[str, MethodEntry] = {}
 
 
-def register(name: str, config: type) -> Callable[[type[Method]], type[Method]]:
+def register(name: str, config: type, display: str | None = None) -> Callable[[type[Method]], type[Method]]:
     def deco(cls: type[Method]) -> type[Method]:
-        _REGISTRY[name] = MethodEntry(cls, config)
+        _REGISTRY[name] = MethodEntry(cls, config, display or name)
         return cls
 
     return deco
@@ -97,11 +98,11 @@ def register(name: str, config: type) -> Callable[[type[Method]], type[Method]]:
 
 def registry() -> dict[str, MethodEntry]:
     # Import every method file (not only while the registry is empty: a caller may have imported one already).
-    import methods
+    package = importlib.import_module(__package__)  # ssl_bench.methods, wherever its files are
 
-    for mod in pkgutil.iter_modules(methods.__path__):
+    for mod in pkgutil.iter_modules(package.__path__):
         if mod.name != "base":
-            importlib.import_module(f"methods.{mod.name}")
+            importlib.import_module(f"{__package__}.{mod.name}")
     return dict(sorted(_REGISTRY.items()))
 
 

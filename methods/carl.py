@@ -32,9 +32,9 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from methods.base import Context, Method, assignment_stats, register
-from ssl_bench.config import ConfigError
 from ssl_bench.distributed import all_gather
+from ssl_bench.errors import ConfigError
+from ssl_bench.methods.base import Context, Method, assignment_stats, register
 
 
 @dataclass
@@ -79,7 +79,7 @@ def uniform_kl(logits: list[Tensor]) -> Tensor:
     return torch.stack(terms).mean()
 
 
-@register("carl", CARLConfig)
+@register("carl", CARLConfig, display="CARL")
 class CARL(Method):
     def __init__(self, cfg: DictConfig, embed_dim: int) -> None:
         super().__init__(cfg, embed_dim)

@@ -25,10 +25,10 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor
 
-from methods.base import Context, register
-from methods.memory_bank import MemoryBankMethod, check_bank_config
-from ssl_bench.config import ConfigError
 from ssl_bench.distributed import all_reduce_
+from ssl_bench.errors import ConfigError
+from ssl_bench.methods.base import Context, register
+from ssl_bench.methods.memory_bank import MemoryBankMethod, check_bank_config
 from ssl_bench.progress import bar
 
 CHUNK = 1 << 15  # bank rows scored at once (bounds the [rows, K] score matrix)
@@ -88,7 +88,7 @@ def spherical_kmeans(x: Tensor, index: Tensor, n_total: int, k: int, iters: int 
     return centroids, nearest(x, centroids)
 
 
-@register("deepclusterv2", DeepClusterV2Config)
+@register("deepclusterv2", DeepClusterV2Config, display="DeepCluster-v2")
 class DeepClusterV2(MemoryBankMethod):
     _global_state = ("assignments", "centroids")
 

@@ -23,9 +23,9 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor
 
-from methods.base import Context, Method, assignment_stats
-from ssl_bench.config import ConfigError
 from ssl_bench.distributed import all_gather, all_reduce_, rank, world_size
+from ssl_bench.errors import ConfigError
+from ssl_bench.methods.base import Context, Method, assignment_stats
 
 BANK_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 

@@ -36,9 +36,9 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from methods.base import Context, register
-from methods.memory_bank import MemoryBankMethod, check_bank_config
-from ssl_bench.config import ConfigError
+from ssl_bench.errors import ConfigError
+from ssl_bench.methods.base import Context, register
+from ssl_bench.methods.memory_bank import MemoryBankMethod, check_bank_config
 from ssl_bench.progress import bar
 from ssl_bench.sinkhorn import sinkhorn
 
@@ -67,7 +67,7 @@ def sela_assign(z: Tensor, prototypes: Tensor, epsilon: float, iterations: int) 
     return sinkhorn(z.float() @ prototypes.float().t(), epsilon, iterations).argmax(dim=1)
 
 
-@register("selav2", SeLaV2Config)
+@register("selav2", SeLaV2Config, display="SeLa-v2")
 class SeLaV2(MemoryBankMethod):
     def __init__(self, cfg: DictConfig, embed_dim: int) -> None:
         super().__init__(cfg, embed_dim)

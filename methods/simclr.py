@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor
 
-from methods.base import Method, register
-from ssl_bench.config import ConfigError
 from ssl_bench.distributed import all_gather, rank, world_size
+from ssl_bench.errors import ConfigError
+from ssl_bench.methods.base import Method, register
 
 
 @dataclass
@@ -59,7 +59,7 @@ def multicrop_nt_xent(z_crops: list[Tensor], temperature: float) -> Tensor:
     return -(log_prob * positive).sum() / positive.sum()
 
 
-@register("simclr", SimCLRConfig)
+@register("simclr", SimCLRConfig, display="SimCLR")
 class SimCLR(Method):
     """Stateless: no prototypes, no queue (negatives are the rest of the global batch)."""
 

@@ -31,9 +31,9 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from methods.base import Context, Method, assignment_stats, cross_entropy, register
-from ssl_bench.config import ConfigError
 from ssl_bench.distributed import world_size
+from ssl_bench.errors import ConfigError
+from ssl_bench.methods.base import Context, Method, assignment_stats, cross_entropy, register
 from ssl_bench.sinkhorn import sinkhorn
 
 
@@ -75,7 +75,7 @@ def swav_loss(scores: list[Tensor], codes: list[Tensor], temperature: float) -> 
     return total / len(codes)
 
 
-@register("swav", SwAVConfig)
+@register("swav", SwAVConfig, display="SwAV")
 class SwAV(Method):
     def __init__(self, cfg: DictConfig, embed_dim: int) -> None:
         super().__init__(cfg, embed_dim)

@@ -6,9 +6,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from ssl_bench.config import ConfigError
-from ssl_bench.data import DataNotFound
-from ssl_bench.train import TrainingStopped
+from ssl_bench.errors import ConfigError, DataNotFound, TrainingStopped
 
 
 def guarded(fn: Callable[[list[str]], int | None], argv: list[str] | None = None) -> int:

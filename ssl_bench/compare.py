@@ -38,30 +38,34 @@ from omegaconf import DictConfig, OmegaConf
 
 from ssl_bench.budget import budget_diff, budget_fingerprint, budget_items, describe_diff
 from ssl_bench.cli import guarded
-from ssl_bench.config import EXPERIMENTS_DIR, KNN_K, NON_CONFIGURATION_KEYS, ConfigError, compose, group_options
+from ssl_bench.config import NON_CONFIGURATION_KEYS, ConfigError, ConfigGroupDir, compose, group_options
+from ssl_bench.errors import TrainingStopped
 from ssl_bench.experiment import run_experiment
 from ssl_bench.identity import configuration_id
 from ssl_bench.report import (
     ALPHA,
     Paired,
     Stat,
+    budget_caption,
     crops_label,
     display,
     fmt_delta,
     fmt_stat,
+    linear_protocol,
     markdown_table,
     method_order,
+    monitor_protocol,
     n_warning,
     num,
     paired,
+    protocol,
     t_interval,
     verdict,
     with_holm,
 )
 from ssl_bench.results import _get, find_run_dir, read_config, read_metrics, read_summary, write_atomic, write_json
-from ssl_bench.train import TrainingStopped
 
-STUDY_DIR = EXPERIMENTS_DIR / "study"
+STUDY_DIR = ConfigGroupDir("study")  # experiments/study and the user's config folders
 MATCHES = ("epochs", "images", "wall")
 OWN_KEYS = ("methods", "seeds", "study", "match", "allow_mixed_budgets", "results", "name", "reference")
 DEFAULT_REFERENCE = "swav"  # the centre of the suite: every other method is tested against it
@@ -69,7 +73,7 @@ DEFAULT_REFERENCE = "swav"  # the centre of the suite: every other method is tes
 
 def all_methods() -> list[str]:
     """Every registered method (methods/), the suite's order first."""
-    from methods import registry
+    from ssl_bench.methods import registry
 
     return method_order(registry())
 
@@ -324,53 +328,6 @@ def execute(plan: Plan, train: bool = True) -> dict[str, str]:
 
 
 # -- the table ----------------------------------------------------------------------------------------
-CAPTION_FIELDS = (("backbone", ("backbone.",)), ("batch", ("data.batch_size",)),
-                  ("pretraining images", ("data.train_subset", "data.subset_seed")), ("optimiser", ("optim.",)),
-                  ("crops", ("crops.",)), ("epochs", ("train.epochs",)))
-
-
-def protocol(cfg: DictConfig | dict) -> str:
-    """The evaluation protocol in words, for captions."""
-    e, d = cfg["eval"], cfg["dataset"]
-    sub = lambda n, split: f"{n} {split}" if n else f"all {split}"  # noqa: E731
-    return (f"weighted kNN (k={KNN_K}, T={e['knn_temperature']}) on frozen backbone features, "
-            f"{sub(e['knn_train_subset'], 'train')} / {sub(e['knn_test_subset'], 'test')} images of {d['name']}")
-
-
-def monitor_protocol(cfg: DictConfig | dict) -> str:
-    e = cfg["eval"]
-    return (f"online kNN monitor (k={min(20, e['monitor_train_subset'])}) on {e['monitor_train_subset']} train / "
-            f"{e['monitor_test_subset']} test images after each epoch")
-
-
-def linear_protocol(cfg: DictConfig | dict) -> str:
-    """The linear probe in words, for captions."""
-    e = cfg["eval"]
-    return (f"linear probe on frozen features ({e.get('linear_mode', '?')} mode, {e.get('linear_epochs', '?')} epochs, "
-            f"same images as the kNN)")
-
-
-def budget_caption(cfgs: list[dict], budget: str) -> str:
-    """Budget and protocol in words; budget keys that differ between ``cfgs`` are named as varying."""
-    items = [budget_items(c) for c in cfgs]
-    c = cfgs[0]
-    varying = sorted({k for it in items for k in budget_diff(items[0], it)})
-    values = {"backbone": f"{c['backbone']['name']} backbone", "batch": f"batch {c['data']['batch_size']}",
-              "pretraining images": f"{c['data']['train_subset'] or 'all'} pretraining images of "
-                                    f"{c['dataset']['name']}",
-              "optimiser": f"{c['optim']['name']} lr {c['optim']['lr']}", "crops": f"crops {crops_label(c)}",
-              "epochs": f"{c['train']['epochs']} epochs"}
-    parts, covered = [], set()
-    for name, prefixes in CAPTION_FIELDS:
-        keys = [k for k in varying if k.startswith(prefixes)]
-        covered.update(keys)
-        parts.append(f"{name} varies ({', '.join(keys)})" if keys else values[name])
-    rest = [k for k in varying if k not in covered]
-    fps = ", ".join(sorted({budget_fingerprint(x) for x in cfgs}))
-    return (f"Budget '{budget}' (fingerprint{'s' if ',' in fps else ''} {fps}): " + ", ".join(parts)
-            + (f"; also varying: {', '.join(rest)}" if rest else "") + ".")
-
-
 def run_rows(plan: Plan, status: dict[str, str] | None = None) -> pd.DataFrame:
     """One row per planned run from its record (summary.json, config.yaml, metrics.jsonl)."""
     status = status or {}
@@ -593,7 +550,7 @@ def _verdicts(table: pd.DataFrame, plan: Plan, accs: list[str]) -> str:
             n = sorted({int(r[f"{c}_vs_ref_n"]) for r in tested})
             if sig:
                 said = "; ".join(f"{r['method_name']} {r[f'{c}_vs_ref_diff']:+.1f} pt "
-                                 f"(p={r[f'{c}_vs_ref_p_holm']:.3g})" for r in sig)
+                                 f"(Holm p={r[f'{c}_vs_ref_p_holm']:.3g})" for r in sig)
                 rest = len(tested) - len(sig)
                 lines.append(f"- {ACCURACIES[c]}{where}: significantly different from {display(plan.reference)}: "
                              f"{said}" + (f"; the other {rest}: no significant difference" if rest else "") + ".")

@@ -1,7 +1,8 @@
 """The configuration schema and its composition.
 
 Every default of the framework is declared once, here; every default of an objective is declared once,
-in its method file (``methods/<name>.py``). The YAML files in ``experiments/`` only choose and override:
+in its method file (``methods/<name>.py``, installed as ``ssl_bench.methods``). The YAML files in ``experiments/``
+(shipped inside the installed package; more folders through $SSL_BENCH_CONFIG_PATH) only choose and override:
 datasets set their image size and crop sizes, budgets fix what must be identical across methods.
 
 ``compose(["method=swav", "dataset=cifar10", "method.epsilon=0.03"])`` returns the resolved config.
@@ -11,6 +12,8 @@ Anything wrong (an unknown group option or key, a value of the wrong type or out
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,9 +25,17 @@ from hydra.errors import HydraException
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from ssl_bench.errors import ConfigError, DataNotFound
 from ssl_bench.tracking import tracker_problem
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
+_PACKAGE_DIR = Path(__file__).resolve().parent
+# The shipped configs. A wheel carries them inside the package (pyproject maps experiments/ to ssl_bench/experiments);
+# a source checkout, editable or not, has no such copy and reads experiments/ beside the package, the folder users edit.
+EXPERIMENTS_DIR = next((d for d in (_PACKAGE_DIR / "experiments", _PACKAGE_DIR.parent / "experiments")
+                        if (d / "config.yaml").is_file()), _PACKAGE_DIR / "experiments")
+# A user's own config folders (os.pathsep-separated), each laid out like experiments/ (method/, budget/, study/,
+# sweep/, ...): their files are options in addition to the shipped ones.
+CONFIG_PATH_ENV = "SSL_BENCH_CONFIG_PATH"
 GROUPS = ("method", "dataset", "backbone", "budget")
 # Keys that cannot change a run's result: where and how it is stored, logged and shown, how many workers and
 # threads compute it, and evaluation keys that only say where files go or how much memory to use. Everything else
@@ -42,10 +53,6 @@ KNN_K = 20
 def knn_ks(e: Any) -> list[int]:
     """The k's a kNN evaluation computes: KNN_K first (the headline), then eval.knn_k."""
     return list(dict.fromkeys([KNN_K, *[int(k) for k in e.knn_k]]))
-
-
-class ConfigError(ValueError):
-    """A user-facing configuration problem; its message is one line."""
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -280,7 +287,7 @@ AUGMENT_BACKENDS = ("auto", "pil", "tensor", "hybrid")
 
 
 def _register() -> None:
-    from methods import registry
+    from ssl_bench.methods import registry
 
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
@@ -288,9 +295,83 @@ def _register() -> None:
         cs.store(group="method", name=f"{name}_schema", node=entry.config)
 
 
+def config_dirs() -> list[Path]:
+    """Where configs are looked up: the shipped ones (whose config.yaml is the primary config), then the folders
+    in $SSL_BENCH_CONFIG_PATH. Missing shipped configs are a ConfigError, never an empty list of choices."""
+    if not (EXPERIMENTS_DIR / "config.yaml").is_file():
+        raise ConfigError(f"the shipped configs are missing (no {EXPERIMENTS_DIR / 'config.yaml'}): ssl_bench is not "
+                          "installed completely; reinstall it (pip install ssl_bench, or pip install . in a checkout)")
+    dirs = [EXPERIMENTS_DIR.resolve()]
+    for entry in os.environ.get(CONFIG_PATH_ENV, "").split(os.pathsep):
+        if not entry.strip():
+            continue
+        path = Path(entry).expanduser().resolve()
+        if not path.is_dir():
+            raise ConfigError(f"{CONFIG_PATH_ENV}: no folder '{entry}' (folders laid out like experiments/, "
+                              f"separated by '{os.pathsep}')")
+        if path not in dirs:
+            dirs.append(path)
+    return dirs
+
+
+def config_files(group: str, pattern: str = "*.yaml") -> dict[str, list[Path]]:
+    """The files of a config group on the search path by file name, each with its paths (the shipped one first)."""
+    found: dict[str, list[Path]] = {}
+    for d in config_dirs():
+        for p in sorted((d / group).glob(pattern)):
+            found.setdefault(p.name, []).append(p)
+    return dict(sorted(found.items()))
+
+
+def config_file(group: str, name: str) -> Path | None:
+    """The file ``name`` (e.g. ``smoke.yaml``) of a group on the search path, None when there is none. A name in two
+    folders is a ConfigError: a user's folder adds options, it never silently loses to (or hides) a shipped one."""
+    paths = [d / group / name for d in config_dirs() if (d / group / name).is_file()]
+    if len(paths) > 1:
+        raise ConfigError(f"{group} '{Path(name).stem}' is defined twice: {paths[0]} and {paths[1]}; rename yours "
+                          f"({CONFIG_PATH_ENV} adds options to the shipped ones, it cannot replace them)")
+    return paths[0] if paths else None
+
+
+class ConfigGroupDir:
+    """A config group folder on the search path, usable where a Path to experiments/<group> was:
+    ``dir / "name.yaml"`` is that file in whichever folder holds it (the shipped path when none does) and
+    ``dir.glob("*.yaml")`` yields every option once."""
+
+    def __init__(self, group: str) -> None:
+        self.group = group
+
+    def __truediv__(self, name: str) -> Path:
+        return config_file(self.group, name) or EXPERIMENTS_DIR / self.group / name
+
+    def glob(self, pattern: str) -> Iterator[Path]:
+        return (paths[0] for paths in config_files(self.group, pattern).values())
+
+    def __str__(self) -> str:
+        return " and ".join(str(d / self.group) for d in config_dirs())
+
+
 def group_options(group: str) -> list[str]:
-    """The options of a config group: the YAML files in experiments/<group>/."""
-    return sorted(p.stem for p in (EXPERIMENTS_DIR / group).glob("*.yaml"))
+    """The options of a config group: the YAML files in <group>/ of every config folder (see config_dirs)."""
+    options = sorted(Path(name).stem for name in config_files(group))
+    if not options:
+        raise ConfigError(f"no {group} configs: no {group}/*.yaml in "
+                          f"{', '.join(str(d) for d in config_dirs())}; reinstall ssl_bench")
+    return options
+
+
+def _check_unique_choices(cfg: DictConfig) -> None:
+    for group, choice in cfg.hydra.runtime.choices.items():
+        if choice is not None and not group.startswith("hydra"):
+            config_file(group, f"{choice}.yaml")
+
+
+def _searchpath_override(dirs: list[Path]) -> list[str]:
+    """Hydra's own search path (appended after the primary config folder) for the user's folders."""
+    if not dirs:
+        return []
+    quoted = ("'file://" + str(d).replace("'", "\\'") + "'" for d in dirs)  # quoted: a path may hold ',' or ' '
+    return [f"hydra.searchpath=[{','.join(quoted)}]"]
 
 
 def _split_overrides(overrides: list[str]) -> tuple[dict[str, str], list[str]]:
@@ -307,8 +388,10 @@ def _split_overrides(overrides: list[str]) -> tuple[dict[str, str], list[str]]:
 
 def _compose(overrides: list[str]) -> DictConfig:
     _register()
-    with initialize_config_dir(config_dir=str(EXPERIMENTS_DIR), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    primary, *user = config_dirs()
+    with initialize_config_dir(config_dir=str(primary), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=overrides + _searchpath_override(user),
+                             return_hydra_config=True)
 
 
 def _one_line(exc: Exception) -> str:
@@ -341,6 +424,7 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
         base = _compose(group_overrides)
     except (HydraException, OmegaConfBaseException) as exc:
         raise ConfigError(_one_line(exc)) from exc
+    _check_unique_choices(base)
     for o in keys:
         check_settable(base, o)
     try:
@@ -363,7 +447,7 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
 
 def validate(cfg: DictConfig) -> None:
     """Range checks that types alone cannot express; each failure is one line naming the valid range."""
-    from methods import registry
+    from ssl_bench.methods import registry
 
     methods = registry()
     _check(cfg.method.name in methods, f"unknown method '{cfg.method.name}'; valid: {', '.join(methods)}")
@@ -415,7 +499,7 @@ CLASS_LIST_DATASETS = ("imagenet", "imagenet100", "imagefolder", "tiny_imagenet"
 
 
 def _class_list(spec: Any) -> list[str]:
-    from ssl_bench.data.sources import DataNotFound, read_class_list
+    from ssl_bench.data.sources import read_class_list
 
     _check(isinstance(spec, str | ListConfig | list),
            f"dataset.classes must be a file of class names or a list of them, got {spec!r}")
@@ -441,7 +525,7 @@ def _validate_dataset(cfg: DictConfig) -> None:
     _check(len(d.pretrain_splits) == 1, f"dataset.streaming=true streams one pretraining split, got "
            f"dataset.pretrain_splits={list(d.pretrain_splits)}")
     _check(d.shuffle_buffer >= 1, f"dataset.shuffle_buffer must be >= 1, got {d.shuffle_buffer}")
-    from methods import registry
+    from ssl_bench.methods import registry
 
     method = cfg.method.name
     _check(not getattr(registry()[method].cls, "needs_full_pass", False),

@@ -18,12 +18,12 @@ from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import set_seed
 from omegaconf import DictConfig, OmegaConf
 
-from methods.base import build_method
 from ssl_bench.config import ConfigError
 from ssl_bench.data import EvalDataset, eval_transform, fixed_subset, load_split, pretrain_dataset
 from ssl_bench.evaluation import final_evaluation, flat_knn
 from ssl_bench.evaluation.protocols import baseline_file, cache_tag, read_baselines
 from ssl_bench.identity import configuration_id
+from ssl_bench.methods.base import build_method
 from ssl_bench.models import ProjectionHead, SSLModel, build_backbone
 from ssl_bench.multicrop import build_pretrain_set
 from ssl_bench.progress import configure as configure_progress

@@ -57,7 +57,7 @@ def _framework_defaults() -> dict[str, Any]:
 
 @functools.cache
 def _method_defaults(method: str) -> dict[str, Any]:
-    from methods import registry
+    from ssl_bench.methods import registry
 
     entry = registry().get(method)
     if entry is None:

@@ -9,7 +9,7 @@ import torchvision
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from methods.base import Method
+from ssl_bench.methods.base import Method
 
 
 def conv_bn(cin: int, cout: int, stride: int) -> nn.Sequential:

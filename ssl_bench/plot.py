@@ -38,17 +38,20 @@ import seaborn as sns  # noqa: E402
 
 from ssl_bench.budget import budget_items  # noqa: E402
 from ssl_bench.cli import guarded  # noqa: E402
-from ssl_bench.compare import budget_caption, linear_protocol, monitor_protocol, protocol  # noqa: E402
 from ssl_bench.config import ConfigError  # noqa: E402
 from ssl_bench.report import (  # noqa: E402
+    budget_caption,
     colour,
     crops_label,
     display,
     fmt_stat,
+    linear_protocol,
     markdown_table,
     method_order,
+    monitor_protocol,
     n_warning,
     num,
+    protocol,
     t_interval,
 )
 from ssl_bench.report import label as config_label  # noqa: E402
@@ -59,9 +62,11 @@ ACC = {"metrics.knn_top1": "kNN top-1 accuracy (%)", "metrics.linear.top1": "lin
 
 
 # -- loading ------------------------------------------------------------------------------------------
-def load_runs(results_dir: Path, study: str | None = None, sweeps: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+def load_runs(results_dir: Path, study: str | None = None, sweeps: bool = False,
+              compare_dir: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(runs, epochs): one row per finished run with its configuration label (``group``), and the per-epoch
-    rows of those runs."""
+    rows of those runs (with ``study``: the runs of its comparisons in ``compare_dir``, default
+    ``<results_dir>/compare``)."""
     df = load(results_dir, sweeps=sweeps)
     df["_cfg"] = [read_config(p) for p in df["path"]]
     df["crops"] = [crops_label(c) for c in df["_cfg"]]
@@ -71,7 +76,7 @@ def load_runs(results_dir: Path, study: str | None = None, sweeps: bool = False)
     df["variant"] = [config_label(m, d, with_method=False)
                      for m, d in zip(df["method"], df["differences"], strict=True)]
     if study:
-        df = _study_variants(df, results_dir, study)
+        df = _study_variants(df, compare_dir or results_dir / "compare", study)
     if df.empty:
         raise ConfigError(f"no run records to plot under {results_dir}" + ("" if sweeps else
                                                                           " (sweep trials need sweeps=true)"))
@@ -86,13 +91,12 @@ def load_runs(results_dir: Path, study: str | None = None, sweeps: bool = False)
     return df, epochs
 
 
-def _study_variants(df: pd.DataFrame, results_dir: Path, study: str) -> pd.DataFrame:
+def _study_variants(df: pd.DataFrame, compare_dir: Path, study: str) -> pd.DataFrame:
     """Keep the runs of the comparisons of ``study`` and label them '<method>, <variant>' with the study's names."""
-    comps = [p.parent for p in sorted((results_dir / "compare").glob("*/comparison.json"))
-             if read_json(p).get("study") == study]
+    comps = [p.parent for p in sorted(compare_dir.glob("*/comparison.json")) if read_json(p).get("study") == study]
     if not comps:
-        found = sorted({read_json(p).get("study") or "-" for p in (results_dir / "compare").glob("*/comparison.json")})
-        raise ConfigError(f"no comparison of study '{study}' under {results_dir}/compare; found: "
+        found = sorted({read_json(p).get("study") or "-" for p in compare_dir.glob("*/comparison.json")})
+        raise ConfigError(f"no comparison of study '{study}' under {compare_dir}; found: "
                           f"{', '.join(found) or 'none'} (run python -m ssl_bench.compare study={study} first)")
     variant: dict[str, str] = {}
     for c in comps:
@@ -318,9 +322,10 @@ def _value_table(rows: pd.DataFrame, name: str) -> str:
     return markdown_table(["method", *[f"{name} {v}" for v in values]], body)
 
 
-def plot(results_dir: Path, study: str | None = None, out: Path | None = None, sweeps: bool = False) -> list[Path]:
+def plot(results_dir: Path, study: str | None = None, out: Path | None = None, sweeps: bool = False,
+         compare_dir: Path | None = None) -> list[Path]:
     """Draw every figure and write the report; returns the files written."""
-    runs, epochs = load_runs(results_dir, study, sweeps)
+    runs, epochs = load_runs(results_dir, study, sweeps, compare_dir)
     out = out or (results_dir / "figures" / (study or ""))
     sns.set_theme(style="whitegrid", context="notebook")
     written: list[Path] = []

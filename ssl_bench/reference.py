@@ -74,7 +74,8 @@ def _regenerate(data: dict[str, Any], out: Path, ref: Path, rel: Path) -> list[P
     for argv in data.get("plot") or []:
         own = dict(a.split("=", 1) for a in argv)
         study = own.get("study")
-        written += plot(rel, study, out / "figures" / (study or ""), own.get("sweeps", "false") == "true")
+        written += plot(rel, study, out / "figures" / (study or ""), own.get("sweeps", "false") == "true",
+                        compare_dir=out / "compare")
     for name in data.get("sweep") or []:
         storage = f"sqlite:///{(ref / 'sweeps' / f'{name}.db').resolve()}"
         study = optuna.load_study(study_name=name, storage=storage)

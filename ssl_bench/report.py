@@ -16,19 +16,25 @@ from typing import Any
 
 from scipy import stats as _st
 
+from ssl_bench.budget import budget_diff, budget_fingerprint, budget_items
+from ssl_bench.config import KNN_K
+
 ALPHA = 0.05
 CONFIDENCE = 0.95
 
-# How a method is written in tables and figures; the registry (methods/) is the list of methods.
-DISPLAY_NAMES = {"swav": "SwAV", "simclr": "SimCLR", "deepclusterv2": "DeepCluster-v2", "selav2": "SeLa-v2",
-                 "carl": "CARL"}
-# One colour per method in every figure (Okabe-Ito, colour-blind safe), by the method's place in this order.
+# The order of methods in tables and figures (the registry, methods/, is the list of methods; any method not
+# named here comes after, alphabetically). One colour per method in every figure (Okabe-Ito, colour-blind safe),
+# by its place in this order.
 METHOD_ORDER = ("swav", "simclr", "deepclusterv2", "selav2", "carl")
 _COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#F0E442", "#000000")
 
 
 def display(method: str) -> str:
-    return DISPLAY_NAMES.get(method, method)
+    """The method's display name, from its registration (``@register(name, Config, display=...)``)."""
+    from ssl_bench.methods import registry
+
+    entry = registry().get(method)
+    return entry.display if entry else method
 
 
 def method_order(methods: Iterable[str]) -> list[str]:
@@ -38,7 +44,7 @@ def method_order(methods: Iterable[str]) -> list[str]:
 
 def colour(method: str) -> str:
     """The method's colour, the same in every figure (methods outside METHOD_ORDER take the next ones)."""
-    from methods import registry
+    from ssl_bench.methods import registry
 
     names = method_order(registry())
     i = names.index(method) if method in names else len(names)
@@ -186,6 +192,54 @@ def crops_label(cfg: Mapping[str, Any]) -> str:
     """'2x28' or '2x28+4x14': global (and local) crops as count x size."""
     g, loc = cfg["crops"]["global"], cfg["crops"]["local"]
     return f"{g['n']}x{g['size']}" + (f"+{loc['n']}x{loc['size']}" if loc["n"] else "")
+
+
+# -- captions --------------------------------------------------------------------------------------
+CAPTION_FIELDS = (("backbone", ("backbone.",)), ("batch", ("data.batch_size",)),
+                  ("pretraining images", ("data.train_subset", "data.subset_seed")), ("optimiser", ("optim.",)),
+                  ("crops", ("crops.",)), ("epochs", ("train.epochs",)))
+
+
+def protocol(cfg: Mapping[str, Any]) -> str:
+    """The evaluation protocol in words, for captions."""
+    e, d = cfg["eval"], cfg["dataset"]
+    sub = lambda n, split: f"{n} {split}" if n else f"all {split}"  # noqa: E731
+    return (f"weighted kNN (k={KNN_K}, T={e['knn_temperature']}) on frozen backbone features, "
+            f"{sub(e['knn_train_subset'], 'train')} / {sub(e['knn_test_subset'], 'test')} images of {d['name']}")
+
+
+def monitor_protocol(cfg: Mapping[str, Any]) -> str:
+    e = cfg["eval"]
+    return (f"online kNN monitor (k={min(20, e['monitor_train_subset'])}) on {e['monitor_train_subset']} train / "
+            f"{e['monitor_test_subset']} test images after each epoch")
+
+
+def linear_protocol(cfg: Mapping[str, Any]) -> str:
+    """The linear probe in words, for captions."""
+    e = cfg["eval"]
+    return (f"linear probe on frozen features ({e.get('linear_mode', '?')} mode, {e.get('linear_epochs', '?')} epochs, "
+            f"same images as the kNN)")
+
+
+def budget_caption(cfgs: list[dict], budget: str) -> str:
+    """Budget and protocol in words; budget keys that differ between ``cfgs`` are named as varying."""
+    items = [budget_items(c) for c in cfgs]
+    c = cfgs[0]
+    varying = sorted({k for it in items for k in budget_diff(items[0], it)})
+    values = {"backbone": f"{c['backbone']['name']} backbone", "batch": f"batch {c['data']['batch_size']}",
+              "pretraining images": f"{c['data']['train_subset'] or 'all'} pretraining images of "
+                                    f"{c['dataset']['name']}",
+              "optimiser": f"{c['optim']['name']} lr {c['optim']['lr']}", "crops": f"crops {crops_label(c)}",
+              "epochs": f"{c['train']['epochs']} epochs"}
+    parts, covered = [], set()
+    for name, prefixes in CAPTION_FIELDS:
+        keys = [k for k in varying if k.startswith(prefixes)]
+        covered.update(keys)
+        parts.append(f"{name} varies ({', '.join(keys)})" if keys else values[name])
+    rest = [k for k in varying if k not in covered]
+    fps = ", ".join(sorted({budget_fingerprint(x) for x in cfgs}))
+    return (f"Budget '{budget}' (fingerprint{'s' if ',' in fps else ''} {fps}): " + ", ".join(parts)
+            + (f"; also varying: {', '.join(rest)}" if rest else "") + ".")
 
 
 # -- labels ----------------------------------------------------------------------------------------

@@ -57,13 +57,12 @@ import yaml
 from omegaconf import open_dict
 
 from ssl_bench.cli import guarded
-from ssl_bench.config import EXPERIMENTS_DIR, GROUPS, NON_CONFIGURATION_KEYS, ConfigError, compose
-from ssl_bench.data import DataNotFound
+from ssl_bench.config import GROUPS, NON_CONFIGURATION_KEYS, ConfigError, ConfigGroupDir, compose
+from ssl_bench.errors import DataNotFound, TrainingStopped
 from ssl_bench.experiment import run_experiment
 from ssl_bench.results import find_run_dir
-from ssl_bench.train import TrainingStopped
 
-SWEEP_DIR = EXPERIMENTS_DIR / "sweep"
+SWEEP_DIR = ConfigGroupDir("sweep")  # experiments/sweep and the user's config folders
 OWN_KEYS = ("sweep", "study", "n_trials", "sampler", "pruner", "objective", "direction", "storage", "n_jobs",
             "timeout", "plot_params", "results", "report")
 SAMPLERS = ("tpe", "random", "grid")

@@ -27,25 +27,17 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, IterableDataset, Subset
 from tqdm.auto import tqdm
 
-from methods.base import Context
 from ssl_bench.config import knn_ks
-from ssl_bench.data import DataNotFound, EvalDataset, eval_transform
+from ssl_bench.data import EvalDataset, eval_transform
 from ssl_bench.data.streaming import StreamedItems
 from ssl_bench.distributed import all_reduce_
+from ssl_bench.errors import DataNotFound, TrainingStopped
 from ssl_bench.evaluation import extract_features, knn_eval
+from ssl_bench.methods.base import Context
 from ssl_bench.optim import build_optimizer, lr_at, set_lr
 from ssl_bench.progress import bar as progress_bar
 from ssl_bench.results import read_json, read_metrics, write_json, write_metrics
 from ssl_bench.tracking import scalars, tracker_names
-
-
-class TrainingStopped(RuntimeError):
-    """Training ended early: diverged (NaN loss) or interrupted (a checkpoint was saved)."""
-
-    def __init__(self, message: str, exit_code: int, pruned: bool = False) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-        self.pruned = pruned  # stopped on purpose by an epoch callback (e.g. a sweep's pruner)
 
 
 @dataclass

@@ -27,8 +27,8 @@ def fixed_data() -> dict[str, torch.Tensor]:
 
 
 def small_method(name: str):  # noqa: ANN201
-    from methods.base import build_method
     from ssl_bench.config import compose
+    from ssl_bench.methods.base import build_method
 
     cfg = compose([f"method={name}", "budget=smoke", f"method.num_prototypes={K}", "crops.local.n=2"])
     torch.manual_seed(0)
@@ -50,12 +50,12 @@ def run(rank: int, world: int, port: int, out: str) -> None:
 
 def compute(rank: int, world: int) -> dict[str, torch.Tensor]:
     """Everything the test compares; also called with rank 0, world 1 (no process group) for the reference."""
-    from methods.base import Context
-    from methods.carl import consistency_loss, uniform_kl
-    from methods.deepcluster_v2 import spherical_kmeans
-    from methods.sela_v2 import sela_assign
-    from methods.simclr import multicrop_nt_xent
     from ssl_bench.distributed import all_gather, all_reduce_
+    from ssl_bench.methods.base import Context
+    from ssl_bench.methods.carl import consistency_loss, uniform_kl
+    from ssl_bench.methods.deepcluster_v2 import spherical_kmeans
+    from ssl_bench.methods.sela_v2 import sela_assign
+    from ssl_bench.methods.simclr import multicrop_nt_xent
 
     d = fixed_data()
     own = torch.arange(rank, N, world)

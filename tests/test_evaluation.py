@@ -231,11 +231,12 @@ def test_one_and_two_processes_give_the_same_evaluation(trained, tmp_path):
 def test_end_of_run_record_has_flat_and_structured_metrics(trained):
     run_dir, s = trained
     m = s["metrics"]
-    assert m["knn_top1"] == m["knn_top1_k5"] == m["knn"]["top1"] == m["knn"]["top1_k5"]  # smoke: knn_k [5, 20]
+    # knn_top1 is k=20 in every record (smoke lists knn_k [5, 20]); the other k carries its k in the name.
+    assert m["knn_top1"] == m["knn_top1_k20"] == m["knn"]["top1"] == m["knn"]["top1_k20"] != m["knn_top1_k5"]
     assert m["knn_top1_k20"] == m["knn"]["top1_k20"]
     assert m["random"]["knn"]["top1"] == m["random_knn_top1"]  # the baseline before training
     settings = m["knn"]["settings"]
-    assert settings["protocol"] == "knn" and settings["evaluation"] == "offline" and settings["k"] == [5, 20]
+    assert settings["protocol"] == "knn" and settings["evaluation"] == "offline" and settings["k"] == [20, 5]
     assert settings["train_images"] == 256 and settings["test_images"] == 128 and settings["temperature"] == 0.07
     assert {"top1", "top5", "settings"} <= set(m["linear"]) and m["linear"]["settings"]["mode"] == "cached"
     assert m["linear"]["settings"]["epochs"] == 2 and {"top1", "top5"} <= set(m["random"]["linear"])

@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import methods.swav as swav_mod
-from methods.base import Context
-from methods.swav import swav_loss
+import ssl_bench.methods.swav as swav_mod
 from ssl_bench.config import compose
 from ssl_bench.experiment import build_model
+from ssl_bench.methods.base import Context
+from ssl_bench.methods.swav import swav_loss
 
 
 def ce(q: list[float], x: list[float], tau: float) -> float:

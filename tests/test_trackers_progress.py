@@ -26,6 +26,7 @@ class Terminal(io.StringIO):
 @pytest.fixture(autouse=True)
 def _progress_default(monkeypatch):
     monkeypatch.delenv("RANK", raising=False)
+    progress.configure(True)  # an earlier test's run may have left train.progress=false configured
     yield
     progress.configure(True)
 
@@ -75,7 +76,7 @@ def test_a_terminal_gets_bars_for_training_features_knn_and_the_linear_probe(tmp
 
 
 def test_kmeans_reports_each_iteration():
-    from methods.deepcluster_v2 import spherical_kmeans
+    from ssl_bench.methods.deepcluster_v2 import spherical_kmeans
 
     ticks = []
     x = torch.nn.functional.normalize(torch.randn(40, 8), dim=1)

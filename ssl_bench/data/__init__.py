@@ -13,7 +13,8 @@ from omegaconf import DictConfig
 from torch.utils.data import ConcatDataset, Dataset, Subset
 from torchvision import transforms as T
 
-from ssl_bench.data.sources import SOURCES, DataNotFound
+from ssl_bench.data.sources import SOURCES
+from ssl_bench.errors import DataNotFound
 
 __all__ = ["DataNotFound", "SOURCES", "load_split", "pretrain_dataset", "eval_transform", "EvalDataset",
            "fixed_subset", "num_classes"]

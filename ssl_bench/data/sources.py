@@ -13,11 +13,10 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets import ImageFolder
 
+from ssl_bench.config import EXPERIMENTS_DIR, ConfigGroupDir
+from ssl_bench.errors import DataNotFound
+
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
-
-
-class DataNotFound(FileNotFoundError):
-    """The data is not where the config says; the message (one line) says how to get it."""
 
 
 class ArrayDataset(Dataset):
@@ -129,21 +128,23 @@ def _stl_split(split: str) -> dict:
     return {"split": split}
 
 
-CLASS_LIST_DIR = Path(__file__).resolve().parents[2] / "experiments" / "dataset"
+CLASS_LIST_DIR = EXPERIMENTS_DIR / "dataset"  # the shipped class lists
+CLASS_LISTS = ConfigGroupDir("dataset")  # ... and those in the user's config folders
 
 
 def read_class_list(spec: str | list[str] | ListConfig) -> list[str]:
     """The class names of ``dataset.classes``: an inline list, or a text file with one name per line (blank
-    lines and '#' comments skipped). A relative path is looked up in the working directory, then in
-    experiments/dataset/ where the committed lists live (imagenet100_classes.txt)."""
+    lines and '#' comments skipped). A relative path is looked up in the working directory, then in dataset/ of
+    the config folders: experiments/dataset/ where the committed lists live (imagenet100_classes.txt), and the
+    user's ($SSL_BENCH_CONFIG_PATH)."""
     what = f"'{spec}'" if isinstance(spec, str) else "(the inline list)"
     if isinstance(spec, str):
         path = Path(spec).expanduser()
         if not path.is_absolute() and not path.exists():
-            path = CLASS_LIST_DIR / spec
+            path = CLASS_LISTS / spec
         if not path.is_file():
             raise DataNotFound(f"dataset.classes: no class list file '{spec}' (looked in the working directory "
-                               f"and {CLASS_LIST_DIR}); give a file with one class folder name per line")
+                               f"and {CLASS_LISTS}); give a file with one class folder name per line")
         lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
         names = [n for n in lines if n]
     else:

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ssl_bench.config import ConfigError
+from ssl_bench.errors import ConfigError
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 

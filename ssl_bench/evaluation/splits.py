@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
-from ssl_bench.config import ConfigError
+from ssl_bench.errors import ConfigError
 from ssl_bench.results import read_json, write_atomic
 
 
