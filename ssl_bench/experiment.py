@@ -82,7 +82,7 @@ def precision_source(cfg: DictConfig, used: str) -> str:
         overridden = f"; accelerate config / launch said {launcher}" if launcher and launcher != used else ""
         return f"train.precision{overridden}"
     if launcher:
-        return "accelerate config / launch (ACCELERATE_MIXED_PRECISION)"
+        return "accelerate config / launch: ACCELERATE_MIXED_PRECISION"
     return "default: neither train.precision nor accelerate config / launch sets one"
 
 
