@@ -3,18 +3,6 @@
     python -m ssl_bench.compare methods=[swav,simclr,deepclusterv2,selav2,carl] dataset=fashion_mnist \\
         budget=demo seeds=[0,1,2] [study=<name>] [match=epochs|images|wall] [key=value ...]
 
-Keys of its own (everything else is an ordinary run override, given to every run):
-  methods=[a,b]            methods to compare (default: the study's, else all five)
-  seeds=[0,1]              seeds of every method (default: the study's, else [0])
-  study=<name>             experiments/study/<name>.yaml: methods, seeds and named variants (override lists)
-  match=epochs             epochs (default): final kNN after the budget's epochs.
-                           images / wall: also the online kNN monitor of each run read at the largest number
-                           of images seen / wall-clock seconds that every run of the comparison reached
-  allow_mixed_budgets=false  tabulate runs whose budgets differ (they are refused otherwise)
-  results=results          runs go to <results>/runs (unless output_dir=...), tables to <results>/compare/<name>/
-  name=<name>              folder name of the comparison (default <study|compare>-<dataset>-<budget>[-extras])
-  <method>:key=value       an override for one method only (e.g. swav:method.epsilon=0.03)
-
 Every run is an ordinary run (ssl_bench.experiment.run_experiment) with its own record: a finished run is
 reused, an interrupted one (a checkpoint and no summary) is resumed, so running the same command again
 continues an interrupted comparison. Each run's budget fingerprint (ssl_bench.budget) is recorded; runs of
@@ -42,6 +30,7 @@ from ssl_bench.config import NON_CONFIGURATION_KEYS, ConfigError, ConfigGroupDir
 from ssl_bench.errors import TrainingStopped
 from ssl_bench.experiment import run_experiment
 from ssl_bench.identity import configuration_id
+from ssl_bench.overrides import Command, Key, help_requested
 from ssl_bench.report import (
     ALPHA,
     Paired,
@@ -67,8 +56,24 @@ from ssl_bench.results import _get, find_run_dir, read_config, read_metrics, rea
 
 STUDY_DIR = ConfigGroupDir("study")  # experiments/study and the user's config folders
 MATCHES = ("epochs", "images", "wall")
-OWN_KEYS = ("methods", "seeds", "study", "match", "allow_mixed_budgets", "results", "name", "reference")
 DEFAULT_REFERENCE = "swav"  # the centre of the suite: every other method is tested against it
+COMMAND = Command(
+    "ssl_bench.compare", __doc__.split("\n\nEvery run")[0],
+    (Key("methods", "list[str]", None, "methods to compare (null: the study's, else every registered one)"),
+     Key("seeds", "list[int]", None, "training seeds of every method (null: the study's, else [0]); evaluation "
+         "seeds are eval.seeds"),
+     Key("study", "str", None, "experiments/study/<name>.yaml: methods, seeds and named variants (override lists)"),
+     Key("match", "str", "epochs", "epochs: final kNN after the budget's epochs; images / wall: also the online "
+         "kNN monitor at the most images seen / seconds every run reached", MATCHES),
+     Key("allow_mixed_budgets", "bool", False, "tabulate runs whose budgets differ (refused otherwise)"),
+     Key("results", "str", "results", "runs go to <results>/runs (unless output_dir=), tables to "
+         "<results>/compare/<name>/"),
+     Key("name", "str", None, "folder of the comparison (null: <study|compare>-<dataset>-<budget>[-extras])"),
+     Key("reference", "str", None, f"the method every other is tested against (null: {DEFAULT_REFERENCE})")),
+    overrides="Every other key=value is an ordinary run override, given to every run; <method>:key=value (e.g. "
+              "swav:method.epsilon=0.03) is one for that method only.",
+    footer="Every run" + __doc__.split("\n\nEvery run", 1)[1])
+OWN_KEYS = tuple(k.name for k in COMMAND.keys)
 
 
 def all_methods() -> list[str]:
@@ -129,25 +134,6 @@ class Plan:
 
 
 # -- parsing ------------------------------------------------------------------------------------------
-def _parse_list(key: str, value: str) -> list[str]:
-    v = value.strip()
-    if v.startswith("[") and v.endswith("]"):
-        v = v[1:-1]
-    items = [s.strip().strip("'\"") for s in v.split(",") if s.strip()]
-    if not items:
-        raise ConfigError(f"{key}= is empty; give a list, e.g. {key}=[a,b]")
-    return items
-
-
-def _parse_bool(key: str, value: str) -> bool:
-    v = value.strip().lower()
-    if v in ("true", "1", "yes"):
-        return True
-    if v in ("false", "0", "no"):
-        return False
-    raise ConfigError(f"{key}={value}: expected true or false")
-
-
 def load_study(name: str) -> dict[str, Any]:
     """Read experiments/study/<name>.yaml (methods, seeds, overrides, variants, baseline, description)."""
     path = STUDY_DIR / f"{name}.yaml"
@@ -187,21 +173,17 @@ def _auto_name(study: str | None, cfg: DictConfig, overrides: list[str]) -> str:
 
 def parse(argv: list[str]) -> Plan:
     """Read the command line and compose (validate) every run's config; nothing is trained or written."""
-    own: dict[str, str] = {}
+    own, rest, _ = COMMAND.parse(argv)
     common: list[str] = []
     per_method: dict[str, list[str]] = {}
-    for a in argv:
-        if "=" not in a:
-            raise ConfigError(f"cannot read '{a}': arguments are key=value (e.g. methods=[swav,simclr] seeds=[0,1])")
-        key, value = a.split("=", 1)
-        if key in OWN_KEYS:
-            own[key] = value
-        elif ":" in key:
-            m, _, rest = key.partition(":")
+    for a in rest:
+        key, _, value = a.partition("=")
+        if ":" in key:
+            m, _, sub = key.partition(":")
             if m not in group_options("method"):
                 raise ConfigError(f"'{a}': per-method overrides are <method>:key=value with method one of "
                                   f"{', '.join(group_options('method'))}")
-            per_method.setdefault(m, []).append(f"{rest}={value}")
+            per_method.setdefault(m, []).append(f"{sub}={value}")
         elif key.lstrip("+~") in ("method", "seed"):
             raise ConfigError(f"'{a}': compare sets method and seed itself; use methods=[..] and seeds=[..]")
         else:
@@ -209,15 +191,14 @@ def parse(argv: list[str]) -> Plan:
     study_name = own.get("study")
     study = load_study(study_name) if study_name else {}
     where = f"experiments/study/{study_name}.yaml"
-    methods = (_parse_list("methods", own["methods"]) if "methods" in own
-               else list(study.get("methods") or all_methods()))
+    methods = list(own["methods"] or study.get("methods") or all_methods())
     unknown = [m for m in methods if m not in group_options("method")]
     if unknown:
         raise ConfigError(f"unknown method '{unknown[0]}'; valid choices: {', '.join(group_options('method'))}")
     if len(set(methods)) != len(methods):
         raise ConfigError(f"methods lists a method twice: {', '.join(methods)}")
     try:
-        seeds = [int(s) for s in (_parse_list("seeds", own["seeds"]) if "seeds" in own else study.get("seeds", [0]))]
+        seeds = [int(s) for s in (own["seeds"] if own["seeds"] is not None else study.get("seeds", [0]))]
     except ValueError as exc:
         raise ConfigError(f"seeds must be integers, e.g. seeds=[0,1,2]: {exc}") from exc
     if len(set(seeds)) != len(seeds):
@@ -226,11 +207,11 @@ def parse(argv: list[str]) -> Plan:
     if reference not in methods:
         raise ConfigError(f"reference={reference} is not among the compared methods; valid choices: "
                           f"{', '.join(methods)}")
-    match = own.get("match", "epochs")
+    match = own["match"]
     if match not in MATCHES:
         raise ConfigError(f"unknown match '{match}'; valid choices: {', '.join(MATCHES)}")
-    allow_mixed = _parse_bool("allow_mixed_budgets", own.get("allow_mixed_budgets", "false"))
-    results_dir = Path(own.get("results", "results"))
+    allow_mixed = own["allow_mixed_budgets"]
+    results_dir = Path(own["results"])
     if not any(o.startswith("output_dir=") for o in common):
         common.append(f"output_dir={results_dir / 'runs'}")
     variants = _variants(study, where)
@@ -617,8 +598,8 @@ def compare(plan: Plan, train: bool = True, verbose: bool = True) -> pd.DataFram
 
 
 def main(argv: list[str]) -> int:
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
+    if help_requested(argv):
+        print(COMMAND.help())
         return 0
     compare(parse(argv))
     return 0

@@ -12,6 +12,7 @@ Anything wrong (an unknown group option or key, a value of the wrong type or out
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from typing import Any
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
@@ -293,6 +295,96 @@ def _register() -> None:
     cs.store(name="run_schema", node=RunConfig)
     for name, entry in registry().items():
         cs.store(group="method", name=f"{name}_schema", node=entry.config)
+    # `python -m ssl_bench.run --help` (config.yaml selects it): generated here so it lists the options on the
+    # search path and the schema's own comments, never a copy of them.
+    cs.store(group="hydra/help", name="ssl_bench", node={"app_name": "ssl_bench.run", "header": "", "footer": "",
+                                                         "template": app_help()})
+
+
+# The keys `python -m ssl_bench.run --help` lists, each with its one-line meaning (the default comes from the
+# schema below; the comments there say more).
+MAIN_KEYS = {
+    "seed": "training seed (a run's folder name ends in -s<seed>)",
+    "output_dir": "where run folders (records) are written",
+    "run_id": "the run's folder name; null = derived from the config (ssl_bench/identity.py)",
+    "resume": "continue the run from its last checkpoint",
+    "overwrite": "train again even if a finished record of the same config exists",
+    "print_config": "print the whole resolved config at the start",
+    "data.batch_size": "global batch over all processes",
+    "data.num_workers": "loader workers per process; -1 = min(8, cores per process)",
+    "data.train_subset": "pretrain on a fixed random subset of this many images; 0 = all",
+    "train.epochs": "pretraining epochs",
+    "train.precision": "no, fp16 or bf16; null = what accelerate config / launch says",
+    "train.grad_accum": "gradient accumulation steps",
+    "train.checkpoint_every": "save a checkpoint every N epochs (always at the end and on SIGTERM)",
+    "train.max_steps_per_epoch": "stop each epoch after N steps; 0 = full epochs",
+    "train.trackers": "Accelerate trackers: tensorboard, wandb, mlflow",
+    "train.log_every": "trackers get loss and lr every N steps; 0 = per epoch only",
+    "train.progress": "progress bars (only on a terminal)",
+    "optim.name": "sgd, lars or adamw",
+    "optim.lr": "learning rate at the configured global batch (never rescaled)",
+    "optim.weight_decay": "weight decay",
+    "optim.warmup_epochs": "linear warm-up epochs",
+    "backbone.name": "small_cnn, resnet18 or resnet50",
+    "backbone.sync_bn": "batch norm over the global batch; null = on with several processes",
+    "augment.backend": "where crops are made: auto, pil, tensor or hybrid",
+    "eval.protocols": "protocols after training: knn, linear, finetune, supervised",
+    "eval.seeds": "evaluation seeds (each protocol repeated; mean and std recorded)",
+    "eval.knn_k": "k's of the weighted kNN (k=20 is the headline)",
+    "eval.linear_mode": "linear probe: augmented (the paper's) or cached (fast)",
+    "eval.linear_epochs": "linear probe epochs",
+    "eval.random_baseline": "also evaluate the randomly initialised backbone (the floor)",
+}
+
+
+def key_help(keys: dict[str, str] | None = None) -> list[tuple[str, str, str]]:
+    """(key, schema default, meaning) of each key; the default is read from the schema dataclasses."""
+    schema = OmegaConf.structured(RunConfig)
+    rows = []
+    for key, meaning in (MAIN_KEYS if keys is None else keys).items():
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(schema, parent) if parent else schema
+        default = OmegaConf.to_container(node, resolve=False)[leaf]  # type: ignore[index]
+        text = ("null" if default is None else json.dumps(default) if isinstance(default, list | dict)
+                else str(default).lower() if isinstance(default, bool) else str(default))
+        rows.append((key, text, meaning))
+    return rows
+
+
+def _default_choices() -> dict[str, str]:
+    defaults = OmegaConf.to_container(OmegaConf.load(EXPERIMENTS_DIR / "config.yaml"), resolve=False)["defaults"]
+    return {k: v for d in defaults if isinstance(d, dict) for k, v in d.items() if k in GROUPS}
+
+
+def app_help() -> str:
+    """The text of ``python -m ssl_bench.run --help`` (Hydra's help template: '$' is escaped, $FLAGS_HELP is
+    Hydra's list of its own flags)."""
+    chosen = _default_choices()
+    groups = [f"  {g:<13} {', '.join(group_options(g))} (default {chosen.get(g, '-')})" for g in GROUPS]
+    groups.append(f"  {'method_budget':<13} picked automatically: <method>_<budget>.yaml, when there is one")
+    rows = key_help()
+    width = max(len(f"{k}={d}") for k, d, _ in rows)
+    keys = [f"  {k + '=' + d:<{width}}  {m}".rstrip() for k, d, m in rows]
+    text = "\n".join([
+        "ssl_bench.run: pretrain one self-supervised model, evaluate it and write its record to "
+        "<output_dir>/<run> (results/runs).",
+        "",
+        "usage: python -m ssl_bench.run [group=option ...] [key=value ...] [+key=value] [~key]",
+        "       accelerate launch [accelerate options] -m ssl_bench.run ...   (several processes, same arguments)",
+        "       python -m ssl_bench.run -m method=swav,simclr seed=0,1,2      (a grid: one ordinary run per job)",
+        "       ssl-bench run ...                                             (the same command)",
+        "",
+        "== Config groups (group=option; more options through SSL_BENCH_CONFIG_PATH) ==",
+        *groups,
+        "",
+        "== Main keys (key=schema default; budgets and datasets set many; --cfg job shows them all) ==",
+        *keys,
+        "",
+        "== Hydra's flags ==",
+        "FLAGS_HELP_PLACEHOLDER",
+    ])
+    # string.Template (Hydra) reads '$'; OmegaConf reads '${'.
+    return text.replace("$", "$$").replace("FLAGS_HELP_PLACEHOLDER", "$FLAGS_HELP")
 
 
 def config_dirs() -> list[Path]:
@@ -377,10 +469,11 @@ def _searchpath_override(dirs: list[Path]) -> list[str]:
 def _split_overrides(overrides: list[str]) -> tuple[dict[str, str], list[str]]:
     groups, keys = {}, []
     for o in overrides:
-        _check("=" in o, f"cannot read '{o}': overrides are key=value (e.g. method=swav data.batch_size=64)")
-        k, v = o.split("=", 1)
-        if k.lstrip("+~") in GROUPS:
-            groups[k.lstrip("+~")] = v
+        _check("=" in o or o.startswith("~"),
+               f"cannot read '{o}': overrides are key=value, +key=value or ~key (e.g. method=swav data.batch_size=64)")
+        k, v = o.split("=", 1) if "=" in o else (o, "")
+        if k.lstrip("+") in GROUPS:  # ~group (no option) goes to Hydra, which says what is wrong with it
+            groups[k.lstrip("+")] = v
         else:
             keys.append(o)
     return groups, keys
@@ -389,9 +482,19 @@ def _split_overrides(overrides: list[str]) -> tuple[dict[str, str], list[str]]:
 def _compose(overrides: list[str]) -> DictConfig:
     _register()
     primary, *user = config_dirs()
-    with initialize_config_dir(config_dir=str(primary), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=overrides + _searchpath_override(user),
-                             return_hydra_config=True)
+    # Inside a Hydra application's job (ssl_bench.run, a -m grid) Hydra is already initialised: compose with our
+    # own instance and give the application its own back.
+    gh = GlobalHydra.instance()
+    app = gh.hydra if gh.is_initialized() else None
+    gh.clear()
+    try:
+        with initialize_config_dir(config_dir=str(primary), version_base="1.3"):
+            return hydra_compose(config_name="config", overrides=overrides + _searchpath_override(user),
+                                 return_hydra_config=True)
+    finally:
+        if app is not None:
+            gh.clear()
+            gh.initialize(app)
 
 
 def _one_line(exc: Exception) -> str:
@@ -402,10 +505,13 @@ def _one_line(exc: Exception) -> str:
 def check_settable(cfg: DictConfig, override: str) -> None:
     """``key=value`` must set a key that exists in ``cfg``: else one line naming the valid keys there."""
     key = override.split("=", 1)[0]
-    if key.startswith(("+", "~")):
-        raise ConfigError(f"'{override}': adding or deleting keys is not supported; set an existing key")
+    if key.startswith(("+", "~")):  # adding or deleting: Hydra's own rules (caught as one line by compose)
+        return
     parent, _, leaf = key.rpartition(".")
     node = OmegaConf.select(cfg, parent) if parent else cfg
+    while parent and not isinstance(node, DictConfig):  # name the valid keys of the deepest part that exists
+        parent, _, leaf = parent.rpartition(".")
+        node = OmegaConf.select(cfg, parent) if parent else cfg
     if not isinstance(node, DictConfig) or leaf not in node:
         valid = sorted(str(k) for k in node.keys() if k != "hydra") if isinstance(node, DictConfig) else []
         where = f"'{parent}'" if parent else "the top level"

@@ -1,7 +1,7 @@
 """Entry point: evaluate a checkpoint with the shared protocols.
 
     python -m ssl_bench.evaluate checkpoint=<run folder | weights file> [eval=<protocol> | eval=[knn,linear] | eval=all]
-                                 [dataset=<name>] [seeds=[0,1,2]] [export=<file>] [key=value ...]
+                                 [dataset=<name>] [eval.seeds=[0,1,2]] [export=<file>] [key=value ...]
     accelerate launch -m ssl_bench.evaluate ...        (several processes: each extracts its shard)
 
 Protocols (defaults in ssl_bench/config.py, EvalConfig; override as eval.<key>=...):
@@ -51,10 +51,20 @@ from ssl_bench.evaluation import evaluate_all, export_backbone, load_backbone
 from ssl_bench.evaluation.checkpoint import WEIGHT_SUFFIXES
 from ssl_bench.evaluation.protocols import baseline_file, splits_root
 from ssl_bench.models import build_backbone
+from ssl_bench.overrides import Command, Key, help_requested
 from ssl_bench.progress import configure as configure_progress
 from ssl_bench.results import read_json, write_json
 
-SPECIAL = ("checkpoint", "eval", "seeds", "export")
+COMMAND = Command(
+    "ssl_bench.evaluate", __doc__.split("\n\nProtocols")[0],
+    (Key("checkpoint", "str", None, "required: a run folder (results/runs/<run_id>) or a weights file"),
+     Key("eval", "str", None, "protocols: one, a list [knn,linear] or all (null: the run config's eval.protocols)"),
+     Key("export", "str", None, "write the backbone as a plain state_dict to this file (alone: no evaluation)")),
+    overrides="Every other key=value is a run-config override (as for ssl_bench.run), e.g. eval.seeds=[0,1,2] "
+              "(evaluation seeds), eval.linear_mode=cached, dataset=<other> (transfer).",
+    deprecated={"seeds": ("eval.seeds", "evaluate's seeds= is now eval.seeds= (evaluation seeds; seeds= means "
+                                        "training seeds in compare and sweep)")},
+    footer="Protocols" + __doc__.split("\n\nProtocols", 1)[1])
 
 
 @dataclass
@@ -67,18 +77,9 @@ class Source:
 
 
 def parse_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
-    """Split the command line into this entry point's own keys and the config overrides."""
-    special, rest = {}, []
-    for a in argv:
-        if "=" not in a:
-            raise ConfigError(f"cannot read '{a}': arguments are key=value "
-                              f"(e.g. checkpoint=results/runs/<id> eval=knn)")
-        key, value = a.split("=", 1)
-        if key in SPECIAL:
-            special[key] = value
-        else:
-            rest.append(a)
-    return special, rest
+    """Split the command line into this entry point's own keys (those given) and the config overrides."""
+    own, rest, given = COMMAND.parse(argv)
+    return {k: own[k] for k in given}, rest
 
 
 def protocol_list(value: str) -> list[str]:
@@ -262,8 +263,8 @@ def _report(say: Any, tree: dict[str, Any], path: Path) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
+    if help_requested(argv):
+        print(COMMAND.help())
         return 0
     special, rest = parse_args(argv)
     if not special.get("checkpoint"):
@@ -273,8 +274,6 @@ def main(argv: list[str]) -> int:
     extra = []
     if "eval" in special:
         extra.append(f"eval.protocols=[{','.join(protocol_list(special['eval']))}]")
-    if "seeds" in special:
-        extra.append(f"eval.seeds={special['seeds']}")
     if src.saved is not None:
         cfg, transfer = run_config(src.saved, rest + extra)
     else:

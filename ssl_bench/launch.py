@@ -4,17 +4,6 @@
         budget=imagenet_400ep dataset.root=/data/imagenet          # one `accelerate launch` line per node
     python -m ssl_bench.launch nodes=8 gpus=8 slurm=true ... > swav.sbatch && sbatch swav.sbatch
 
-Keys of its own (everything else is an ordinary run override, checked here before anything starts):
-  nodes=N           machines (default 1)
-  gpus=G            processes per machine, one per GPU (default 8)
-  address=HOST      the main node (machine rank 0), reachable from every node (default 127.0.0.1; with
-                    slurm=true the first node of the allocation)
-  port=P            its free TCP port for the rendezvous (default 29500)
-  rank=R            print only machine R's command (default: every node's)
-  entry=run|sweep   the module each process runs: ssl_bench.run (default) or ssl_bench.sweep
-  slurm=true        print an sbatch script instead (srun starts one launcher per node)
-  time=HH:MM:SS, cpus_per_gpu=C, partition=NAME, job=NAME     sbatch settings for slurm=true
-
 The run's numbers do not depend on N x G: data.batch_size is the global batch (each process gets 1/(N x G)
 of it), batch norm is synchronised over all processes, Sinkhorn and the memory banks work on the global
 batch, and the lr is the configured one for that global batch (never rescaled; it is printed).
@@ -30,15 +19,35 @@ from omegaconf import DictConfig
 
 from ssl_bench.cli import guarded
 from ssl_bench.config import ConfigError, compose
+from ssl_bench.overrides import Command, Key, help_requested
 
 ENTRIES = {"run": "ssl_bench.run", "sweep": "ssl_bench.sweep"}
+
+
+COMMAND = Command(
+    "ssl_bench.launch", __doc__.split("\n\nThe run's")[0],
+    (Key("nodes", "int", 1, "machines"),
+     Key("gpus", "int", 8, "processes per machine, one per GPU"),
+     Key("address", "str", None, "the main node (machine rank 0), reachable from every node; required with "
+         "nodes>1 (slurm=true: the allocation's first node)"),
+     Key("port", "int", 29500, "its free TCP port for the rendezvous"),
+     Key("rank", "int", None, "print only machine R's command (null: every node's)"),
+     Key("entry", "str", "run", "the module each process runs", tuple(ENTRIES)),
+     Key("slurm", "bool", False, "print an sbatch script instead (srun starts one launcher per node)"),
+     Key("time", "str", "72:00:00", "sbatch time limit (slurm=true)"),
+     Key("cpus_per_gpu", "int", 10, "sbatch CPUs per GPU (slurm=true)"),
+     Key("partition", "str", None, "sbatch partition (slurm=true)"),
+     Key("job", "str", None, "sbatch job name (slurm=true)")),
+    overrides="Every other key=value is an ordinary run override (or, with entry=sweep, a sweep's), checked here "
+              "before anything starts.",
+    footer=__doc__.split("\n\n", 2)[2])
 
 
 @dataclass
 class Cluster:
     nodes: int = 1
     gpus: int = 8
-    address: str = "127.0.0.1"
+    address: str | None = None
     port: int = 29500
     rank: int | None = None
     entry: str = "run"
@@ -55,32 +64,20 @@ class Cluster:
 
 def parse(argv: list[str]) -> tuple[Cluster, list[str]]:
     """Split the launcher's keys from the run overrides; bad values raise ConfigError (one line)."""
-    cl, rest = Cluster(), []
-    ints = {"nodes", "gpus", "port", "rank", "cpus_per_gpu"}
-    for arg in argv:
-        key, eq, value = arg.partition("=")
-        if not eq or key not in Cluster.__dataclass_fields__:
-            rest.append(arg)
-            continue
-        if key in ints:
-            try:
-                setattr(cl, key, int(value))
-            except ValueError:
-                raise ConfigError(f"{key}={value}: expected an integer") from None
-        elif key == "slurm":
-            if value.lower() not in ("true", "false"):
-                raise ConfigError(f"slurm={value}: expected true or false")
-            cl.slurm = value.lower() == "true"
-        else:
-            setattr(cl, key, value)
+    own, rest, _ = COMMAND.parse(argv)
+    cl = Cluster(**own)
     if cl.nodes < 1 or cl.gpus < 1:
         raise ConfigError(f"nodes={cl.nodes} gpus={cl.gpus}: both must be >= 1")
     if not 0 < cl.port < 65536:
         raise ConfigError(f"port={cl.port}: expected 1-65535")
     if cl.rank is not None and not 0 <= cl.rank < cl.nodes:
         raise ConfigError(f"rank={cl.rank}: valid machine ranks are 0-{cl.nodes - 1}")
-    if cl.entry not in ENTRIES:
-        raise ConfigError(f"entry={cl.entry}: valid choices: {', '.join(ENTRIES)}")
+    if cl.nodes > 1 and not cl.slurm and not cl.address:
+        # No guessed default: 127.0.0.1 on another machine is that machine, and the launch would hang.
+        raise ConfigError(f"nodes={cl.nodes} needs address=HOST: the main node (machine rank 0), reachable from "
+                          "every node (or slurm=true, which takes the allocation's first node)")
+    if cl.address is None:
+        cl.address = "127.0.0.1"  # one machine: its processes meet locally
     return cl, rest
 
 
@@ -144,8 +141,8 @@ def slurm_script(cl: Cluster, overrides: list[str], about: list[str], argv: list
 
 
 def main(argv: list[str]) -> int:
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
+    if help_requested(argv):
+        print(COMMAND.help())
         return 0
     cl, overrides = parse(argv)
     if cl.entry == "sweep":

@@ -39,6 +39,7 @@ import seaborn as sns  # noqa: E402
 from ssl_bench.budget import budget_items  # noqa: E402
 from ssl_bench.cli import guarded  # noqa: E402
 from ssl_bench.config import ConfigError  # noqa: E402
+from ssl_bench.overrides import Command, Key, help_requested  # noqa: E402
 from ssl_bench.report import (  # noqa: E402
     budget_caption,
     colour,
@@ -57,7 +58,6 @@ from ssl_bench.report import (  # noqa: E402
 from ssl_bench.report import label as config_label  # noqa: E402
 from ssl_bench.results import load, load_epochs, read_config, read_json, write_atomic  # noqa: E402
 
-OWN_KEYS = ("results", "study", "out", "sweeps")
 ACC = {"metrics.knn_top1": "kNN top-1 accuracy (%)", "metrics.linear.top1": "linear probe top-1 accuracy (%)"}
 
 
@@ -367,26 +367,23 @@ def plot(results_dir: Path, study: str | None = None, out: Path | None = None, s
     return written
 
 
-def _bool(key: str, value: str) -> bool:
-    if value.lower() in ("true", "1", "yes"):
-        return True
-    if value.lower() in ("false", "0", "no"):
-        return False
-    raise ConfigError(f"{key}={value}: expected true or false")
+COMMAND = Command(
+    "ssl_bench.plot", "Figures and a Markdown report from the run records.\n\n"
+    "    python -m ssl_bench.plot [results=results] [study=<name>] [out=<dir>] [sweeps=false]",
+    (Key("results", "str", "results", "the results folder: its runs/ are read, figures go to its figures/"),
+     Key("study", "str", None, "only the runs of the comparisons of this study, labelled by its variants"),
+     Key("out", "str", None, "the output folder (null: <results>/figures[/<study>])"),
+     Key("sweeps", "bool", False, "include sweep trials (they belong in their sweep's report)")),
+    footer=__doc__.split("\n\n", 2)[2])
 
 
 def main(argv: list[str]) -> int:
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
+    if help_requested(argv):
+        print(COMMAND.help())
         return 0
-    own: dict[str, str] = {}
-    for a in argv:
-        key, eq, value = a.partition("=")
-        if not eq or key not in OWN_KEYS:
-            raise ConfigError(f"cannot read '{a}'; valid keys: {', '.join(k + '=' for k in OWN_KEYS)}")
-        own[key] = value
-    written = plot(Path(own.get("results", "results")), own.get("study") or None,
-                   Path(own["out"]) if own.get("out") else None, _bool("sweeps", own.get("sweeps", "false")))
+    own, _, _ = COMMAND.parse(argv)
+    written = plot(Path(own["results"]), own["study"] or None, Path(own["out"]) if own["out"] else None,
+                   own["sweeps"])
     print("\n".join(str(p) for p in written))
     return 0
 

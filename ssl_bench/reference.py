@@ -25,10 +25,10 @@ import yaml
 
 from ssl_bench.cli import guarded
 from ssl_bench.config import ConfigError
+from ssl_bench.overrides import Command, Key, help_requested
 from ssl_bench.results import REFERENCE_DIR
 
 ROOT = REFERENCE_DIR.parent.parent
-OWN_KEYS = ("check", "out")
 
 
 def manifest(ref: Path = REFERENCE_DIR) -> dict[str, Any]:
@@ -105,23 +105,25 @@ def check(ref: Path = REFERENCE_DIR) -> list[str]:
         return problems
 
 
+COMMAND = Command(
+    "ssl_bench.reference", __doc__.split("\n\nThe shipped")[0],
+    (Key("check", "bool", False, "regenerate into a temporary folder and compare; exit 1 if a table differs"),
+     Key("out", "str", None, "where to regenerate (null: results/reference)")),
+    footer=__doc__.split("\n\n", 2)[2])
+
+
 def main(argv: list[str]) -> int:
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
+    if help_requested(argv):
+        print(COMMAND.help())
         return 0
-    own: dict[str, str] = {}
-    for a in argv:
-        key, eq, value = a.partition("=")
-        if not eq or key not in OWN_KEYS:
-            raise ConfigError(f"cannot read '{a}'; valid keys: {', '.join(k + '=' for k in OWN_KEYS)}")
-        own[key] = value
-    if own.get("check", "false") == "true":
+    own, _, _ = COMMAND.parse(argv)
+    if own["check"]:
         problems = check()
         for p in problems:
             print(p)
         print("reference tables: " + ("all equal to the committed ones" if not problems else f"{len(problems)} differ"))
         return 1 if problems else 0
-    out = Path(own.get("out") or REFERENCE_DIR)
+    out = Path(own["out"] or REFERENCE_DIR)
     for p in regenerate(out):
         print(p)
     return 0

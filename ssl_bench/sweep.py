@@ -4,28 +4,6 @@
         [n_trials=N] [key=value ...]
     accelerate launch -m ssl_bench.sweep ...    each trial on several processes (only the main one talks to the study)
 
-Keys of its own (everything else is an ordinary run override, given to every trial):
-  sweep=<name>          experiments/sweep/<name>.yaml (or a path to a .yaml): search space and the defaults below
-  study=<name>          the Optuna study (default <sweep>-<method>-<dataset>-<budget>[-extras]); the same study
-                        (same command) continues where it stopped
-  n_trials=N            trials to run now (default: the sweep's n_trials; for a grid, its cells not yet done);
-                        n_trials=0 only reports (with study=<name> and no sweep=, from the study alone)
-  sampler=tpe|random|grid   sampler.<arg>=value passes an argument (sampler.seed=0, sampler.n_startup_trials=5)
-  pruner=median|percentile|none   pruner.<arg>=value (pruner.n_startup_trials=3, pruner.n_warmup_steps=1)
-  objective=knn_top1    metric of the run record to optimise: a key of metrics (knn_top1, knn_top1_k200, ...), a
-                        dotted path in metrics or the record (linear.top1, cost.wall_s); objective=linear is
-                        linear.top1, the linear probe, which needs eval.protocols=[knn,linear] (run at the end
-                        of every trial; eval.linear_mode=cached is the fast one)
-  direction=maximize|minimize
-  storage=<url>         any Optuna storage: sqlite:///f.db, postgresql://u:p@host/db, mysql+pymysql://..., or a
-                        journal file journal:///path/f.log (default sqlite:///<results>/sweeps/<study>.db)
-  n_jobs=N              N worker processes on this machine, sharing the storage
-  timeout=S             start no new trial after S seconds
-  plot_params=[a,b]     the two parameters of the heatmap (default: the first two)
-  results=results       runs go to <results>/runs (unless output_dir=...), tables and figures to
-                        <results>/figures/<study>/
-  report=true           at the end: best trial, table and figures (report=false: none)
-
 Pruning reports each epoch's online kNN (monitor_knn_top1) to Optuna. A trial that diverges (NaN loss),
 collapses (every image on one prototype), runs out of memory or crashes is recorded as failed with its reason
 (user attributes `fail_kind` and `reason`) and the study goes on; an interrupted one (Ctrl-C, SIGTERM) stops the
@@ -60,13 +38,36 @@ from ssl_bench.cli import guarded
 from ssl_bench.config import GROUPS, NON_CONFIGURATION_KEYS, ConfigError, ConfigGroupDir, compose
 from ssl_bench.errors import DataNotFound, TrainingStopped
 from ssl_bench.experiment import run_experiment
+from ssl_bench.overrides import Command, Key, help_requested
 from ssl_bench.results import find_run_dir
 
 SWEEP_DIR = ConfigGroupDir("sweep")  # experiments/sweep and the user's config folders
-OWN_KEYS = ("sweep", "study", "n_trials", "sampler", "pruner", "objective", "direction", "storage", "n_jobs",
-            "timeout", "plot_params", "results", "report")
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "percentile", "none")
+# Own keys; a null default falls back on the sweep file's setting, then on the one named in the help.
+COMMAND = Command(
+    "ssl_bench.sweep", __doc__.split("\n\nPruning")[0],
+    (Key("sweep", "str", None, "required: experiments/sweep/<name>.yaml (or a .yaml path): search space, defaults"),
+     Key("study", "str", None, "the Optuna study (null: <sweep>-<method>-<dataset>-<budget>[-extras]); the same "
+         "study continues where it stopped"),
+     Key("n_trials", "int", None, "trials to run now (null: the sweep's; a grid: its cells not yet done); 0 only "
+         "reports (with study= and no sweep=: from the study alone)"),
+     Key("sampler", "str", None, "null: the sweep's, else tpe; sampler.<arg>=value passes an argument", SAMPLERS),
+     Key("pruner", "str", None, "null: the sweep's, else median; pruner.<arg>=value passes an argument", PRUNERS),
+     Key("objective", "str", None, "the record's metric to optimise (null: the sweep's, else knn_top1): a key of "
+         "metrics, a dotted path (linear.top1, cost.wall_s); linear needs eval.protocols=[knn,linear]"),
+     Key("direction", "str", None, "null: the sweep's, else maximize", ("maximize", "minimize")),
+     Key("storage", "str", None, "any Optuna storage URL, or journal:///path/f.log (null: "
+         "sqlite:///<results>/sweeps/<study>.db)"),
+     Key("n_jobs", "int", None, "worker processes on this machine sharing the storage (null: 1)"),
+     Key("timeout", "float", None, "start no new trial after this many seconds"),
+     Key("plot_params", "list[str]", None, "the two parameters of the heatmap (null: the first two)"),
+     Key("results", "str", "results", "runs go to <results>/runs (unless output_dir=), the report to "
+         "<results>/figures/<study>/"),
+     Key("report", "bool", True, "at the end: best trial, table and figures")),
+    overrides="Every other key=value is an ordinary run override, given to every trial (seed=, eval.seeds=, ...).",
+    footer="Pruning" + __doc__.split("\n\nPruning", 1)[1])
+OWN_KEYS = tuple(k.name for k in COMMAND.keys)
 PARAM_TYPES = ("int", "float", "categorical")
 SWEEP_FILE_KEYS = ("description", "overrides", "sampler", "pruner", "objective", "direction", "n_trials", "params",
                    "grid", "plot_params")
@@ -139,21 +140,17 @@ class Sweep:
 
 # -- command line and sweep file ----------------------------------------------------------------------------------
 def split_argv(argv: list[str]) -> tuple[dict[str, str], dict[str, dict[str, str]], list[str]]:
-    """(own keys, sampler./pruner. arguments, run overrides)."""
-    own: dict[str, str] = {}
+    """(own keys as typed, checked against their declared types; sampler./pruner. arguments; run overrides)."""
     args: dict[str, dict[str, str]] = {"sampler": {}, "pruner": {}}
-    run: list[str] = []
+    rest: list[str] = []
     for a in argv:
-        if "=" not in a:
-            raise ConfigError(f"cannot read '{a}': arguments are key=value (e.g. sweep=swav_prototypes_epsilon)")
-        key, value = a.split("=", 1)
-        head, _, rest = key.partition(".")
-        if key in OWN_KEYS:
-            own[key] = value
-        elif head in args and rest:
-            args[head][rest] = value
+        key, eq, value = a.partition("=")
+        head, _, sub = key.partition(".")
+        if eq and head in args and sub:
+            args[head][sub] = value
         else:
-            run.append(a)
+            rest.append(a)
+    own, run = COMMAND.split(rest)
     return own, args, run
 
 
@@ -813,8 +810,8 @@ def report_only(own: dict[str, str]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
+    if help_requested(argv):
+        print(COMMAND.help())
         return 0
     own, _, _ = split_argv(argv)
     if "sweep" not in own and own.get("n_trials") == "0" and "study" in own:

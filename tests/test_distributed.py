@@ -81,11 +81,15 @@ def test_queues_are_per_process_and_hold_the_same_features(runs):
     qb = [s["queue"] for s in local_states(run_dir(two, "swav"), 2)]
     assert qa is not None and [q.shape[1] for q in qb] == [qa.shape[1] // 2] * 2
 
-    def rows(q: torch.Tensor) -> torch.Tensor:  # [crops, L, D] -> rows sorted, order-free
-        flat = q.permute(1, 0, 2).reshape(q.shape[1], -1)
-        return flat[torch.argsort(flat[:, 0])]
+    def rows(q: torch.Tensor) -> torch.Tensor:  # [crops, L, D] -> one row per queued sample
+        return q.permute(1, 0, 2).reshape(q.shape[1], -1)
 
-    assert torch.allclose(rows(torch.cat(qb, dim=1)), rows(qa), atol=1e-3)
+    a, b = rows(qa), rows(torch.cat(qb, dim=1))
+    # Match rows by nearest neighbour (sorting by one column mis-pairs near-ties): every one-process row is found
+    # exactly once, equal up to the round-off that 8 steps amplify (the weights agree to 1e-4; rows to ~1e-3).
+    match = torch.cdist(b, a).argmin(dim=1)
+    assert sorted(match.tolist()) == list(range(len(a)))
+    assert torch.allclose(b, a[match], atol=3e-3)
 
 
 @pytest.mark.parametrize("name", ["deepclusterv2", "selav2"])

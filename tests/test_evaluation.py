@@ -378,7 +378,8 @@ def test_labeled_protocol_on_unlabeled_split_is_one_line(run, tmp_path, capsys, 
       "eval.finetune_lr_head=[0.1]"], "must be in (0, 1]"),
     (["eval.finetune_fractions=[0.1]"], "one lr per fraction"),
     (["eval.linear_mode=fast"], "valid choices: cached, augmented"),
-    (["seeds=[]"], "at least one seed"),
+    (["eval.seeds=[]"], "at least one seed"),
+    (["seeds=[]"], "at least one seed"),  # the old spelling: a deprecation note, then the same error
     (["eval.linear_epochs=abc"], "eval.linear_epochs"),
     (["method=simclr"], "cannot change for a trained checkpoint"),
     (["dataset=nope"], "valid choices: "),
@@ -390,6 +391,8 @@ def test_bad_input_is_one_line_and_exit_2(trained, capsys, args, needle):
     code = guarded(main, argv)
     err = capsys.readouterr().err.strip()
     assert code == 2
+    if err.startswith("note: evaluate's seeds= is now eval.seeds="):  # the deprecation note of the old spelling
+        err = err.split("\n", 1)[1]
     assert err.startswith("error: ") and "\n" not in err and needle in err, err
     assert (run_dir / "summary.json").read_text() == before
 

@@ -41,7 +41,7 @@ def test_one_command_per_node_with_its_machine_rank(capsys):
 
 
 def test_one_node_rank_and_sweep_entry(capsys):
-    cmds, _ = commands(capsys, "nodes=2", "gpus=2", "rank=1", "entry=sweep", "budget=smoke",
+    cmds, _ = commands(capsys, "nodes=2", "gpus=2", "rank=1", "address=node-a", "entry=sweep", "budget=smoke",
                        "sweep=swav_prototypes_epsilon")
     (cmd,) = cmds
     assert flag(cmd, "--machine_rank") == "1" and cmd[cmd.index("-m") + 1] == "ssl_bench.sweep"
@@ -68,11 +68,13 @@ def test_queue_per_process_is_printed(capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["nodes=3", "gpus=8", "budget=imagenet_400ep", "dataset=imagenet"], "cannot be split over 3 x 8 = 24 processes"),
+    (["nodes=3", "gpus=8", "address=h", "budget=imagenet_400ep", "dataset=imagenet"], "cannot be split over 3 x 8 = 24 processes"),
     (["nodes=0"], "nodes=0 gpus=8: both must be >= 1"),
     (["nodes=2", "rank=2"], "valid machine ranks are 0-1"),
     (["entry=train"], "valid choices: run, sweep"),
     (["nodes=two"], "nodes=two: expected an integer"),
+    (["nodes=2", "gpus=1"], "nodes=2 needs address=HOST"),
+    (["entry=sweep", "n_trials=x", "nodes=2", "address=h", "slurm=maybe"], "slurm=maybe: expected true or false"),
     (["method=byol"], "unknown method 'byol'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, argv, message):
