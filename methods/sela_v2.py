@@ -19,8 +19,11 @@ Choices the paper leaves open, and ours:
   ImageNet at 3 x 3000); hard ones need 8 bytes per sample and head.
 - How often: once per epoch, at its start, on the bank of the previous epoch (as DeepCluster-v2 in D.2).
   Before the first epoch the bank comes from one pass over the pretraining set (eval view).
-- eps = 0.05 (SwAV's; SeLa's lambda = 25 is eps = 0.04) and 10 Sinkhorn iterations (SeLa iterates to
-  convergence; 10 bring the cluster sizes of the whole bank within a few percent of N/K).
+- eps = 0.05 (SwAV's; ``method.epsilon``) and 10 Sinkhorn iterations (SeLa iterates to convergence; 10 bring
+  the cluster sizes of the whole bank within a few percent of N/K). SeLa itself raises the softmax of the
+  training logits z^T c / tau to the power lambda, i.e. its kernel is exp(lambda z^T c / tau): on cosines that
+  is eps = tau / lambda, so SeLa's lambda = 25 with tau = 0.1 is eps = 0.004 (not 0.04), a much harder
+  labelling than SwAV's 0.05; set ``method.epsilon=0.004`` to label as SeLa does.
 - Prototypes: l2-normalised after every step, as SwAV (``same hyperparameters as SwAV'', D.2), so z^T c
   is a cosine and scores / eps stay bounded; head h uses global crop h mod n_global's bank.
 - Transient memory of the assignment step: the [N/W, K] score matrix of one head (float32, and the
@@ -49,6 +52,7 @@ class SeLaV2Config:
     num_heads: int = 3
     num_prototypes: int = 3000
     temperature: float = 0.1
+    # Entropy weight of the labelling (Sinkhorn on cosines): 0.05 as SwAV; SeLa's lambda = 25 is tau / lambda = 0.004.
     epsilon: float = 0.05
     sinkhorn_iterations: int = 10
     bank_dtype: str = "float32"

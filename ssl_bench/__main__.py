@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in ("-h", "--help"):
         print(usage())
         return 0
+    if argv and argv[0] in ("-sc", "--shell-completion"):  # Hydra's completion script calls `ssl-bench -sc ...`
+        argv = ["run", *argv]
     if not argv or argv[0] not in COMMANDS:
         what = f"unknown command '{argv[0]}'" if argv else "a command is required"
         print(f"error: {what}; valid commands: {', '.join(COMMANDS)} (ssl-bench --help)", file=sys.stderr)

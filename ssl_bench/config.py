@@ -295,10 +295,16 @@ def _register() -> None:
     cs.store(name="run_schema", node=RunConfig)
     for name, entry in registry().items():
         cs.store(group="method", name=f"{name}_schema", node=entry.config)
-    # `python -m ssl_bench.run --help` (config.yaml selects it): generated here so it lists the options on the
-    # search path and the schema's own comments, never a copy of them.
-    cs.store(group="hydra/help", name="ssl_bench", node={"app_name": "ssl_bench.run", "header": "", "footer": "",
-                                                         "template": app_help()})
+    if "ssl_bench.yaml" not in cs.repo.get("hydra", {}).get("help", {}):
+        register_help("")  # config.yaml selects it; its text costs ~0.1 s, so only `ssl_bench.run` generates it
+
+
+def register_help(template: str | None = None) -> None:
+    """The `python -m ssl_bench.run --help` text as Hydra's app help (hydra/help=ssl_bench), generated from the
+    options on the search path and the schema (app_help) unless given."""
+    ConfigStore.instance().store(group="hydra/help", name="ssl_bench", node={
+        "app_name": "ssl_bench.run", "header": "", "footer": "",
+        "template": app_help() if template is None else template})
 
 
 # The keys `python -m ssl_bench.run --help` lists, each with its one-line meaning (the default comes from the
@@ -512,6 +518,11 @@ def check_settable(cfg: DictConfig, override: str) -> None:
     while parent and not isinstance(node, DictConfig):  # name the valid keys of the deepest part that exists
         parent, _, leaf = parent.rpartition(".")
         node = OmegaConf.select(cfg, parent) if parent else cfg
+    value = override.split("=", 1)[1] if "=" in override else ""
+    if (isinstance(node, DictConfig) and leaf in node and key not in GROUPS
+            and isinstance(node._get_node(leaf), DictConfig) and not value.lstrip().startswith("{")):
+        keys = ", ".join(f"{key}.{k}" for k in list(node[leaf].keys())[:4])
+        raise ConfigError(f"'{override}': {key} is a section of keys, not a value; set one of them ({keys}, ...)")
     if not isinstance(node, DictConfig) or leaf not in node:
         valid = sorted(str(k) for k in node.keys() if k != "hydra") if isinstance(node, DictConfig) else []
         where = f"'{parent}'" if parent else "the top level"

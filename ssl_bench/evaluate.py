@@ -262,10 +262,8 @@ def _report(say: Any, tree: dict[str, Any], path: Path) -> None:
     say(f"record: {path}")
 
 
-def main(argv: list[str]) -> int:
-    if help_requested(argv):
-        print(COMMAND.help())
-        return 0
+def evaluate(argv: list[str]) -> dict[str, Any]:
+    """``python -m ssl_bench.evaluate argv`` without the exit: returns the metrics written (ssl_bench.api)."""
     special, rest = parse_args(argv)
     if not special.get("checkpoint"):
         raise ConfigError("checkpoint=<run folder or weights file> is required, e.g. "
@@ -284,11 +282,18 @@ def main(argv: list[str]) -> int:
     accelerator = Accelerator(mixed_precision=cfg.train.precision,
                               dataloader_config=DataLoaderConfiguration(split_batches=True))
     try:
-        evaluate_checkpoint(cfg, accelerator, src, protocols, transfer, export, argv)
+        return evaluate_checkpoint(cfg, accelerator, src, protocols, transfer, export, argv)
     finally:
         accelerator.end_training()
         AcceleratorState._reset_state()
         GradientState._reset_state()
+
+
+def main(argv: list[str]) -> int:
+    if help_requested(argv):
+        print(COMMAND.help())
+        return 0
+    evaluate(argv)
     return 0
 
 

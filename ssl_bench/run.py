@@ -13,25 +13,61 @@ before Hydra starts, so anything wrong is one ``error: ...`` line and exit 2 wit
 
 from __future__ import annotations
 
+import itertools
+import logging
+import os
+import re
 import shutil
 import sys
 import tempfile
 
 import hydra
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Glob
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from ssl_bench.cli import guarded
-from ssl_bench.config import CONFIG_PATH_ENV, EXPERIMENTS_DIR, _register, _searchpath_override, compose, config_dirs
+from ssl_bench.config import (
+    CONFIG_PATH_ENV,
+    EXPERIMENTS_DIR,
+    _register,
+    _searchpath_override,
+    compose,
+    config_dirs,
+    register_help,
+)
 from ssl_bench.errors import ConfigError
+from ssl_bench.overrides import help_requested
 
 # Flags after which Hydra prints something and runs nothing (no validation of the overrides needed).
 _NO_JOB_FLAGS = ("help", "hydra_help", "shell_completion")
+# The overrides of every job of this command, validated before Hydra starts.
+_JOBS: list[list[str]] = []
+
+
+def expand_globs(overrides: list[str]) -> list[str]:
+    """``group=glob(...)`` as the list of the group's options it matches (on the whole search path; Hydra's own
+    expansion would also match the schema nodes in its ConfigStore), so Hydra runs exactly the validated jobs."""
+    from ssl_bench.config import GROUPS, group_options
+
+    out = []
+    for text in overrides:
+        try:
+            o = OverridesParser.create().parse_override(text)
+        except HydraException as exc:
+            raise ConfigError(str(exc).strip().splitlines()[0]) from exc
+        key = o.get_key_element().lstrip("+")
+        if isinstance(o.value(), Glob) and key in GROUPS:
+            names = o.value().filter(group_options(key))
+            if not names:
+                raise ConfigError(f"'{text}' matches no {key}; valid choices: {', '.join(group_options(key))}")
+            text = f"{o.get_key_element()}={','.join(names)}"
+        out.append(text)
+    return out
 
 
 def job_overrides(overrides: list[str], multirun: bool) -> list[list[str]]:
@@ -46,10 +82,23 @@ def job_overrides(overrides: list[str], multirun: bool) -> list[list[str]]:
         raise ConfigError(f"'{sweeps[0]}' lists several values: add -m (--multirun) to run one job per value")
     if not multirun:
         return [[o.input_line for o in own]]
-    try:
-        return [job for batch in BasicSweeper.split_arguments(own, None) for job in batch]
-    except HydraException as exc:
-        raise ConfigError(str(exc).strip().splitlines()[0]) from exc
+    # The basic sweeper's grid, in its order (one list per key, the last of a repeated key wins, itertools.product),
+    # but with each fixed override as the user typed it (Hydra re-renders them: false -> False), so that a job's
+    # recorded overrides are those of the same single run.
+    axes: dict[str, list[str]] = {}
+    for o in own:
+        key = o.get_key_element()
+        if not o.is_sweep_override():
+            axes[key] = [o.input_line]
+        elif o.is_discrete_sweep():
+            try:
+                axes[key] = [f"{key}={v}" for v in o.sweep_string_iterator()]
+            except HydraException as exc:  # glob() of something that is not a config group
+                raise ConfigError(f"'{o.input_line}': {str(exc).strip().splitlines()[0]}") from exc
+        else:
+            raise ConfigError(f"'{o.input_line}': Hydra's basic sweeper runs lists of values (a,b,c), "
+                              "range(...) and glob(...), not intervals")
+    return [list(job) for job in itertools.product(*axes.values())]
 
 
 @hydra.main(config_path=str(EXPERIMENTS_DIR), config_name="config", version_base="1.3")
@@ -64,40 +113,73 @@ def _app(_: DictConfig) -> None:
 def _job(overrides: list[str]) -> int:
     from ssl_bench.experiment import run_experiment  # torch: only once a job runs, not for --help or --cfg
 
-    if HydraConfig.get().mode.name == "MULTIRUN":
-        print(f"ssl_bench: job #{HydraConfig.get().job.num}: {' '.join(overrides)}", flush=True)
+    hc = HydraConfig.get()
+    if hc.mode.name == "MULTIRUN":
+        if len(_JOBS) > hc.job.num:  # the same job as validated, spelled as typed (see job_overrides)
+            overrides = _JOBS[hc.job.num]
+        print(f"ssl_bench: job #{hc.job.num + 1} of {len(_JOBS) or '?'}: {' '.join(overrides)}", flush=True)
     run_experiment(compose(overrides))
     return 0
 
 
 def _argparse_error(message: str) -> None:
-    raise ConfigError(f"{message} (Hydra's flags come before the overrides; --help lists them)")
+    raise ConfigError(f"{message} (--help lists Hydra's flags)")
+
+
+def _completion_for_ssl_bench() -> None:
+    """Hydra's completion knows `python script.py` and installed apps, not `python -m`: install it for the
+    `ssl-bench` command (which hands -sc to this app), and read `ssl-bench run ...` / `python -m ssl_bench.run ...`
+    lines as the app's own."""
+    line = os.environ.get("COMP_LINE")
+    if line is not None:
+        os.environ["COMP_LINE"] = re.sub(r"^\s*(\S*ssl-bench\s+run|\S*python[\d.]*\s+-m\s+ssl_bench\.run)\b",
+                                         "ssl-bench", line)
 
 
 def main(argv: list[str]) -> int:
     """``python -m ssl_bench.run argv``: validate every job, then hand argv to Hydra; returns the exit status."""
     _register()
+    if help_requested(argv):
+        register_help()
     parser = get_args_parser()
     parser.error = _argparse_error  # type: ignore[method-assign]  # Hydra's parser: one line, not its usage
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
+    # Hydra's own parse wants its flags first: keep their order, the overrides after them.
+    flags = list(argv)
+    for o in args.overrides:
+        flags.remove(o)
+    args.overrides = expand_globs(args.overrides)
+    argv = [*flags, *args.overrides]
+    if sum(bool(getattr(args, m)) for m in ("run", "multirun", "cfg", "info", "shell_completion")) > 1:
+        raise ConfigError("only one of --run, --multirun, --cfg, --info and --shell-completion at a time")
     no_job = any(getattr(args, flag) for flag in _NO_JOB_FLAGS)
+    _JOBS.clear()
     if not no_job:
-        for job in job_overrides(list(args.overrides), args.multirun):
+        _JOBS.extend(job_overrides(list(args.overrides), args.multirun))
+        for job in _JOBS:
             try:
                 compose(job)
             except (HydraException, OmegaConfBaseException) as exc:  # compose turns most into ConfigError
                 raise ConfigError(str(exc).strip().splitlines()[0]) from exc
+    if args.shell_completion:
+        _completion_for_ssl_bench()
     extra = _searchpath_override(config_dirs()[1:])  # $SSL_BENCH_CONFIG_PATH: Hydra's own search path too
     sweep_dir = tempfile.mkdtemp(prefix="ssl_bench_multirun_") if args.multirun else None
     if sweep_dir:  # Hydra saves multirun.yaml in the sweep dir: a temporary one, removed below
         extra.append(f"hydra.sweep.dir={sweep_dir}")
-    saved, sys.argv = sys.argv, [sys.argv[0], *argv, *extra]
+    # Hydra names the program after argv[0]; for completion it is the command that calls the app back.
+    argv0 = "ssl-bench" if args.shell_completion or args.help else sys.argv[0]
+    saved, sys.argv = sys.argv, [argv0, *argv, *extra]
+    # --info / --cfg set up stdout logging; it must not outlive this call (a notebook, the tests, a later job).
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
     try:
         _app()
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     finally:
         sys.argv = saved
+        root.handlers[:], root.level = handlers, level
         if sweep_dir:
             shutil.rmtree(sweep_dir, ignore_errors=True)
     return 0

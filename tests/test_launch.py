@@ -68,7 +68,8 @@ def test_queue_per_process_is_printed(capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["nodes=3", "gpus=8", "address=h", "budget=imagenet_400ep", "dataset=imagenet"], "cannot be split over 3 x 8 = 24 processes"),
+    (["nodes=3", "gpus=8", "address=h", "budget=imagenet_400ep", "dataset=imagenet"],
+     "cannot be split over 3 x 8 = 24 processes"),
     (["nodes=0"], "nodes=0 gpus=8: both must be >= 1"),
     (["nodes=2", "rank=2"], "valid machine ranks are 0-1"),
     (["entry=train"], "valid choices: run, sweep"),

@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from ssl_bench.config import ConfigError, compose
 from ssl_bench.experiment import build_model, run_experiment
 from ssl_bench.identity import run_id
+from ssl_bench.methods import registry
 from ssl_bench.methods.base import Context
 from ssl_bench.methods.carl import consistency_loss, kl_weight, uniform_kl
 from ssl_bench.methods.deepcluster_v2 import spherical_kmeans
@@ -25,7 +26,7 @@ from ssl_bench.methods.simclr import multicrop_nt_xent
 from ssl_bench.sinkhorn import sinkhorn
 from ssl_bench.train import TrainingStopped
 
-METHODS = ["simclr", "deepclusterv2", "selav2", "carl"]
+METHODS = [m for m in registry() if m != "swav"]  # every other registered objective (swav has its own file)
 
 
 # -- SimCLR ------------------------------------------------------------------------------------------

@@ -1,0 +1,54 @@
+"""One override grammar for the entry points' own keys: declared once, --help generated, bad keys one line."""
+
+import importlib
+
+import pytest
+
+from ssl_bench.cli import guarded
+from ssl_bench.errors import ConfigError
+from ssl_bench.overrides import Command, Key
+
+COMMANDS = ("evaluate", "compare", "sweep", "plot", "launch", "reference")
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_help_lists_every_own_key_with_its_default(name, capsys):
+    module = importlib.import_module(f"ssl_bench.{name}")
+    assert module.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for key in module.COMMAND.keys:
+        assert f"\n  {key.name}=" in out and key.help[:30] in out
+
+
+@pytest.mark.parametrize("name, argv", [("plot", ["nope=1"]), ("reference", ["outdir=x"]),
+                                        ("plot", ["sweeps=maybe"]), ("compare", ["seeds=[a]"]),
+                                        ("sweep", ["sweep=swav_prototypes_epsilon", "n_trials=lots"]),
+                                        ("launch", ["nodes=2"])])
+def test_bad_own_key_is_one_line_exit_2(name, argv, capsys, tmp_path):
+    module = importlib.import_module(f"ssl_bench.{name}")
+    assert guarded(module.main, [*argv, f"results={tmp_path}"] if name in ("compare", "sweep") else argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+    if "=1" in argv[0] or "outdir" in argv[0]:
+        assert "valid keys: " in err
+
+
+def test_values_use_hydras_grammar():
+    cmd = Command("x", "usage", (Key("ids", "list[int]", None, "ids"), Key("on", "bool", False, "on"),
+                                 Key("names", "list[str]", None, "names"), Key("path", "str", None, "a path"),
+                                 Key("lr", "float", 0.1, "lr")), overrides="run overrides")
+    own, rest, given = cmd.parse(["ids=[0, 1,2]", "on=true", "names=swav", "path=/a,b:c", "lr=1e-3", "seed=1"])
+    assert own == {"ids": [0, 1, 2], "on": True, "names": ["swav"], "path": "/a,b:c", "lr": 0.001}
+    assert rest == ["seed=1"] and given == {"ids", "on", "names", "path", "lr"}
+    with pytest.raises(ConfigError, match="expected an integer"):
+        cmd.parse(["ids=[0,x]"])
+    with pytest.raises(ConfigError, match="cannot read 'ids'"):
+        cmd.parse(["ids"])
+
+
+def test_evaluate_old_seeds_spelling_is_eval_seeds(capsys):
+    from ssl_bench.evaluate import parse_args
+
+    own, rest = parse_args(["checkpoint=x", "seeds=[0,1]", "eval=knn"])
+    assert own == {"checkpoint": "x", "eval": "knn"} and rest == ["eval.seeds=[0,1]"]
+    assert "eval.seeds" in capsys.readouterr().err
