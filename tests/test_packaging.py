@@ -114,7 +114,7 @@ def test_user_config_folders_add_options_and_never_replace_shipped_ones(tmp_path
     monkeypatch.setenv("SSL_BENCH_CONFIG_PATH", str(mine))
     assert {"tiny", "smoke"} <= set(group_options("budget"))
     assert compose(["budget=tiny"]).train.epochs == 1
-    assert compare.load_study("my_study")["methods"] and "my_study" in group_options("study")
+    assert compare.load_study("my_study")["seeds"] == [0, 1, 2] and "my_study" in group_options("study")
     assert "my_sweep" in sweep.sweep_options() and sweep.read_sweep_file("my_sweep")
 
     shutil.copy(config.EXPERIMENTS_DIR / "budget" / "smoke.yaml", mine / "budget")
