@@ -67,7 +67,9 @@ def load_runs(results_dir: Path, study: str | None = None, sweeps: bool = False,
     """(runs, epochs): one row per finished run with its configuration label (``group``), and the per-epoch
     rows of those runs (with ``study``: the runs of its comparisons in ``compare_dir``, default
     ``<results_dir>/compare``)."""
-    df = load(results_dir, sweeps=sweeps)
+    # <results>/runs only: results/ also holds the shipped reference/, whose records must not pool with yours.
+    runs_dir = results_dir / "runs" if (results_dir / "runs").is_dir() else results_dir
+    df = load(runs_dir, sweeps=sweeps)
     df["_cfg"] = [read_config(p) for p in df["path"]]
     df["crops"] = [crops_label(c) for c in df["_cfg"]]
     df["local_n"] = [c["crops"]["local"]["n"] for c in df["_cfg"]]
@@ -83,7 +85,7 @@ def load_runs(results_dir: Path, study: str | None = None, sweeps: bool = False,
     df = df.sort_values(["budget", "dataset", "method", "group", "seed"],
                         key=lambda c: c.map(method_order(df["method"]).index) if c.name == "method" else c,
                         kind="stable").reset_index(drop=True)
-    epochs = load_epochs(results_dir)
+    epochs = load_epochs(runs_dir)
     if not epochs.empty:
         epochs = epochs[epochs["path"].isin(df["path"])]
         epochs = epochs.merge(df[["path", "group", "variant"]], on="path", how="left")

@@ -168,3 +168,12 @@ def test_shipped_records_pool_only_equal_configurations():
     methods = df[(df["sweep"] == "") & (df["configuration"].isin(["SwAV", "SimCLR", "DeepCluster-v2", "SeLa-v2",
                                                                   "CARL"]))]
     assert methods.groupby("configuration").size().min() >= 3  # n = 3 seeds for every shipped method cell
+
+
+def test_plot_reads_your_runs_not_the_shipped_reference_beside_them(tmp_path):
+    from ssl_bench import plot
+
+    record(tmp_path / "runs", [], 70.0)
+    record(tmp_path / "reference" / "runs", [], 75.0)  # same configuration and seed: must not pool with yours
+    runs, _ = plot.load_runs(tmp_path)
+    assert list(runs["metrics.knn_top1"]) == [70.0]
