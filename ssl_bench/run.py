@@ -13,6 +13,7 @@ before Hydra starts, so anything wrong is one ``error: ...`` line and exit 2 wit
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -20,6 +21,9 @@ import re
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra._internal.utils import get_args_parser
@@ -27,7 +31,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Glob
 from hydra.errors import HydraException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ssl_bench.cli import guarded
@@ -122,6 +126,34 @@ def _job(overrides: list[str]) -> int:
     return 0
 
 
+def recorded_config(overrides: list[str]) -> DictConfig:
+    """The config a run of ``overrides`` records in <run>/config.yaml: composed and validated as the job does (with
+    the ``choices`` and ``overrides`` it keeps), and ``train.precision`` as the run will use it (null: what
+    ``accelerate launch`` / ``accelerate config`` said, else no)."""
+    cfg = compose(overrides)
+    if cfg.train.precision is None:
+        cfg.train.precision = os.environ.get("ACCELERATE_MIXED_PRECISION") or "no"
+    return cfg
+
+
+def _show_job_config(overrides: list[str], package: str | None) -> None:
+    """``--cfg job [-p package]``: what the run would record (Hydra's own view lacks the choices and overrides the
+    record keeps, and the precision the run uses); ``--cfg hydra`` and ``--cfg all`` stay Hydra's."""
+    from ssl_bench.identity import run_id
+
+    cfg = recorded_config(overrides)
+    header = f"# {Path(cfg.output_dir) / run_id(cfg) / 'config.yaml'}: the config this run records"
+    if package:
+        node = OmegaConf.select(cfg, package)
+        if node is None:
+            raise ConfigError(f"--package {package}: no such key in the config; valid keys: {', '.join(cfg.keys())}")
+        header += f"\n# @package {package}"
+        text = OmegaConf.to_yaml(node) if isinstance(node, DictConfig | ListConfig) else f"{node}\n"
+    else:
+        text = OmegaConf.to_yaml(cfg)
+    print(f"{header}\n{text}", end="")
+
+
 def _argparse_error(message: str) -> None:
     raise ConfigError(f"{message} (--help lists Hydra's flags)")
 
@@ -134,6 +166,42 @@ def _completion_for_ssl_bench() -> None:
     if line is not None:
         os.environ["COMP_LINE"] = re.sub(r"^\s*(\S*ssl-bench\s+run|\S*python[\d.]*\s+-m\s+ssl_bench\.run)\b",
                                          "ssl-bench", line)
+
+
+@contextlib.contextmanager
+def _real_options_only() -> Iterator[None]:
+    """While Hydra completes a command line: the groups a user sets (method, dataset, backbone, budget; hydra/ for
+    Hydra's own) and, for each, its options on the search path, the user's folders ($SSL_BENCH_CONFIG_PATH)
+    included. Hydra's config loader alone would offer the schema nodes registered in its ConfigStore
+    (method=swav_schema) and every other folder of experiments/ (study/, sweep/, slurm/: inputs of other commands,
+    not options of a run), and would not see the user's folders (the completion query reads COMP_LINE, not argv)."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra.core.object_type import ObjectType
+
+    from ssl_bench.config import GROUPS, group_options
+
+    searchpath = _searchpath_override(config_dirs()[1:])
+    hydras_options, hydras_load = ConfigLoaderImpl.get_group_options, ConfigLoaderImpl.load_configuration
+
+    def options(self: Any, group_name: str, results_filter: Any = ObjectType.CONFIG, config_name: Any = None,
+                overrides: list[str] | None = None) -> list[str]:
+        found = hydras_options(self, group_name, results_filter, config_name, [*(overrides or []), *searchpath])
+        if group_name == "" and results_filter == ObjectType.GROUP:
+            return [g for g in found if g in (*GROUPS, "hydra")]
+        if group_name in GROUPS:
+            return group_options(group_name) if results_filter == ObjectType.CONFIG else []
+        return found
+
+    def load(self: Any, config_name: Any, overrides: list[str], *args: Any, **kw: Any) -> Any:
+        return hydras_load(self, config_name, [*overrides, *searchpath], *args, **kw)
+
+    ConfigLoaderImpl.get_group_options = options  # type: ignore[method-assign]
+    ConfigLoaderImpl.load_configuration = load  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        ConfigLoaderImpl.get_group_options = hydras_options  # type: ignore[method-assign]
+        ConfigLoaderImpl.load_configuration = hydras_load  # type: ignore[method-assign]
 
 
 def main(argv: list[str]) -> int:
@@ -161,6 +229,9 @@ def main(argv: list[str]) -> int:
                 compose(job)
             except (HydraException, OmegaConfBaseException) as exc:  # compose turns most into ConfigError
                 raise ConfigError(str(exc).strip().splitlines()[0]) from exc
+    if args.cfg == "job":
+        _show_job_config(_JOBS[0], args.package)
+        return 0
     if args.shell_completion:
         _completion_for_ssl_bench()
     extra = _searchpath_override(config_dirs()[1:])  # $SSL_BENCH_CONFIG_PATH: Hydra's own search path too
@@ -174,7 +245,8 @@ def main(argv: list[str]) -> int:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     try:
-        _app()
+        with _real_options_only() if args.shell_completion else contextlib.nullcontext():
+            _app()
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     finally:

@@ -28,6 +28,31 @@ def test_cfg_job_prints_the_config_without_training(tmp_path, capsys, monkeypatc
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("launcher", [None, "bf16"])
+def test_cfg_job_prints_exactly_what_the_run_records(tmp_path, capsys, monkeypatch, launcher):
+    """--cfg job is the record's config.yaml (choices, overrides, the precision used), headed by its path."""
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    if launcher:  # as `accelerate launch --mixed_precision bf16` sets it: the record says bf16, so must --cfg job
+        monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", launcher)
+    else:
+        monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    args = ["budget=smoke", "method=simclr", "train.epochs=1", "eval.random_baseline=false", "seed=3"]
+    assert main(["--cfg", "job", *args]) == 0
+    shown = capsys.readouterr().out
+    assert not any(tmp_path.iterdir())
+    assert main(args) == 0
+    capsys.readouterr()
+    (record,) = (tmp_path / "results" / "runs").glob("*/config.yaml")
+    assert shown.splitlines()[0] == f"# {record.relative_to(tmp_path)}: the config this run records"
+    assert yaml.safe_load(shown) == yaml.safe_load(record.read_text())
+    assert yaml.safe_load(shown)["train"]["precision"] == (launcher or "no")
+    assert main(["--cfg", "job", "-p", "choices", *args]) == 0
+    assert yaml.safe_load(capsys.readouterr().out) == {"method": "simclr", "dataset": "fashion_mnist",
+                                                       "backbone": "small_cnn", "budget": "smoke"}
+
+
 def test_multirun_grid_writes_one_ordinary_record_per_job_and_nothing_else(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     runs = tmp_path / "results" / "runs"
@@ -72,6 +97,28 @@ def test_info_and_shell_completion(tmp_path, capsys, monkeypatch):
     assert main(["-sc", "query=bash"]) == 0
     assert "budget=smoke" in capsys.readouterr().out.split()
     assert not any(tmp_path.iterdir())
+
+
+def test_completion_offers_only_real_groups_and_options(tmp_path, capsys, monkeypatch):
+    """Not the schema nodes in Hydra's ConfigStore (method=swav_schema), not study/, sweep/ or slurm/ (other
+    commands' inputs); a user's own config folder adds its options."""
+    mine = tmp_path / "mine"
+    (mine / "budget").mkdir(parents=True)
+    (mine / "budget" / "my_budget.yaml").write_text("# @package _global_\ntrain: {epochs: 1}\n")
+    monkeypatch.setenv("SSL_BENCH_CONFIG_PATH", str(mine))
+
+    def complete(line: str) -> list[str]:
+        monkeypatch.setenv("COMP_LINE", f"ssl-bench run {line}")
+        assert main(["-sc", "query=bash"]) == 0
+        return capsys.readouterr().out.split()
+
+    assert complete("method=") == [f"method={m}" for m in group_options("method")]
+    assert "budget=my_budget" in complete("budget=") and "budget=smoke" in complete("budget=")
+    top = complete("")
+    assert {f"{g}=" for g in GROUPS} <= set(top) and "seed=" in top and "train." in top
+    assert not [w for w in top if w.startswith(("study", "sweep", "slurm", "method_budget"))]
+    assert not [w for w in complete("method=") + complete("") + complete("dataset=") if "schema" in w]
+    assert main(["--help"]) == 0 and "_schema" not in capsys.readouterr().out
 
 
 def test_grid_jobs_are_hydras_and_keep_the_typed_overrides():
