@@ -21,6 +21,15 @@ Choices the paper leaves open:
   prototypes are trained by plain gradient descent (not re-normalised).
 - e counts finished epochs (0 during the first epoch); E = 0 means lambda = a throughout.
 - <p^a, p^b> is computed as exp(logsumexp(log p^a + log p^b)), finite even for confident assignments.
+
+Options (off by default) for the paper's ablations and the authors' follow-up code:
+- ``kl_mode``: ``per_view`` (default) is the mean over crops v of KL(p_hat^v || U), Eq. 5 applied to each
+  view's batch as written; ``pooled`` pools every crop's distributions into one batch mean p_hat =
+  mean_{v, i} p_i^v before a single KL, as the authors' follow-up code does. Per-view is the default because
+  it is the paper's equation and is the stronger constraint: a pooled mean can be uniform while each view's
+  mean is not (views could split the prototypes between them), a per-view uniform mean implies a pooled one.
+- Constant lambda (Fig. 2's constant schedules): ``lambda_epochs=0`` gives lambda_e = ``lambda_end`` for
+  every epoch; no KL term (Sec. 3, "lambda_e(0, 0)"): ``lambda_end=0 lambda_epochs=0``.
 """
 
 from __future__ import annotations
@@ -36,6 +45,8 @@ from ssl_bench.distributed import all_gather
 from ssl_bench.errors import ConfigError
 from ssl_bench.methods.base import Context, Method, assignment_stats, register
 
+KL_MODES = ("per_view", "pooled")
+
 
 @dataclass
 class CARLConfig:
@@ -44,6 +55,7 @@ class CARLConfig:
     lambda_start: float = 4.0  # b
     lambda_end: float = 1.5  # a
     lambda_epochs: int = 100  # E
+    kl_mode: str = "per_view"  # or "pooled" (one KL of the mean over all crops' predictions)
 
     def __post_init__(self) -> None:
         checks = {"num_prototypes": (self.num_prototypes > 0, "> 0"),
@@ -53,6 +65,8 @@ class CARLConfig:
         for key, (ok, bound) in checks.items():
             if not ok:
                 raise ConfigError(f"method.{key} must be {bound}, got {getattr(self, key)}")
+        if self.kl_mode not in KL_MODES:
+            raise ConfigError(f"method.kl_mode must be one of {', '.join(KL_MODES)}, got '{self.kl_mode}'")
 
 
 def kl_weight(epoch: int, start: float, end: float, epochs: int) -> float:
@@ -70,13 +84,22 @@ def consistency_loss(logits: list[Tensor]) -> Tensor:
     return torch.stack(terms).mean()
 
 
-def uniform_kl(logits: list[Tensor]) -> Tensor:
-    """Eqs. 5-6 per crop, averaged over crops: KL(mean_i p_i || U) with the mean over the global batch."""
-    terms = []
-    for q in logits:
-        p_mean = all_gather(torch.softmax(q.float(), dim=1).mean(dim=0, keepdim=True), grad=True).mean(dim=0)
-        terms.append(math.log(p_mean.numel()) + torch.special.xlogy(p_mean, p_mean).sum())
-    return torch.stack(terms).mean()
+def _kl_to_uniform(p_mean: Tensor) -> Tensor:
+    return math.log(p_mean.numel()) + torch.special.xlogy(p_mean, p_mean).sum()
+
+
+def _global_mean(p: Tensor) -> Tensor:
+    """Mean over the global batch of per-sample distributions [B, K] (per-process means, equal B)."""
+    return all_gather(p.mean(dim=0, keepdim=True), grad=True).mean(dim=0)
+
+
+def uniform_kl(logits: list[Tensor], mode: str = "per_view") -> Tensor:
+    """Eqs. 5-6. ``per_view``: mean over crops of KL(mean_i p_i^v || U); ``pooled``: KL(mean_{v,i} p_i^v || U).
+    Means are over the global batch."""
+    probs = [torch.softmax(q.float(), dim=1) for q in logits]
+    if mode == "pooled":
+        return _kl_to_uniform(torch.stack([_global_mean(p) for p in probs]).mean(dim=0))
+    return torch.stack([_kl_to_uniform(_global_mean(p)) for p in probs]).mean()
 
 
 @register("carl", CARLConfig, display="CARL")
@@ -97,7 +120,7 @@ class CARL(Method):
 
     def loss(self, z_crops: list[Tensor], batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         logits = [self.prototypes(z) for z in z_crops]
-        l_c, l_kl = consistency_loss(logits), uniform_kl(logits)
+        l_c, l_kl = consistency_loss(logits), uniform_kl(logits, self.cfg.method.kl_mode)
         loss = l_c + self.lambda_e * l_kl
         with torch.no_grad():
             self._counts += torch.bincount(logits[0].argmax(1), minlength=len(self._counts)).cpu()

@@ -19,6 +19,13 @@ Choices the paper leaves open, following the reference implementation:
   steps; the paper says "the first epoch", the reference counts iterations (313 = one ImageNet epoch at
   batch 4096; 5005 in its batch-256 recipe).
 - Soft codes (not rounded), as the paper recommends (C.3).
+
+Ablation options of the paper, off by default (App. C.2, Table 13):
+- ``fixed_prototypes=true``: the prototypes stay at their random initialisation (unit-norm rows of the
+  default init) and are never trained; Table 13 (left): learned 73.9 vs fixed 73.1 top-1.
+- ``hard_codes=true``: each Sinkhorn code is rounded to the one-hot of its largest entry before the loss;
+  Table 13 (right) and Fig. 7: soft 73.9 vs hard 73.3 (hard converges faster to a worse solution).
+  With a queue, the rounding happens after Sinkhorn on batch + queue, on the batch's codes only.
 """
 
 from __future__ import annotations
@@ -48,6 +55,9 @@ class SwAVConfig:
     queue_length: int = 0
     queue_start_epoch: int = 15
     freeze_prototypes_iters: int = 313
+    # Ablations (App. C.2, Table 13): random prototypes never trained; codes rounded to one-hot.
+    fixed_prototypes: bool = False
+    hard_codes: bool = False
 
     def __post_init__(self) -> None:
         checks = {
@@ -75,6 +85,11 @@ def swav_loss(scores: list[Tensor], codes: list[Tensor], temperature: float) -> 
     return total / len(codes)
 
 
+def round_codes(q: Tensor) -> Tensor:
+    """Hard codes (Table 13 right): the one-hot of each row's largest entry (first one on ties)."""
+    return F.one_hot(q.argmax(dim=1), q.shape[1]).to(q.dtype)
+
+
 @register("swav", SwAVConfig, display="SwAV")
 class SwAV(Method):
     def __init__(self, cfg: DictConfig, embed_dim: int) -> None:
@@ -83,6 +98,8 @@ class SwAV(Method):
         self.num_global = int(cfg.crops["global"].n)
         self.prototypes = nn.Linear(embed_dim, m.num_prototypes, bias=False)
         self.normalize_prototypes()
+        if m.fixed_prototypes:  # excluded from the optimiser's groups (ssl_bench.optim skips them)
+            self.prototypes.weight.requires_grad_(False)
         self.queue: Tensor | None = None  # per process: [num_global, queue_length / N, D]; not a buffer
         self._counts = torch.zeros(m.num_prototypes)
 
@@ -113,7 +130,8 @@ class SwAV(Method):
                         s = torch.cat([self.prototypes(self.queue[i].to(s.dtype)), s])
                     self.queue[i, bs:] = self.queue[i, :-bs].clone()
                     self.queue[i, :bs] = z[i].detach().float()
-                codes.append(sinkhorn(s, m.epsilon, m.sinkhorn_iterations)[-bs:])
+                q = sinkhorn(s, m.epsilon, m.sinkhorn_iterations)[-bs:]
+                codes.append(round_codes(q) if m.hard_codes else q)
             self._counts += torch.bincount(codes[0].argmax(1), minlength=m.num_prototypes).cpu()
         loss = swav_loss(scores, codes, m.temperature)
         return loss, {"loss": loss.item()}
@@ -130,7 +148,8 @@ class SwAV(Method):
             self.prototypes.weight.grad = None
 
     def after_step(self, ctx: Context) -> None:
-        self.normalize_prototypes()
+        if not self.cfg.method.fixed_prototypes:  # fixed ones stay bit-identical to their initialisation
+            self.normalize_prototypes()
 
     def epoch_stats(self) -> dict[str, float]:
         return assignment_stats(self._counts)

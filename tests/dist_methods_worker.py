@@ -71,7 +71,8 @@ def compute(rank: int, world: int) -> dict[str, torch.Tensor]:
     b = B // world
     crops = d["crops"][:, rank * b : (rank + 1) * b].clone().requires_grad_(True)
     for name, fn in {"simclr": lambda z: multicrop_nt_xent(list(z), 0.2),
-                     "carl": lambda z: consistency_loss(list(z)) + 2.0 * uniform_kl(list(z))}.items():
+                     "carl": lambda z: consistency_loss(list(z)) + 2.0 * uniform_kl(list(z)),
+                     "carl_pooled": lambda z: 2.0 * uniform_kl(list(z), "pooled")}.items():
         crops.grad = None
         loss = fn(crops)
         loss.backward()

@@ -1,0 +1,102 @@
+"""results/claims.md: the verdict rules on hand-made records, and the shipped report equal to the regenerated one."""
+
+import pytest
+
+from ssl_bench import claims as cl
+from ssl_bench.claims import INCONCLUSIVE, NOT_REPRODUCED, NOT_RUN, REPRODUCED, Cell
+
+
+def cell(variant: str, knn: list[float], method: str = "swav", entropy: list[float] | None = None) -> Cell:
+    c = Cell(variant, method, list(range(len(knn))))
+    for s, v in enumerate(knn):
+        c.summaries[s] = {"metrics": {"knn_top1": v}}
+        c.epochs[s] = [{"epoch": 0, "assign_entropy": 0.9}, {"epoch": 1, "assign_entropy": (entropy or [0.9] * 9)[s]}]
+    return c
+
+
+def cells(*cs: Cell) -> dict:
+    return {(c.variant, c.method): c for c in cs}
+
+
+GAIN = {"kind": "gain", "baseline": "a", "variants": ["b"], "expect": "lower"}
+
+
+@pytest.mark.parametrize(("b", "want"), [
+    ([79.0, 78.1, 79.4], REPRODUCED),        # lower by 1.0, 0.9, 1.1: significant, as expected
+    ([81.0, 80.1, 81.4], NOT_REPRODUCED),    # higher by the same: significant the other way
+    ([80.5, 78.5, 80.9], INCONCLUSIVE),      # +0.5, -0.5, +0.4: no significant difference
+    ([79.0], NOT_RUN),                       # one seed: no test
+])
+def test_gain_verdicts(b, want):
+    out = cl.gain(GAIN, cells(cell("a", [80.0, 79.0, 80.5]), cell("b", b)), "knn_top1")
+    assert out.verdict == want
+
+
+def test_gain_over_several_methods_needs_all():
+    cs = cells(cell("a", [80.0, 79.0, 80.5]), cell("b", [79.0, 78.1, 79.4]),
+               cell("a", [80.0, 79.0, 80.5], "carl"), cell("b", [80.5, 78.5, 80.9], "carl"))
+    out = cl.gain(GAIN, cs, "knn_top1")
+    assert out.verdict == f"{INCONCLUSIVE} (1 of 2 reproduced)"
+    assert [r[-1] for r in out.rows] == [REPRODUCED, INCONCLUSIVE]
+
+
+def test_holm_within_a_claim_can_remove_significance():
+    # Alone, p ~ 0.04; with a second comparison of p ~ 0.9 in the family, Holm doubles it past 0.05.
+    a, b = [80.0, 79.0, 80.5], [79.2, 78.5, 79.4]  # -0.8, -0.5, -1.1: t = -4.6, p = 0.044
+    alone = cl.gain(GAIN, cells(cell("a", a), cell("b", b)), "knn_top1")
+    assert alone.verdict == REPRODUCED
+    two = {**GAIN, "variants": ["b", "c"]}
+    both = cl.gain(two, cells(cell("a", a), cell("b", b), cell("c", [80.1, 78.8, 80.6])), "knn_top1")
+    assert both.rows[0][-1] == INCONCLUSIVE
+
+
+def test_equivalence_needs_the_whole_interval_inside_the_margin():
+    test = {"kind": "equivalent", "baseline": "a", "variants": ["b"], "margin": 1.0}
+    near = cl.equivalent(test, cells(cell("a", [80.0, 79.0, 80.5]), cell("b", [80.1, 79.1, 80.5])), "knn_top1")
+    assert near.verdict == REPRODUCED
+    wide = cl.equivalent(test, cells(cell("a", [80.0, 79.0, 80.5]), cell("b", [80.9, 78.2, 80.6])), "knn_top1")
+    assert wide.verdict == INCONCLUSIVE  # mean difference 0.07 but an interval far beyond +-1
+    far = cl.equivalent(test, cells(cell("a", [80.0, 79.0, 80.5]), cell("b", [78.0, 77.1, 78.4])), "knn_top1")
+    assert far.verdict == NOT_REPRODUCED
+
+
+def test_collapse_verdicts():
+    test = {"kind": "collapse", "baseline": "a", "variants": ["b"]}
+    ok = cell("a", [80, 80, 80], entropy=[0.8, 0.8, 0.9])
+    assert cl.collapse(test, cells(ok, cell("b", [70] * 3, entropy=[0.0, 0.05, 0.01])), 0.1).verdict == REPRODUCED
+    assert cl.collapse(test, cells(ok, cell("b", [80] * 3, entropy=[0.7, 0.8, 0.9])), 0.1).verdict == NOT_REPRODUCED
+    assert cl.collapse(test, cells(ok, cell("b", [80] * 3, entropy=[0.0, 0.8, 0.9])), 0.1).verdict == INCONCLUSIVE
+    both = cells(cell("a", [80] * 3, entropy=[0.0, 0.0, 0.0]), cell("b", [70] * 3, entropy=[0.0, 0.0, 0.0]))
+    assert cl.collapse(test, both, 0.1).verdict == INCONCLUSIVE  # the baseline collapsed as well
+
+
+def test_inverse_u_verdicts():
+    test = {"kind": "inverse_u", "variants": ["k10", "k100", "k1000"]}
+    u = cells(cell("k10", [78.0, 77.2, 78.5]), cell("k100", [80.0, 79.1, 80.4]), cell("k1000", [78.1, 77.0, 78.3]))
+    assert cl.inverse_u(test, u, "knn_top1").verdict == REPRODUCED
+    rising = cells(cell("k10", [76.0, 75.2, 76.5]), cell("k100", [78.0, 77.1, 78.4]),
+                   cell("k1000", [80.1, 79.0, 80.3]))
+    assert cl.inverse_u(test, rising, "knn_top1").verdict == NOT_REPRODUCED
+    flat = cells(cell("k10", [80.0, 79.2, 80.5]), cell("k100", [80.2, 79.0, 80.4]), cell("k1000", [79.9, 79.3, 80.3]))
+    assert cl.inverse_u(test, flat, "knn_top1").verdict == INCONCLUSIVE
+
+
+def test_interaction_verdicts():
+    test = {"kind": "interaction", "small": ["s100", "s1000"], "large": ["l100", "l1000"]}
+    base = [80.0, 79.0, 80.5]
+    degrade = cells(cell("s100", base), cell("s1000", [77.0, 76.1, 77.4]),
+                    cell("l100", base), cell("l1000", [80.1, 78.9, 80.6]))
+    assert cl.interaction(test, degrade, "knn_top1").verdict == REPRODUCED
+    improve = cells(cell("s100", base), cell("s1000", [81.0, 80.1, 81.4]),
+                    cell("l100", base), cell("l1000", [80.1, 78.9, 80.6]))
+    assert cl.interaction(test, improve, "knn_top1").verdict == NOT_REPRODUCED
+
+
+def test_unknown_variant_in_claims_file_is_a_one_line_error():
+    with pytest.raises(cl.ConfigError, match="valid: a, b"):
+        cl.gain({**GAIN, "variants": ["typo"]}, cells(cell("a", [1, 2]), cell("b", [1, 2])), "knn_top1")
+
+
+def test_shipped_claims_report_regenerates_exactly_from_the_records():
+    assert cl.OUT.exists(), "results/claims.md is missing: run python -m ssl_bench.claims"
+    assert cl.check(), "results/claims.md differs from the records: run python -m ssl_bench.claims"
