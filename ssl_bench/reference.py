@@ -63,7 +63,7 @@ def _regenerate(data: dict[str, Any], out: Path, ref: Path, rel: Path) -> list[P
     from ssl_bench import compare as cmp
     from ssl_bench.plot import plot
     from ssl_bench.sweep import META
-    from ssl_bench.sweep_plots import write_report
+    from ssl_bench.sweep.plots import write_report
 
     written: list[Path] = []
     for argv in data.get("compare") or []:

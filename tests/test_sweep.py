@@ -10,6 +10,7 @@ from conftest import assert_cli_error
 
 from ssl_bench import results, sweep
 from ssl_bench.cli import guarded
+from ssl_bench.sweep import trials as sweep_trials
 from ssl_bench.train import TrainingStopped
 
 States = optuna.trial.TrialState
@@ -66,7 +67,7 @@ def test_failed_trials_are_recorded_with_their_reason_and_the_study_goes_on(tmp_
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return fake_summary(40.0 + n)
 
-    monkeypatch.setattr(sweep, "run_experiment", fake_run)
+    monkeypatch.setattr(sweep_trials, "run_experiment", fake_run)
     assert guarded(sweep.main, argv(tmp_path, "n_trials=6", "report=false")) == 0
     trials = study_of(tmp_path, "s").trials
     assert [t.state for t in trials] == [States.COMPLETE] + [States.FAIL] * 4 + [States.COMPLETE]
@@ -94,7 +95,7 @@ def fake_training(values_by_trial):
 
 
 def test_median_pruner_prunes_a_trial_reported_worse_than_the_median(tmp_path, monkeypatch):
-    monkeypatch.setattr(sweep, "run_experiment", fake_training([[50, 60, 70], [55, 65, 75], [10, 20, 30]]))
+    monkeypatch.setattr(sweep_trials, "run_experiment", fake_training([[50, 60, 70], [55, 65, 75], [10, 20, 30]]))
     code = guarded(sweep.main, argv(tmp_path, "n_trials=3", "pruner=median", "pruner.n_startup_trials=2",
                                     "pruner.n_warmup_steps=0", "report=false"))
     assert code == 0
@@ -105,7 +106,7 @@ def test_median_pruner_prunes_a_trial_reported_worse_than_the_median(tmp_path, m
 
 
 def test_pruner_off_trains_every_trial_to_the_end(tmp_path, monkeypatch):
-    monkeypatch.setattr(sweep, "run_experiment", fake_training([[50, 60], [55, 65], [10, 20]]))
+    monkeypatch.setattr(sweep_trials, "run_experiment", fake_training([[50, 60], [55, 65], [10, 20]]))
     assert guarded(sweep.main, argv(tmp_path, "n_trials=3", "pruner=none", "report=false")) == 0
     assert [t.state for t in study_of(tmp_path, "s").trials] == [States.COMPLETE] * 3
 
@@ -127,7 +128,7 @@ def test_grid_runs_every_cell_once_and_interrupted_or_crashed_cells_are_trained_
             raise TrainingStopped("interrupted at epoch 1, batch 2; checkpoint saved", 130)
         return fake_summary(float(len(seen)))
 
-    monkeypatch.setattr(sweep, "run_experiment", fake_run)
+    monkeypatch.setattr(sweep_trials, "run_experiment", fake_run)
     args = [f"sweep={spec}", "budget=smoke", f"results={tmp_path}", "study=g", "report=false"]
     assert guarded(sweep.main, args) == 130  # a crash is recorded and the sweep goes on; Ctrl-C stops it
     assert guarded(sweep.main, args) == 0  # the same command finishes the grid, the two failed cells included
@@ -157,7 +158,7 @@ BAD = [
 
 @pytest.mark.parametrize("text, needle", BAD)
 def test_invalid_search_space_exits_2_before_any_trial(tmp_path, capsys, monkeypatch, text, needle):
-    monkeypatch.setattr(sweep, "run_experiment", lambda *a, **k: pytest.fail("a trial ran"))
+    monkeypatch.setattr(sweep_trials, "run_experiment", lambda *a, **k: pytest.fail("a trial ran"))
     spec = tmp_path / "spec" / "bad.yaml"
     spec.parent.mkdir()
     spec.write_text(text + "\n")
@@ -178,7 +179,7 @@ def test_invalid_search_space_exits_2_before_any_trial(tmp_path, capsys, monkeyp
     (["sweep=swav_prototypes_epsilon", "objective=linear"], "add eval.protocols=[knn,linear]"),
 ])
 def test_bad_command_line_exits_2(tmp_path, capsys, monkeypatch, args, needle):
-    monkeypatch.setattr(sweep, "run_experiment", lambda *a, **k: pytest.fail("a trial ran"))
+    monkeypatch.setattr(sweep_trials, "run_experiment", lambda *a, **k: pytest.fail("a trial ran"))
     code = guarded(sweep.main, [*args, "budget=smoke", f"results={tmp_path / 'out'}"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and needle in err, err
@@ -186,7 +187,7 @@ def test_bad_command_line_exits_2(tmp_path, capsys, monkeypatch, args, needle):
 
 
 def test_objective_missing_from_the_record_stops_with_exit_2(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(sweep, "run_experiment", lambda *a, **k: fake_summary(50.0))
+    monkeypatch.setattr(sweep_trials, "run_experiment", lambda *a, **k: fake_summary(50.0))
     code = guarded(sweep.main, argv(tmp_path, "n_trials=3", "objective=linear_top1", "report=false"))
     assert code == 2 and "objective 'linear_top1' is not in the run record" in capsys.readouterr().err
     assert [t.state for t in study_of(tmp_path, "s").trials] == [States.FAIL]
@@ -194,21 +195,21 @@ def test_objective_missing_from_the_record_stops_with_exit_2(tmp_path, capsys, m
 
 def test_linear_probe_objective_reads_the_nested_metric(tmp_path, monkeypatch):
     summary = {"metrics": {"knn_top1": 50.0, "linear": {"top1": 61.5}}, "cost": {}}
-    monkeypatch.setattr(sweep, "run_experiment", lambda *a, **k: summary)
+    monkeypatch.setattr(sweep_trials, "run_experiment", lambda *a, **k: summary)
     args = argv(tmp_path, "n_trials=1", "objective=linear", "eval.protocols=[knn,linear]", "report=false")
     assert guarded(sweep.main, args) == 0
     assert study_of(tmp_path, "s").trials[0].value == 61.5
 
 
 def test_continuing_a_study_with_another_base_config_is_refused(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(sweep, "run_experiment", lambda *a, **k: fake_summary(50.0))
+    monkeypatch.setattr(sweep_trials, "run_experiment", lambda *a, **k: fake_summary(50.0))
     assert guarded(sweep.main, argv(tmp_path, "n_trials=1", "report=false")) == 0
     assert guarded(sweep.main, argv(tmp_path, "n_trials=1", "report=false", "train.epochs=3")) == 2
     assert "study 's' was made with base" in capsys.readouterr().err
 
 
 def test_journal_storage_and_report_only(tmp_path, monkeypatch):
-    monkeypatch.setattr(sweep, "run_experiment", lambda *a, **k: fake_summary(50.0))
+    monkeypatch.setattr(sweep_trials, "run_experiment", lambda *a, **k: fake_summary(50.0))
     storage = f"journal://{tmp_path / 'j.log'}"
     assert guarded(sweep.main, argv(tmp_path, "n_trials=2", "report=false", f"storage={storage}")) == 0
     assert (tmp_path / "j.log").stat().st_size > 0

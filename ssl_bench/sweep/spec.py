@@ -1,4 +1,22 @@
-"""Entry point for hyperparameter studies on Optuna; every trial is an ordinary run with its own record.
+"""The sweep file and the command line: a validated search space, study settings and the base run overrides.
+Nothing here trains or writes; anything wrong raises ConfigError before any work."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+
+from ssl_bench.config import GROUPS, NON_CONFIGURATION_KEYS, ConfigError, ConfigGroupDir, compose
+from ssl_bench.overrides import Command, Key
+
+DOC = """Entry point for hyperparameter studies on Optuna; every trial is an ordinary run with its own record.
 
     python -m ssl_bench.sweep sweep=<name> method=swav dataset=<name> budget=<name> [study=<name>] \\
         [n_trials=N] [key=value ...]
@@ -11,42 +29,12 @@ sweep. Running the same command again continues the study; in a grid, cells that
 out of memory are trained again (resumed from their checkpoint).
 """
 
-from __future__ import annotations
-
-import fcntl
-import hashlib
-import itertools
-import logging
-import math
-import os
-import re
-import subprocess
-import sys
-import traceback
-import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
-
-import optuna
-import yaml
-from omegaconf import open_dict
-
-from ssl_bench.cli import guarded
-from ssl_bench.config import GROUPS, NON_CONFIGURATION_KEYS, ConfigError, ConfigGroupDir, compose
-from ssl_bench.errors import DataNotFound, TrainingStopped
-from ssl_bench.experiment import run_experiment
-from ssl_bench.overrides import Command, Key, help_requested
-from ssl_bench.results import find_run_dir
-
 SWEEP_DIR = ConfigGroupDir("sweep")  # experiments/sweep and the user's config folders
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "percentile", "none")
 # Own keys; a null default falls back on the sweep file's setting, then on the one named in the help.
 COMMAND = Command(
-    "ssl_bench.sweep", __doc__.split("\n\nPruning")[0],
+    "ssl_bench.sweep", DOC.split("\n\nPruning")[0],
     (Key("sweep", "str", None, "required: experiments/sweep/<name>.yaml (or a .yaml path): search space, defaults"),
      Key("study", "str", None, "the Optuna study (null: <sweep>-<method>-<dataset>-<budget>[-extras]); the same "
          "study continues where it stopped"),
@@ -66,20 +54,12 @@ COMMAND = Command(
          "<results>/figures/<study>/"),
      Key("report", "bool", True, "at the end: best trial, table and figures")),
     overrides="Every other key=value is an ordinary run override, given to every trial (seed=, eval.seeds=, ...).",
-    footer="Pruning" + __doc__.split("\n\nPruning", 1)[1])
+    footer="Pruning" + DOC.split("\n\nPruning", 1)[1])
 OWN_KEYS = tuple(k.name for k in COMMAND.keys)
 PARAM_TYPES = ("int", "float", "categorical")
 SWEEP_FILE_KEYS = ("description", "overrides", "sampler", "pruner", "objective", "direction", "n_trials", "params",
                    "grid", "plot_params")
 DEFAULT_N_TRIALS = 20
-META = "ssl_bench"  # study user attribute holding what the study is (for continuation checks and reports)
-# Failures that may say nothing about the parameters (a killed worker, Ctrl-C, a crash, out of memory): a grid
-# trains such a cell again when the command is run again. NaN losses, collapses and invalid points are results.
-RETRYABLE = (None, "interrupted", "crash", "oom")
-
-
-class TrialFailed(Exception):
-    """A trial without a usable result (NaN loss, collapse, out of memory, a crash); the study goes on."""
 
 
 @dataclass
@@ -138,7 +118,6 @@ class Sweep:
         return self.pruner["type"] != "none" and self.direction == "maximize"
 
 
-# -- command line and sweep file ----------------------------------------------------------------------------------
 def split_argv(argv: list[str]) -> tuple[dict[str, str], dict[str, dict[str, str]], list[str]]:
     """(own keys as typed, checked against their declared types; sampler./pruner. arguments; run overrides)."""
     args: dict[str, dict[str, str]] = {"sampler": {}, "pruner": {}}
@@ -457,401 +436,3 @@ def parse(argv: list[str]) -> Sweep:
     return Sweep(name, params, sampler, pruner, objective, direction, n_trials, n_jobs, timeout, study, storage,
                  results, plot_params, report, base, meta, list(argv))
 
-
-# -- storage and study ----------------------------------------------------------------------------------------------
-def make_storage(url: str) -> optuna.storages.BaseStorage:
-    """An Optuna storage from a URL: an RDB URL (SQLite, PostgreSQL, MySQL) or journal:///path/file.log."""
-    try:
-        if url.startswith("journal:"):
-            path = url[len("journal:"):]
-            path = path[2:] if path.startswith("//") else path
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            from optuna.storages.journal import JournalFileBackend
-
-            return optuna.storages.JournalStorage(JournalFileBackend(path))
-        if "://" not in url:
-            raise ConfigError(f"storage={url}: expected an Optuna storage URL: sqlite:///file.db, "
-                              f"postgresql://user:pass@host/db, mysql+pymysql://user:pass@host/db or "
-                              f"journal:///path/file.log")
-        engine_kwargs: dict[str, Any] = {}
-        if url.startswith("sqlite:///"):
-            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-            engine_kwargs = {"connect_args": {"timeout": 120}}  # several local workers write to one file
-        # Heartbeats: the trials of a worker that died are marked failed (and retried) by the next worker.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=60,
-                                              grace_period=180)
-    except ConfigError:
-        raise
-    except Exception as exc:  # missing driver, unreachable server, bad URL
-        raise ConfigError(f"storage={url}: cannot open it: {type(exc).__name__}: "
-                          f"{(str(exc).strip().splitlines() or [''])[0]}") from None
-
-
-def open_study(sw: Sweep) -> optuna.Study:
-    """Create the study or continue it; refuse to continue one made for another base config or objective."""
-    study = optuna.create_study(study_name=sw.study, storage=make_storage(sw.storage),
-                                sampler=make_sampler(sw.sampler, sw.params), pruner=make_pruner(sw.pruner),
-                                direction=sw.direction, load_if_exists=True)
-    meta = study.user_attrs.get(META)
-    if meta is None:
-        study.set_user_attr(META, sw.meta)
-        return study
-    for key in ("base", "objective", "direction"):
-        if meta.get(key) != sw.meta[key]:
-            raise ConfigError(f"study '{sw.study}' was made with {key} {meta.get(key)}, this command has "
-                              f"{sw.meta[key]}: use the same settings or another study=<name>")
-    if meta != sw.meta:
-        study.set_user_attr(META, sw.meta)  # e.g. a changed search space or plot_params
-    return study
-
-
-def _cell(t: optuna.trial.FrozenTrial, names: list[str]) -> tuple | None:
-    params = t.params or t.system_attrs.get("fixed_params") or {}
-    return tuple(params[n] for n in names) if all(n in params for n in names) else None
-
-
-def plan_trials(study: optuna.Study, sw: Sweep) -> int:
-    """How many trials to run now. A grid: each cell without a finished trial and not already queued or running
-    is queued (cells whose trials only failed for a RETRYABLE reason count as not finished); the default is
-    the number of queued cells."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)  # trials of dead workers (no heartbeat) -> failed
-    if sw.sampler["type"] != "grid":
-        return sw.n_trials if sw.n_trials is not None else DEFAULT_N_TRIALS
-    names = list(sw.params)
-    done, busy, waiting = set(), set(), 0
-    States = optuna.trial.TrialState
-    for t in study.get_trials(deepcopy=False):
-        cell = _cell(t, names)
-        if cell is None:
-            continue
-        if t.state in (States.WAITING, States.RUNNING):
-            busy.add(cell)
-            waiting += t.state == States.WAITING
-        elif not (t.state == States.FAIL and t.user_attrs.get("fail_kind") in RETRYABLE):
-            done.add(cell)
-    todo = [c for c in itertools.product(*(sw.params[n].choices for n in names)) if c not in done | busy]
-    for cell in todo:
-        study.enqueue_trial(dict(zip(names, cell, strict=True)))
-    return sw.n_trials if sw.n_trials is not None else waiting + len(todo)
-
-
-# -- one trial ------------------------------------------------------------------------------------------------------
-def metric(summary: dict[str, Any], name: str) -> float | None:
-    """A number from a run record: a key of ``metrics`` or a dotted path (``cost.wall_s``)."""
-    for root in (summary.get("metrics", {}), summary):
-        node: Any = root
-        for part in name.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, int | float) and not isinstance(node, bool):
-            return float(node)
-    return None
-
-
-def _one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
-
-
-def _is_oom(exc: BaseException) -> bool:
-    import torch
-
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
-
-
-@contextmanager
-def point_lock(path: Path, take: bool) -> Iterator[None]:
-    """Workers sharing a results folder never train the same point at once: the second waits, then reuses the
-    first one's record (or resumes its checkpoint). Only the main process of a trial locks."""
-    if not take:
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"another worker is training this point ({path.stem}); waiting for it", flush=True)
-            fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _reporter(trial: optuna.Trial, sw: Sweep) -> Callable[[int, dict], str | None]:
-    """Epoch callback: report the online kNN to Optuna; a reason to stop when the pruner says so."""
-
-    def report(epoch: int, row: dict) -> str | None:
-        value = row.get("monitor_knn_top1")
-        if value is None or not math.isfinite(value):
-            return None
-        trial.report(float(value), epoch)
-        if trial.should_prune():
-            return (f"pruned by the {sw.pruner['type']} pruner: online kNN top-1 {value:.2f}% after epoch "
-                    f"{epoch + 1}")
-        return None
-
-    return report
-
-
-def run_trial(sw: Sweep, number: int, params: dict[str, Any], trial: optuna.Trial | None = None,
-              position: tuple[int, int] | None = None) -> float | None:
-    """Train and evaluate one point as an ordinary run tagged with the study and trial number. On the main
-    process (``trial`` given) return the objective; raise TrialFailed / optuna.TrialPruned with the reason
-    stored as user attributes. Other processes (trial None) follow along and return None. ``position`` (n, N):
-    this is the n-th of the N trials this command runs, for the line that announces it."""
-
-    def note(**attrs: Any) -> None:
-        if trial is not None:
-            for k, v in attrs.items():
-                trial.set_user_attr(k, v)
-
-    def failed(kind: str, reason: str) -> TrialFailed:
-        note(fail_kind=kind, reason=reason)
-        return TrialFailed(reason)
-
-    overrides = [*sw.base, *(f"{k}={fmt_value(v)}" for k, v in params.items()), "resume=true"]
-    try:
-        cfg = compose(overrides)
-    except ConfigError as exc:
-        raise failed("config", f"invalid config at this point: {exc}") from None
-    with open_dict(cfg):
-        cfg.tags.sweep, cfg.tags.study, cfg.tags.trial = sw.meta["sweep"], sw.study, str(number)
-    run_dir = find_run_dir(cfg)
-    rid = run_dir.name
-    record = run_dir / "summary.json"
-    if trial is not None:
-        of = f" ({position[0]} of {position[1]})" if position else ""
-        print(f"[sweep {sw.study}] trial {number}{of}: " + " ".join(f"{k}={fmt_value(v)}" for k, v in params.items()),
-              flush=True)
-    callbacks = [_reporter(trial, sw)] if trial is not None and sw.prunes else []
-    try:
-        with point_lock(sw.results / "sweeps" / "locks" / f"{rid}.lock", trial is not None):
-            note(run_id=rid, record=str(record), reused=record.exists())
-            summary = run_experiment(cfg, epoch_callbacks=callbacks)
-    except TrainingStopped as exc:
-        if exc.pruned:
-            note(fail_kind="pruned", reason=str(exc))
-            raise optuna.TrialPruned(str(exc)) from None
-        if exc.exit_code == 1:
-            raise failed("nan", f"diverged: {_one_line(exc)}") from None
-        note(fail_kind="interrupted", reason=_one_line(exc))
-        raise  # Ctrl-C / SIGTERM: the sweep stops; the next run of the command trains this point again
-    except DataNotFound:
-        raise  # every trial would fail the same way
-    except ConfigError as exc:
-        raise failed("config", f"invalid config at this point: {exc}") from None
-    except Exception as exc:
-        if _is_oom(exc):
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            raise failed("oom", f"out of memory: {_one_line(exc)}") from None
-        traceback.print_exc()
-        raise failed("crash", f"crashed: {type(exc).__name__}: {_one_line(exc)}") from None
-    if trial is None:
-        return None
-    value = metric(summary, sw.objective)
-    for key in ("knn_top1", "monitor_knn_top1", "final_loss", "final_prototypes_used"):
-        if key in summary.get("metrics", {}):
-            note(**{key: summary["metrics"][key]})
-    note(wall_s=summary.get("cost", {}).get("wall_s"))
-    if value is None:
-        available = sorted(summary.get("metrics", {})) + sorted(f"cost.{k}" for k in summary.get("cost", {}))
-        note(fail_kind="config", reason=f"objective {sw.objective} not in the record")
-        raise ConfigError(f"objective '{sw.objective}' is not in the run record {record}; available: "
-                          f"{', '.join(available)}")
-    note(objective_value=value)
-    if summary.get("collapsed"):
-        raise failed("collapse", f"collapsed: every image assigned to one prototype ({sw.objective} {value:.2f})")
-    if not math.isfinite(value):
-        raise failed("nan", f"{sw.objective} is {value}")
-    return value
-
-
-# -- several processes per trial (accelerate launch) --------------------------------------------------------------
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def rank() -> int:
-    return int(os.environ.get("RANK", "0"))
-
-
-def share(obj: Any) -> Any:
-    """Broadcast a picklable object from the main process to every process (identity on one process)."""
-    if world_size() == 1:
-        return obj
-    import torch.distributed as dist
-    from accelerate.state import PartialState
-    from accelerate.utils import parse_flag_from_env
-
-    # The process state every run's Accelerator will share (same arguments as Accelerator gives it). Its
-    # process group must outlive each run: Accelerator.end_training() destroys it unless FORK_LAUNCHED is set
-    # (read by every PartialState(); it changes nothing else outside TPUs).
-    os.environ["FORK_LAUNCHED"] = "1"
-    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
-    box = [obj]
-    dist.broadcast_object_list(box, src=0, device=state.device if dist.get_backend() == "nccl" else None)
-    return box[0]
-
-
-def end_processes() -> None:
-    if world_size() > 1:
-        import torch.distributed as dist
-
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
-
-def follow(sw: Sweep) -> None:
-    """The other processes: run each trial the main process announces until it says stop."""
-    while True:
-        msg = share(None)
-        if not msg or msg[0] != "trial":
-            return
-        _, number, params = msg
-        try:
-            run_trial(sw, number, params, None)
-        except (TrialFailed, optuna.TrialPruned):
-            pass
-
-
-# -- the study ------------------------------------------------------------------------------------------------------
-class _NoTraceback(logging.Filter):
-    """Optuna logs a failed trial with its traceback; for TrialFailed the reason is the whole story."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], TrialFailed):
-            record.exc_info = None
-        return True
-
-
-def optimize(study: optuna.Study, sw: Sweep, n: int) -> None:
-    started = [0]
-
-    def objective(trial: optuna.Trial) -> float:
-        params = {name: p.suggest(trial) for name, p in sw.params.items()}
-        share(("trial", trial.number, params))
-        started[0] += 1
-        value = run_trial(sw, trial.number, params, trial, position=(started[0], n))
-        assert value is not None
-        return value
-
-    log = logging.getLogger("optuna.study._optimize")
-    filt = _NoTraceback()
-    log.addFilter(filt)
-    try:
-        study.optimize(objective, n_trials=n, timeout=sw.timeout, catch=(TrialFailed,))
-    finally:
-        log.removeFilter(filt)
-
-
-def spawn_workers(sw: Sweep, n: int) -> int:
-    """n_jobs worker processes on this machine, each a sweep with its share of the trials, one storage."""
-    k = min(sw.n_jobs, n)
-    shares = [n // k + (i < n % k) for i in range(k)]
-    keep = [a for a in sw.argv if a.split("=", 1)[0] not in ("n_jobs", "n_trials", "report", "study", "storage")]
-    keep += [f"study={sw.study}", f"storage={sw.storage}", "n_jobs=1", "report=false"]
-    if not any(a.startswith("train.num_threads=") for a in keep):
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        keep.append(f"train.num_threads={max(1, cores // k)}")
-    import torch
-
-    gpus = torch.cuda.device_count() if "CUDA_VISIBLE_DEVICES" not in os.environ else 0
-    procs = []
-    for i, s in enumerate(shares):
-        env = dict(os.environ)
-        if gpus > 1:
-            env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
-        procs.append(subprocess.Popen([sys.executable, "-m", "ssl_bench.sweep", *keep, f"n_trials={s}"], env=env))
-    print(f"[sweep {sw.study}] {k} workers, trials {shares}", flush=True)
-    return max(p.wait() for p in procs)
-
-
-def summarize(study: optuna.Study, meta: dict[str, Any], out_dir: Path, storage: str,
-              plot_params: list[str] | None = None) -> None:
-    """Print the best trial and write the table and figures."""
-    from ssl_bench.sweep_plots import write_report
-
-    States = optuna.trial.TrialState
-    trials = study.get_trials(deepcopy=False)
-    counts = {s.name.lower(): sum(t.state == s for t in trials) for s in States}
-    print(f"study {study.study_name}: {len(trials)} trials (" + ", ".join(f"{v} {k}" for k, v in counts.items() if v)
-          + ")")
-    if counts["complete"]:
-        best = study.best_trial
-        print(f"highest {meta.get('objective', 'value')}: trial {best.number}, {best.value:.4g}, params "
-              + " ".join(f"{k}={fmt_value(v)}" for k, v in best.params.items())
-              + " (one trial per point is one seed: see the figures' n before calling it best)")
-    paths = write_report(study, meta, out_dir, plot_params, runs_dir=out_dir.parent.parent / "runs")
-    for what, path in paths.items():
-        print(f"  {what}: {path}")
-    if storage.startswith(("sqlite", "postgresql", "mysql")):
-        print(f"  dashboard: optuna-dashboard {storage}")
-
-
-def report_only(own: dict[str, str]) -> int:
-    """n_trials=0 study=<name> without sweep=: report from the study's storage alone."""
-    results = Path(own.get("results", "results"))
-    storage = own.get("storage") or default_storage(results, own["study"])
-    try:
-        study = optuna.load_study(study_name=own["study"], storage=make_storage(storage))
-    except KeyError:
-        raise ConfigError(f"no study '{own['study']}' in {storage}") from None
-    plot = _list(own["plot_params"]) if "plot_params" in own else None
-    summarize(study, study.user_attrs.get(META, {}), results / "figures" / safe_name(own["study"]), storage, plot)
-    return 0
-
-
-def main(argv: list[str]) -> int:
-    if help_requested(argv):
-        print(COMMAND.help())
-        return 0
-    own, _, _ = split_argv(argv)
-    if "sweep" not in own and own.get("n_trials") == "0" and "study" in own:
-        return report_only(own)
-    sw = parse(argv)
-    if rank() != 0:
-        try:
-            follow(sw)
-        finally:
-            end_processes()
-        return 0
-    code = 0
-    try:
-        study = open_study(sw)
-        n = plan_trials(study, sw)
-        print(f"[sweep {sw.study}] {sw.meta['description'] or sw.name}: {n} trial(s) now, sampler "
-              f"{sw.sampler['type']}, pruner {sw.pruner['type'] if sw.prunes else 'off'}, objective "
-              f"{sw.objective} ({sw.direction}), storage {sw.storage}", flush=True)
-        if sw.pruner["type"] != "none" and not sw.prunes:
-            print("  (pruning reports the online kNN, higher is better: off with direction=minimize)")
-        if n and sw.n_jobs > 1:
-            code = spawn_workers(sw, n)
-        elif n:
-            optimize(study, sw, n)
-    finally:
-        if world_size() > 1:
-            share(("stop",))
-            end_processes()
-    if sw.report:
-        summarize(study, sw.meta, sw.results / "figures" / safe_name(sw.study), sw.storage, sw.plot_params)
-    return code
-
-
-def _entry() -> int:
-    try:
-        return guarded(main)
-    except KeyboardInterrupt:
-        print("interrupted; run the same command again to continue the study", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(_entry())

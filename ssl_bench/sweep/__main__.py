@@ -1,0 +1,8 @@
+"""python -m ssl_bench.sweep / accelerate launch -m ssl_bench.sweep (see ssl_bench.sweep.spec.DOC, or --help)."""
+
+import sys
+
+from ssl_bench.sweep.command import entry
+
+if __name__ == "__main__":
+    sys.exit(entry())

@@ -1,0 +1,60 @@
+"""The sweep command: parse, open the study, plan, run the trials (here, in worker processes, or with the other
+processes of an accelerate launch), report."""
+
+from __future__ import annotations
+
+import sys
+
+from ssl_bench.cli import guarded
+from ssl_bench.overrides import help_requested
+from ssl_bench.sweep.report import report_only, summarize
+from ssl_bench.sweep.spec import COMMAND, parse, safe_name, split_argv
+from ssl_bench.sweep.storage import open_study, plan_trials
+from ssl_bench.sweep.trials import follow, optimize
+from ssl_bench.sweep.workers import end_processes, rank, share, spawn_workers, world_size
+
+
+def main(argv: list[str]) -> int:
+    if help_requested(argv):
+        print(COMMAND.help())
+        return 0
+    own, _, _ = split_argv(argv)
+    if "sweep" not in own and own.get("n_trials") == "0" and "study" in own:
+        return report_only(own)
+    sw = parse(argv)
+    if rank() != 0:
+        try:
+            follow(sw)
+        finally:
+            end_processes()
+        return 0
+    code = 0
+    try:
+        study = open_study(sw)
+        n = plan_trials(study, sw)
+        print(f"[sweep {sw.study}] {sw.meta['description'] or sw.name}: {n} trial(s) now, sampler "
+              f"{sw.sampler['type']}, pruner {sw.pruner['type'] if sw.prunes else 'off'}, objective "
+              f"{sw.objective} ({sw.direction}), storage {sw.storage}", flush=True)
+        if sw.pruner["type"] != "none" and not sw.prunes:
+            print("  (pruning reports the online kNN, higher is better: off with direction=minimize)")
+        if n and sw.n_jobs > 1:
+            code = spawn_workers(sw, n)
+        elif n:
+            optimize(study, sw, n)
+    finally:
+        if world_size() > 1:
+            share(("stop",))
+            end_processes()
+    if sw.report:
+        summarize(study, sw.meta, sw.results / "figures" / safe_name(sw.study), sw.storage, sw.plot_params)
+    return code
+
+
+def entry() -> int:
+    """`python -m ssl_bench.sweep`: bad input is one line and exit 2; Ctrl-C says how to continue."""
+    try:
+        return guarded(main)
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to continue the study", file=sys.stderr)
+        return 130
+

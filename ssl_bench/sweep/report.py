@@ -1,0 +1,48 @@
+"""The end of a study: the best trial on the terminal, the table and figures under <results>/figures/<study>/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from ssl_bench.config import ConfigError
+from ssl_bench.sweep.spec import _list, default_storage, fmt_value, safe_name
+from ssl_bench.sweep.storage import META, make_storage
+
+
+def summarize(study: optuna.Study, meta: dict[str, Any], out_dir: Path, storage: str,
+              plot_params: list[str] | None = None) -> None:
+    """Print the best trial and write the table and figures."""
+    from ssl_bench.sweep.plots import write_report
+
+    States = optuna.trial.TrialState
+    trials = study.get_trials(deepcopy=False)
+    counts = {s.name.lower(): sum(t.state == s for t in trials) for s in States}
+    print(f"study {study.study_name}: {len(trials)} trials (" + ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+          + ")")
+    if counts["complete"]:
+        best = study.best_trial
+        print(f"highest {meta.get('objective', 'value')}: trial {best.number}, {best.value:.4g}, params "
+              + " ".join(f"{k}={fmt_value(v)}" for k, v in best.params.items())
+              + " (one trial per point is one seed: see the figures' n before calling it best)")
+    paths = write_report(study, meta, out_dir, plot_params, runs_dir=out_dir.parent.parent / "runs")
+    for what, path in paths.items():
+        print(f"  {what}: {path}")
+    if storage.startswith(("sqlite", "postgresql", "mysql")):
+        print(f"  dashboard: optuna-dashboard {storage}")
+
+
+def report_only(own: dict[str, str]) -> int:
+    """n_trials=0 study=<name> without sweep=: report from the study's storage alone."""
+    results = Path(own.get("results", "results"))
+    storage = own.get("storage") or default_storage(results, own["study"])
+    try:
+        study = optuna.load_study(study_name=own["study"], storage=make_storage(storage))
+    except KeyError:
+        raise ConfigError(f"no study '{own['study']}' in {storage}") from None
+    plot = _list(own["plot_params"]) if "plot_params" in own else None
+    summarize(study, study.user_attrs.get(META, {}), results / "figures" / safe_name(own["study"]), storage, plot)
+    return 0
+

@@ -1,0 +1,206 @@
+"""One trial: an ordinary run tagged with the study and trial number, its objective, and why it failed."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import math
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import optuna
+from omegaconf import open_dict
+
+from ssl_bench.config import ConfigError, compose
+from ssl_bench.errors import DataNotFound, TrainingStopped
+from ssl_bench.experiment import run_experiment
+from ssl_bench.results import find_run_dir
+from ssl_bench.sweep.spec import Sweep, fmt_value
+from ssl_bench.sweep.workers import share
+
+
+class TrialFailed(Exception):
+    """A trial without a usable result (NaN loss, collapse, out of memory, a crash); the study goes on."""
+
+
+
+
+def metric(summary: dict[str, Any], name: str) -> float | None:
+    """A number from a run record: a key of ``metrics`` or a dotted path (``cost.wall_s``)."""
+    for root in (summary.get("metrics", {}), summary):
+        node: Any = root
+        for part in name.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, int | float) and not isinstance(node, bool):
+            return float(node)
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _is_oom(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+@contextmanager
+def point_lock(path: Path, take: bool) -> Iterator[None]:
+    """Workers sharing a results folder never train the same point at once: the second waits, then reuses the
+    first one's record (or resumes its checkpoint). Only the main process of a trial locks."""
+    if not take:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"another worker is training this point ({path.stem}); waiting for it", flush=True)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _reporter(trial: optuna.Trial, sw: Sweep) -> Callable[[int, dict], str | None]:
+    """Epoch callback: report the online kNN to Optuna; a reason to stop when the pruner says so."""
+
+    def report(epoch: int, row: dict) -> str | None:
+        value = row.get("monitor_knn_top1")
+        if value is None or not math.isfinite(value):
+            return None
+        trial.report(float(value), epoch)
+        if trial.should_prune():
+            return (f"pruned by the {sw.pruner['type']} pruner: online kNN top-1 {value:.2f}% after epoch "
+                    f"{epoch + 1}")
+        return None
+
+    return report
+
+
+def run_trial(sw: Sweep, number: int, params: dict[str, Any], trial: optuna.Trial | None = None,
+              position: tuple[int, int] | None = None) -> float | None:
+    """Train and evaluate one point as an ordinary run tagged with the study and trial number. On the main
+    process (``trial`` given) return the objective; raise TrialFailed / optuna.TrialPruned with the reason
+    stored as user attributes. Other processes (trial None) follow along and return None. ``position`` (n, N):
+    this is the n-th of the N trials this command runs, for the line that announces it."""
+
+    def note(**attrs: Any) -> None:
+        if trial is not None:
+            for k, v in attrs.items():
+                trial.set_user_attr(k, v)
+
+    def failed(kind: str, reason: str) -> TrialFailed:
+        note(fail_kind=kind, reason=reason)
+        return TrialFailed(reason)
+
+    overrides = [*sw.base, *(f"{k}={fmt_value(v)}" for k, v in params.items()), "resume=true"]
+    try:
+        cfg = compose(overrides)
+    except ConfigError as exc:
+        raise failed("config", f"invalid config at this point: {exc}") from None
+    with open_dict(cfg):
+        cfg.tags.sweep, cfg.tags.study, cfg.tags.trial = sw.meta["sweep"], sw.study, str(number)
+    run_dir = find_run_dir(cfg)
+    rid = run_dir.name
+    record = run_dir / "summary.json"
+    if trial is not None:
+        of = f" ({position[0]} of {position[1]})" if position else ""
+        print(f"[sweep {sw.study}] trial {number}{of}: " + " ".join(f"{k}={fmt_value(v)}" for k, v in params.items()),
+              flush=True)
+    callbacks = [_reporter(trial, sw)] if trial is not None and sw.prunes else []
+    try:
+        with point_lock(sw.results / "sweeps" / "locks" / f"{rid}.lock", trial is not None):
+            note(run_id=rid, record=str(record), reused=record.exists())
+            summary = run_experiment(cfg, epoch_callbacks=callbacks)
+    except TrainingStopped as exc:
+        if exc.pruned:
+            note(fail_kind="pruned", reason=str(exc))
+            raise optuna.TrialPruned(str(exc)) from None
+        if exc.exit_code == 1:
+            raise failed("nan", f"diverged: {_one_line(exc)}") from None
+        note(fail_kind="interrupted", reason=_one_line(exc))
+        raise  # Ctrl-C / SIGTERM: the sweep stops; the next run of the command trains this point again
+    except DataNotFound:
+        raise  # every trial would fail the same way
+    except ConfigError as exc:
+        raise failed("config", f"invalid config at this point: {exc}") from None
+    except Exception as exc:
+        if _is_oom(exc):
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            raise failed("oom", f"out of memory: {_one_line(exc)}") from None
+        traceback.print_exc()
+        raise failed("crash", f"crashed: {type(exc).__name__}: {_one_line(exc)}") from None
+    if trial is None:
+        return None
+    value = metric(summary, sw.objective)
+    for key in ("knn_top1", "monitor_knn_top1", "final_loss", "final_prototypes_used"):
+        if key in summary.get("metrics", {}):
+            note(**{key: summary["metrics"][key]})
+    note(wall_s=summary.get("cost", {}).get("wall_s"))
+    if value is None:
+        available = sorted(summary.get("metrics", {})) + sorted(f"cost.{k}" for k in summary.get("cost", {}))
+        note(fail_kind="config", reason=f"objective {sw.objective} not in the record")
+        raise ConfigError(f"objective '{sw.objective}' is not in the run record {record}; available: "
+                          f"{', '.join(available)}")
+    note(objective_value=value)
+    if summary.get("collapsed"):
+        raise failed("collapse", f"collapsed: every image assigned to one prototype ({sw.objective} {value:.2f})")
+    if not math.isfinite(value):
+        raise failed("nan", f"{sw.objective} is {value}")
+    return value
+
+
+
+class _NoTraceback(logging.Filter):
+    """Optuna logs a failed trial with its traceback; for TrialFailed the reason is the whole story."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], TrialFailed):
+            record.exc_info = None
+        return True
+
+
+def optimize(study: optuna.Study, sw: Sweep, n: int) -> None:
+    started = [0]
+
+    def objective(trial: optuna.Trial) -> float:
+        params = {name: p.suggest(trial) for name, p in sw.params.items()}
+        share(("trial", trial.number, params))
+        started[0] += 1
+        value = run_trial(sw, trial.number, params, trial, position=(started[0], n))
+        assert value is not None
+        return value
+
+    log = logging.getLogger("optuna.study._optimize")
+    filt = _NoTraceback()
+    log.addFilter(filt)
+    try:
+        study.optimize(objective, n_trials=n, timeout=sw.timeout, catch=(TrialFailed,))
+    finally:
+        log.removeFilter(filt)
+
+
+def follow(sw: Sweep) -> None:
+    """The other processes: run each trial the main process announces until it says stop."""
+    while True:
+        msg = share(None)
+        if not msg or msg[0] != "trial":
+            return
+        _, number, params = msg
+        try:
+            run_trial(sw, number, params, None)
+        except (TrialFailed, optuna.TrialPruned):
+            pass
+
