@@ -8,17 +8,18 @@ optional hooks below with a :class:`Context`. Adding a method is one file in met
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from ssl_bench.distributed import all_reduce_
+
+# The registry lives in a torch-free leaf module (the config imports it); re-exported here for method files.
+from ssl_bench.registry import MethodEntry, register, registry  # noqa: F401
 
 
 @dataclass
@@ -72,38 +73,6 @@ class Method(nn.Module):
     @classmethod
     def check_config(cls, cfg: DictConfig) -> None:
         """Cross-section checks (e.g. against the batch size); raise ConfigError with one line."""
-
-
-@dataclass
-class MethodEntry:
-    cls: type[Method]
-    config: type
-    display: str  # how tables and figures write the method's name
-
-    def validate(self, cfg: DictConfig) -> None:
-        self.config(**OmegaConf.to_container(cfg.method))  # the dataclass's __post_init__ range checks
-        self.cls.check_config(cfg)
-
-
-_REGISTRY: dict[str, MethodEntry] = {}
-
-
-def register(name: str, config: type, display: str | None = None) -> Callable[[type[Method]], type[Method]]:
-    def deco(cls: type[Method]) -> type[Method]:
-        _REGISTRY[name] = MethodEntry(cls, config, display or name)
-        return cls
-
-    return deco
-
-
-def registry() -> dict[str, MethodEntry]:
-    # Import every method file (not only while the registry is empty: a caller may have imported one already).
-    package = importlib.import_module(__package__)  # ssl_bench.methods, wherever its files are
-
-    for mod in pkgutil.iter_modules(package.__path__):
-        if mod.name != "base":
-            importlib.import_module(f"{__package__}.{mod.name}")
-    return dict(sorted(_REGISTRY.items()))
 
 
 def build_method(cfg: DictConfig, embed_dim: int) -> Method:

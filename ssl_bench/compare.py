@@ -31,6 +31,7 @@ from ssl_bench.errors import TrainingStopped
 from ssl_bench.experiment import run_experiment
 from ssl_bench.identity import configuration_id
 from ssl_bench.overrides import Command, Key, help_requested
+from ssl_bench.registry import registry
 from ssl_bench.report import (
     ALPHA,
     Paired,
@@ -78,8 +79,6 @@ OWN_KEYS = tuple(k.name for k in COMMAND.keys)
 
 def all_methods() -> list[str]:
     """Every registered method (methods/), the suite's order first."""
-    from ssl_bench.methods import registry
-
     return method_order(registry())
 
 

@@ -28,6 +28,7 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from ssl_bench.errors import ConfigError, DataNotFound
+from ssl_bench.registry import registry  # the one list of methods; torch-free, and no method file imports config
 from ssl_bench.tracking import tracker_problem
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -289,8 +290,6 @@ AUGMENT_BACKENDS = ("auto", "pil", "tensor", "hybrid")
 
 
 def _register() -> None:
-    from ssl_bench.methods import registry
-
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
     for name, entry in registry().items():
@@ -564,8 +563,6 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
 
 def validate(cfg: DictConfig) -> None:
     """Range checks that types alone cannot express; each failure is one line naming the valid range."""
-    from ssl_bench.methods import registry
-
     methods = registry()
     _check(cfg.method.name in methods, f"unknown method '{cfg.method.name}'; valid: {', '.join(methods)}")
     _check(cfg.backbone.name in BACKBONES,
@@ -642,8 +639,6 @@ def _validate_dataset(cfg: DictConfig) -> None:
     _check(len(d.pretrain_splits) == 1, f"dataset.streaming=true streams one pretraining split, got "
            f"dataset.pretrain_splits={list(d.pretrain_splits)}")
     _check(d.shuffle_buffer >= 1, f"dataset.shuffle_buffer must be >= 1, got {d.shuffle_buffer}")
-    from ssl_bench.methods import registry
-
     method = cfg.method.name
     _check(not getattr(registry()[method].cls, "needs_full_pass", False),
            f"method {method} needs every pretraining image by index (a memory bank filled by a full pass over the "

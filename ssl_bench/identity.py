@@ -28,6 +28,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ssl_bench.config import NON_CONFIGURATION_KEYS, ConfigError, RunConfig, compose
+from ssl_bench.registry import registry
 
 # Top-level entries that are bookkeeping, never part of a configuration.
 BOOKKEEPING = ("seed", "choices", "overrides")
@@ -57,8 +58,6 @@ def _framework_defaults() -> dict[str, Any]:
 
 @functools.cache
 def _method_defaults(method: str) -> dict[str, Any]:
-    from ssl_bench.methods import registry
-
     entry = registry().get(method)
     if entry is None:
         return {}

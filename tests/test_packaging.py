@@ -142,3 +142,41 @@ def test_ssl_bench_command_dispatches_and_lists_commands(capsys):
     assert all(f"  {c} " in out for c in COMMANDS)
     assert main(["run", "budget=nope"]) == 2
     assert capsys.readouterr().err.strip().startswith("error: unknown budget 'nope'; valid choices: ")
+
+
+def test_every_module_imports_alone_and_config_never_imports_a_method():
+    """A fresh interpreter imports each module of ssl_bench and of the objectives first (no import-order cycle);
+    the dependency between config and methods is one-way: method files never load ssl_bench.config, and the config
+    reaches them only through the torch-free registry, so importing it stays cheap."""
+    import textwrap
+
+    modules = sorted({".".join(p.relative_to(ROOT).with_suffix("").parts) for p in (ROOT / "ssl_bench").rglob("*.py")}
+                     | {f"ssl_bench.methods.{p.stem}" for p in (ROOT / "methods").glob("*.py")})
+    modules = [m.removesuffix(".__init__") for m in modules if not m.endswith("__main__")]
+    code = textwrap.dedent("""
+        import importlib, json, sys
+        cheap = {}
+        for name in ("ssl_bench.errors", "ssl_bench.registry", "ssl_bench.overrides", "ssl_bench.config"):
+            importlib.import_module(name)
+            cheap[name] = "torch" in sys.modules
+        out = {"cheap": cheap, "failed": {}, "config_from_methods": []}
+        for name in sys.argv[1:]:
+            for m in [m for m in sys.modules if m == "ssl_bench" or m.startswith("ssl_bench.")]:
+                del sys.modules[m]  # every import starts from no module of ours loaded (torch etc. stay cached)
+            try:
+                importlib.import_module(name)
+            except Exception as exc:
+                out["failed"][name] = f"{type(exc).__name__}: {exc}"
+            if name.startswith("ssl_bench.methods") and "ssl_bench.config" in sys.modules:
+                out["config_from_methods"].append(name)
+        print(json.dumps(out))
+    """)
+    env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", code, *modules], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = __import__("json").loads(proc.stdout.strip().splitlines()[-1])
+    assert "ssl_bench.config" in modules and "ssl_bench.methods.swav" in modules and len(modules) > 30
+    assert out["failed"] == {}
+    assert out["config_from_methods"] == []
+    assert not any(out["cheap"].values()), out["cheap"]  # config, registry, errors, overrides: no torch
