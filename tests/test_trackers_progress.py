@@ -85,7 +85,9 @@ def test_kmeans_reports_each_iteration():
 
 
 def test_sweep_announces_trial_n_of_n(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(sweep, "run_experiment",
+    from ssl_bench.sweep import trials
+
+    monkeypatch.setattr(trials, "run_experiment",
                         lambda *a, **k: {"metrics": {"knn_top1": 50.0}, "cost": {"wall_s": 1.0}})
     args = ["sweep=swav_prototypes_epsilon", "method=swav", "budget=smoke", f"results={tmp_path}", "study=s",
             "n_trials=2", "report=false"]
@@ -154,3 +156,65 @@ def test_tensorboard_gets_per_step_and_per_epoch_scalars_and_the_record_the_prec
     steps = {tag: [e.step for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
     assert steps["train/loss"] == [2, 4, 6, 8] and steps["train/lr"] == [2, 4, 6, 8]  # every 2 of 8 steps
     assert steps["epoch/loss"] == [4, 8] and steps["epoch/monitor_knn_top1"] == [4, 8]  # each epoch, same axis
+
+
+class FakeTracker:
+    """Stands in for Accelerate's WandBTracker / MLflowTracker (no package, no network): records what it is given."""
+
+    made: list["FakeTracker"] = []
+
+    @classmethod
+    def named(cls, tracker_name: str) -> type:
+        from accelerate.tracking import GeneralTracker
+
+        def init(self, project: str, /, **kwargs) -> None:  # as Accelerate calls a tracker without a logging dir
+            GeneralTracker.__init__(self)
+            self.project, self.kwargs, self.config, self.logged, self.finished = project, kwargs, None, [], False
+            FakeTracker.made.append(self)
+
+        return type(f"Fake{tracker_name}", (GeneralTracker,), {
+            "name": tracker_name, "requires_logging_directory": False, "main_process_only": True,
+            "__init__": init, "tracker": property(lambda self: self),
+            "store_init_configuration": lambda self, values: setattr(self, "config", values),
+            "log": lambda self, values, step=None, **kw: self.logged.append((step, dict(values))),
+            "finish": lambda self: setattr(self, "finished", True)})
+
+
+def test_wandb_and_mlflow_go_to_accelerates_log_with_per_step_and_per_epoch(tmp_path, monkeypatch):
+    """train.trackers=[wandb,mlflow] with stand-ins registered as Accelerate's wandb and mlflow trackers: the names
+    reach Accelerator(log_with=...), each tracker is started with the run's name and config, gets train/loss and
+    train/lr every train.log_every optimiser steps and every epoch's metrics, all on the optimiser-step axis."""
+    import accelerate.tracking as at
+    from accelerate.utils import LoggerType
+
+    from ssl_bench import experiment, tracking
+
+    FakeTracker.made.clear()
+    for name in ("wandb", "mlflow"):
+        monkeypatch.setitem(at.LOGGER_TYPE_TO_CLASS, name, FakeTracker.named(name))
+    monkeypatch.setattr(at, "_available_trackers", [*at._available_trackers, LoggerType.WANDB, LoggerType.MLFLOW])
+    monkeypatch.setattr(tracking, "_installed", lambda module: True)  # as if `pip install 'ssl_bench[wandb]'`
+    given = []
+    real_accelerator = experiment.Accelerator
+    monkeypatch.setattr(experiment, "Accelerator", lambda **kw: given.append(kw.get("log_with")) or
+                        real_accelerator(**kw))
+
+    run_experiment(smoke(tmp_path, "train.trackers=[wandb,mlflow]", "train.log_every=3"))
+    run, summary = record(tmp_path)
+    assert given == [["wandb", "mlflow"]]
+    assert [t.name for t in FakeTracker.made] == ["wandb", "mlflow"]
+    wandb, mlflow = FakeTracker.made
+    assert wandb.project == mlflow.project == "ssl_bench"  # wandb's project, mlflow's experiment
+    assert wandb.kwargs == {"name": run.name, "dir": str(run)} and mlflow.kwargs == {"run_name": run.name}
+    for t in FakeTracker.made:
+        assert t.config["method.name"] == "swav" and t.config["train.log_every"] == 3 and t.finished
+        steps = {}
+        for step, values in t.logged:
+            for key in values:
+                steps.setdefault(key, []).append(step)
+        # smoke: 2 epochs x 4 optimiser steps; per step every 3rd, per epoch at its last step.
+        assert steps["train/loss"] == [3, 6] and steps["train/lr"] == [3, 6]
+        assert steps["epoch/loss"] == [4, 8] and steps["epoch/monitor_knn_top1"] == [4, 8]
+        assert all(isinstance(v, float | int) for _, values in t.logged for v in values.values())
+    final = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()][-1]
+    assert wandb.logged[-1][1]["epoch/loss"] == final["loss"]
