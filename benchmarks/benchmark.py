@@ -7,6 +7,9 @@
    (no data loading). The two loops' steps are interleaved (ABBA order) so that machine noise hits both.
    Both run at one constant lr, so they follow the same trajectory: equal losses show equal work. The
    loop's fixed cost per step is also measured on a 4-parameter model, where nothing else costs anything.
+   The ratio is measured with each speed option off and on (``--options``): both loops then get the option
+   (channels-last model and crops, fused optimiser, compiled backbone and head), so the ratio stays the
+   cost of our loop, not of the option.
 2. Sinkhorn-Knopp: ``ssl_bench.sinkhorn.sinkhorn`` against lightly's ``sinkhorn`` on a 4096 x 3000
    float32 matrix of cosine scores (epsilon 0.05, 3 iterations): median time, speed-up, largest code
    difference; and what each returns once scores / epsilon exceeds float32's exp range (~88).
@@ -15,6 +18,7 @@
     .venv/bin/python -m benchmarks.benchmark --steps 10 --sinkhorn-repeats 7    # quicker, noisier
     .venv/bin/python benchmarks/benchmark.py --skip-loop    # Sinkhorn only
     .venv/bin/python -m benchmarks.benchmark --threads 1    # steadier when other processes share the cores
+    .venv/bin/python -m benchmarks.benchmark --options off,fused --skip-sinkhorn    # some options only
 """
 
 from __future__ import annotations
@@ -41,11 +45,15 @@ from lightly.loss.swav_loss import sinkhorn as lightly_sinkhorn  # noqa: E402
 from ssl_bench.config import compose  # noqa: E402
 from ssl_bench.experiment import build_model, make_accelerator  # noqa: E402
 from ssl_bench.methods.base import Method  # noqa: E402
+from ssl_bench.models import apply_speed_options  # noqa: E402
 from ssl_bench.optim import build_optimizer  # noqa: E402
 from ssl_bench.sinkhorn import random_cosine_scores, sinkhorn, sinkhorn_log_reference  # noqa: E402
 from ssl_bench.train import Trainer  # noqa: E402
 
 LOOP_GOAL = 1.03  # ours / bare, per step
+# The speed options the loop ratio is measured with (each alone; "off" is none of them).
+OPTIONS = {"off": [], "channels_last": ["train.channels_last=true"], "fused": ["optim.fused=true"],
+           "compile": ["train.compile=true"]}
 
 
 # -- helpers ------------------------------------------------------------------------------------------
@@ -130,6 +138,7 @@ def bench_loop(overrides: list[str], steps: int, warmup: int, tiny: bool = False
     torch.manual_seed(cfg.seed)
     model = _TinyModel(cfg) if tiny else build_model(cfg)
     bare_model = copy.deepcopy(model)  # same architecture, same initial weights
+    apply_speed_options(bare_model, cfg)  # the Trainer does the same to `model`
 
     losses: dict[str, list[float]] = {"ours": [], "bare": []}
 
@@ -175,16 +184,31 @@ def bench_loop(overrides: list[str], steps: int, warmup: int, tiny: bool = False
 
 
 # -- 2. Sinkhorn --------------------------------------------------------------------------------------
-def bench_sinkhorn(b: int, k: int, eps: float, iters: int, repeats: int) -> dict:
-    s = random_cosine_scores(b, k)
+def synced(fn: Callable[[], object], device: torch.device) -> Callable[[], object]:
+    """fn, then wait for the device: a timed call on a GPU must include its kernels, not only their launch."""
+    if device.type != "cuda":
+        return fn
+
+    def call() -> object:
+        out = fn()
+        torch.cuda.synchronize(device)
+        return out
+
+    return call
+
+
+def bench_sinkhorn(b: int, k: int, eps: float, iters: int, repeats: int, device: str | torch.device = "cpu") -> dict:
+    dev = torch.device(device)
+    s = random_cosine_scores(b, k).to(dev)
     fns = {"ours": lambda: sinkhorn(s, eps, iters), "lightly": lambda: lightly_sinkhorn(s, iters, eps),
            # The floor under both: allocating a B x K float32 tensor and writing it once (page faults on
            # first touch). Ours allocates one such tensor (its result); lightly's allocates two.
-           "fresh": lambda: torch.empty(b, k).fill_(1.0)}
+           "fresh": lambda: torch.empty(b, k, device=dev).fill_(1.0)}
+    fns = {name: synced(fn, dev) for name, fn in fns.items()}
     interleaved(fns, 2)  # warm-up
     times = interleaved(fns, repeats)
     ours_q, lightly_q = sinkhorn(s, eps, iters), lightly_sinkhorn(s, iters, eps)
-    out = {"b": b, "k": k, "eps": eps, "iters": iters, "repeats": repeats,
+    out = {"b": b, "k": k, "eps": eps, "iters": iters, "repeats": repeats, "device": str(dev),
            "ours_ms": median_ms(times["ours"]), "lightly_ms": median_ms(times["lightly"]),
            "ours_min": min(times["ours"]) * 1e3, "lightly_min": min(times["lightly"]) * 1e3,
            "fresh_ms": median_ms(times["fresh"]),
@@ -202,6 +226,27 @@ def bench_sinkhorn(b: int, k: int, eps: float, iters: int, repeats: int) -> dict
     return out
 
 
+def loop_option_rows(args: argparse.Namespace, options: list[str]) -> list[tuple[str, str, str, str]]:
+    """The loop ratio with each speed option on (both loops get it), one table row each."""
+    rows: list[tuple[str, str, str, str]] = []
+    base = compose(["budget=demo", *args.overrides])
+    for name in options:
+        if name == "fused" and base.optim.name not in ("sgd", "adamw"):
+            rows.append((f"step ratio, {name} on", "n/a", f"{base.optim.name} has no fused version", ""))
+            continue
+        torch._dynamo.reset()  # each compiled run starts from an empty cache of graphs
+        t0 = time.time()
+        # Compiling happens in the warm-up steps (one graph per crop size and per loop).
+        r = bench_loop([*args.overrides, *OPTIONS[name]], args.steps, args.warmup + (3 if name == "compile" else 0))
+        verdict = "ok" if r["paired_ratio"] <= LOOP_GOAL else f"ABOVE the {LOOP_GOAL} goal"
+        print(f"[1] {name} on: ours {r['ours_ms']:.2f} ms, bare {r['bare_ms']:.2f} ms per step, largest loss "
+              f"difference {r['max_loss_diff']:.1e} ({time.time() - t0:.0f} s with warm-up)")
+        rows.append((f"step ratio ours / bare, {name} on", f"paired median {r['paired_ratio']:.3f}",
+                     f"ratio of medians {r['ratio']:.3f}", f"goal <= {LOOP_GOAL}: {verdict}"))
+        rows.append((f"  {name} on: ours / bare step", f"{r['ours_ms']:.2f} ms / {r['bare_ms']:.2f} ms", "", ""))
+    return rows
+
+
 # -- main ---------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -212,8 +257,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
     p.add_argument("--skip-loop", action="store_true")
     p.add_argument("--skip-sinkhorn", action="store_true")
+    p.add_argument("--options", default=",".join(OPTIONS),
+                   help=f"speed options to measure the loop ratio with, each alone: {', '.join(OPTIONS)}")
     p.add_argument("overrides", nargs="*", help="extra config overrides for the loop benchmark")
     args = p.parse_args(argv)
+    options = [o.strip() for o in args.options.split(",") if o.strip()]
+    unknown = [o for o in options if o not in OPTIONS]
+    if unknown:
+        p.error(f"unknown --options {', '.join(unknown)}; valid: {', '.join(OPTIONS)}")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
 
@@ -229,7 +280,7 @@ def main(argv: list[str] | None = None) -> None:
     rows: list[tuple[str, str, str, str]] = []
     t_start = time.time()
 
-    if not args.skip_loop:
+    if not args.skip_loop and "off" in options:
         r = bench_loop(args.overrides, args.steps, args.warmup)
         cfg = r["cfg"]
         shapes = " + ".join(f"{s.n}x{s.size}px" for s in (cfg.crops["global"], cfg.crops["local"]) if s.n)
@@ -260,6 +311,8 @@ def main(argv: list[str] | None = None) -> None:
              f"{fixed_ms / r['bare_ms'] * 100:+.3f}% of a demo step",
              f"implied ratio {1 + fixed_ms / r['bare_ms']:.4f}"),
         ]
+    if not args.skip_loop:
+        rows += loop_option_rows(args, [o for o in options if o != "off"])
 
     if not args.skip_sinkhorn:
         s = bench_sinkhorn(4096, 3000, 0.05, 3, args.sinkhorn_repeats)

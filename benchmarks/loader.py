@@ -48,15 +48,16 @@ from ssl_bench.multicrop import (  # noqa: E402
 )
 
 
-def write_jpegs(root: Path, n: int, seed: int = 0) -> float:
+def write_jpegs(root: Path, n: int, seed: int = 0, long: int = 500) -> float:
     """n JPEGs in root/train/<class>/; returns their mean size in KB. Smooth random colour fields with
-    grain: compressed and decoded like photographs (pure noise would decode ~2x slower than ImageNet)."""
+    grain: compressed and decoded like photographs (pure noise would decode ~2x slower than ImageNet).
+    ``long`` is the long side (short side 2/3 to 3/4 of it, ImageNet's typical 500 x 333..375)."""
     rng = np.random.default_rng(seed)
     total = 0
     for i in range(n):
         folder = root / "train" / f"c{i % 4}"
         folder.mkdir(parents=True, exist_ok=True)
-        long, short = 500, int(rng.integers(333, 376))
+        short = int(rng.integers(long * 2 // 3, long * 3 // 4 + 1))
         w, h = (long, short) if rng.random() < 0.8 else (short, long)  # mostly landscape, as ImageNet
         coarse = rng.integers(0, 256, (h // 16 + 1, w // 16 + 1, 3), dtype=np.uint8)
         smooth = np.asarray(Image.fromarray(coarse).resize((w, h), Image.Resampling.BICUBIC), dtype=np.int16)

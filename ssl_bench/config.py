@@ -47,7 +47,10 @@ GROUPS = ("method", "dataset", "backbone", "budget")
 NON_CONFIGURATION_KEYS = ("resume", "overwrite", "output_dir", "run_id", "tags", "print_config", "dataset.root",
                           "dataset.download", "data.num_workers", "train.num_threads", "train.log_every",
                           "train.tensorboard", "train.trackers", "train.progress", "train.checkpoint_every",
-                          "eval.splits_dir", "eval.feature_memory_mb", "eval.baseline_cache", "eval.batch_size")
+                          "eval.splits_dir", "eval.feature_memory_mb", "eval.baseline_cache", "eval.batch_size",
+                          # Speed options: the same computation in another order or layout (tests: equal results
+                          # within float round-off, as with more threads).
+                          "train.compile", "train.compile_backend", "train.channels_last", "optim.fused")
 # The k of the headline kNN metric: ``knn_top1`` is always the weighted kNN top-1 at this k (computed even when
 # eval.knn_k does not list it); every other k is recorded as ``knn_top1_k<k>``.
 KNN_K = 20
@@ -121,8 +124,9 @@ def _default_crops() -> dict[str, CropSpec]:
 class AugmentConfig:
     # Where crops are made: 'pil' per image in loader workers (lightly's transforms, any image size),
     # 'tensor' batched on the training device (fixed-size images), 'hybrid' crops in the workers and colour
-    # batched on the device (any image size); 'auto' = tensor for fixed-size images, else hybrid on a GPU
-    # and pil on a CPU (see ssl_bench.multicrop.resolve_backend).
+    # batched on the device (any image size), 'device_decode' workers only read the files' encoded bytes and
+    # the device decodes, crops and colours a batch (image files); 'auto' = tensor for fixed-size images, else
+    # hybrid on a GPU and pil on a CPU (see ssl_bench.multicrop.resolve_backend).
     backend: str = "auto"
     # SimCLR's colour distortion, blur and flip, applied to every crop (SwAV paper, A.2).
     hflip_prob: float = 0.5
@@ -166,6 +170,9 @@ class OptimConfig:
     exclude_bias_and_norm: bool = True
     lars_trust_coefficient: float = 0.001
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    # torch's fused kernel for the whole update (sgd, adamw; lightly's LARS has none). false: torch's default,
+    # which is already the multi-tensor (foreach) update on a GPU.
+    fused: bool = False
 
 
 @dataclass
@@ -189,6 +196,12 @@ class TrainConfig:
     tensorboard: bool = False
     # Experiment trackers through Accelerate (ssl_bench/tracking.py): tensorboard, wandb, mlflow.
     trackers: list[str] = field(default_factory=list)
+    # torch.compile the backbone and the head (one graph per crop size); the first steps pay the compilation.
+    compile: bool = False
+    # The torch.compile backend: inductor generates kernels; aot_eager only traces (checks, debugging).
+    compile_backend: str = "inductor"
+    # Backbone weights and crops in channels-last (NHWC) memory format: faster convolutions on tensor cores.
+    channels_last: bool = False
 
 
 @dataclass
@@ -286,7 +299,9 @@ class RunConfig:
 BACKBONES = ("small_cnn", "resnet18", "resnet50")
 OPTIMIZERS = ("sgd", "lars", "adamw")
 PRECISIONS = ("no", "fp16", "bf16")
-AUGMENT_BACKENDS = ("auto", "pil", "tensor", "hybrid")
+AUGMENT_BACKENDS = ("auto", "pil", "tensor", "hybrid", "device_decode")
+COMPILE_BACKENDS = ("inductor", "aot_eager", "eager")
+FUSED_OPTIMIZERS = ("sgd", "adamw")
 
 
 def _register() -> None:
@@ -332,7 +347,10 @@ MAIN_KEYS = {
     "optim.warmup_epochs": "linear warm-up epochs",
     "backbone.name": "small_cnn, resnet18 or resnet50",
     "backbone.sync_bn": "batch norm over the global batch; null = on with several processes",
-    "augment.backend": "where crops are made: auto, pil, tensor or hybrid",
+    "augment.backend": "where crops are made: auto, pil, tensor, hybrid or device_decode",
+    "train.compile": "torch.compile the backbone and head",
+    "train.channels_last": "channels-last memory format for the backbone and crops",
+    "optim.fused": "fused optimiser step (sgd, adamw)",
     "eval.protocols": "protocols after training: knn, linear, finetune, supervised",
     "eval.seeds": "evaluation seeds (each protocol repeated; mean and std recorded)",
     "eval.knn_k": "k's of the weighted kNN (k=20 is the headline)",
@@ -581,6 +599,14 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.augment.backend != "tensor" or cfg.dataset.image_size > 0,
            f"augment.backend=tensor needs fixed-size images; {cfg.dataset.name} has dataset.image_size=0 "
            "(use pil or hybrid)")
+    _check(cfg.augment.backend != "device_decode" or (cfg.dataset.image_size == 0 and not cfg.dataset.streaming),
+           f"augment.backend=device_decode decodes image files; {cfg.dataset.name} "
+           f"{'is streamed' if cfg.dataset.streaming else 'is held as pixels'} (use tensor, pil or hybrid)")
+    _check(cfg.train.compile_backend in COMPILE_BACKENDS, f"unknown train.compile_backend "
+           f"'{cfg.train.compile_backend}'; valid choices: {', '.join(COMPILE_BACKENDS)}")
+    _check(not cfg.optim.fused or cfg.optim.name in FUSED_OPTIMIZERS,
+           f"optim.fused=true: {cfg.optim.name} has no fused version (lightly's LARS updates parameter by parameter); "
+           f"fused works with {', '.join(FUSED_OPTIMIZERS)}")
     _check(cfg.data.batch_size > 0, f"data.batch_size must be > 0, got {cfg.data.batch_size}")
     _check(cfg.train.epochs > 0, f"train.epochs must be > 0, got {cfg.train.epochs}")
     _check(cfg.train.grad_accum >= 1, f"train.grad_accum must be >= 1, got {cfg.train.grad_accum}")

@@ -70,6 +70,8 @@ class SSLModel(nn.Module):
     def __init__(self, backbone: nn.Module, head: nn.Module, method: Method) -> None:
         super().__init__()
         self.backbone, self.head, self.method = backbone, head, method
+        # The layout of the crops given to the backbone (channels_last with train.channels_last).
+        self.memory_format = torch.contiguous_format
 
     def project(self, crops: list[Tensor]) -> list[Tensor]:
         z_crops: list[Tensor] = []
@@ -77,10 +79,29 @@ class SSLModel(nn.Module):
         for _, group in groupby(crops, key=lambda t: t.shape[-2:]):
             n = len(list(group))
             chunk = crops[start : start + n]
-            z = self.head(self.backbone(torch.cat(chunk)))
+            x = torch.cat(chunk).contiguous(memory_format=self.memory_format)
+            z = self.head(self.backbone(x))
             z_crops.extend(z.chunk(n))
             start += n
         return z_crops
 
     def forward(self, batch: dict) -> tuple[Tensor, dict[str, float]]:
         return self.method.loss(self.project(batch["crops"]), batch)
+
+
+def apply_speed_options(model: nn.Module, cfg: DictConfig) -> nn.Module:
+    """train.channels_last and train.compile on an :class:`SSLModel`, in place, before it is wrapped for
+    distribution (a model without a backbone is left alone). Compiling the submodules in place
+    (nn.Module.compile) keeps the state dict's keys, so checkpoints stay interchangeable with eager runs; the
+    objective stays eager (its Sinkhorn and queues are small, and some of it is distributed)."""
+    t = cfg.train
+    if not isinstance(model, SSLModel):
+        return model
+    if t.get("channels_last", False):
+        model.backbone.to(memory_format=torch.channels_last)
+        model.memory_format = torch.channels_last
+    if t.get("compile", False):
+        # Static shapes: one graph per crop size (2 in training) rather than a slower dynamic-shape graph.
+        for module in (model.backbone, model.head):
+            module.compile(backend=t.get("compile_backend", "inductor"), dynamic=False)
+    return model

@@ -8,6 +8,9 @@ Three backends compute it (``augment.backend``), with the same distributions:
 - ``tensor``: fixed-size images go whole to the training device, which crops and colours a batch at once.
 - ``hybrid``: images of any size; workers decode and crop (uint8), the device flips, colours, blurs and
   normalises a batch at once. The colour stages are the tensor backend's code (:class:`ColourStage`).
+- ``device_decode``: image files; workers only read the encoded bytes (and the size from the header), the
+  device decodes the batch (nvJPEG on CUDA, libjpeg on a CPU), cuts the crops as the tensor backend does and
+  runs the same :class:`ColourStage`.
 
 Reproducibility: each image's crops are drawn from generators seeded by (seed, epoch, dataset index), not
 from the worker's running RNG. The same image therefore gets the same crops whichever process or
@@ -17,6 +20,7 @@ sees the crops the uninterrupted run would have.
 
 from __future__ import annotations
 
+import io
 import math
 import random
 from collections.abc import Callable
@@ -29,6 +33,9 @@ from omegaconf import DictConfig
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
+
+from ssl_bench.data.encoded import encoded_reader
+from ssl_bench.errors import ConfigError
 
 
 def build_multicrop(cfg: DictConfig) -> MultiCropTranform:
@@ -286,7 +293,26 @@ class BatchMultiCrop(ColourStage):
         return out
 
 
-class HybridCropDataset(Dataset):
+class _PerImageBoxes:
+    """Each image's uniforms and crop boxes, all crops of an image in one vectorised call (the worker halves of
+    the hybrid and device_decode backends: the same boxes from the same (seed, epoch, index))."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.seed = cfg.seed
+        self.specs = crop_specs(cfg)
+        self.n_crops = sum(n for n, _, _ in self.specs)
+        # Each crop's scale range as [n_crops, 1] columns.
+        self.scale_lo = torch.tensor([[sc[0]] for n, _, sc in self.specs for _ in range(n)])
+        self.scale_hi = torch.tensor([[sc[1]] for n, _, sc in self.specs for _ in range(n)])
+        self.epoch = 0
+
+    def draw(self, index: int, h: int, w: int) -> tuple[Tensor, Tensor]:
+        """(uniforms [n_crops, _U_PER_CROP], boxes [n_crops, 4] (x0, y0, x1, y1)) of image ``index``."""
+        u = crop_uniforms(self.seed, self.epoch, [index], self.n_crops)[0]
+        return u, crop_boxes(u[:, :_U_FLIP], h, w, (self.scale_lo, self.scale_hi))
+
+
+class HybridCropDataset(_PerImageBoxes, Dataset):
     """Hybrid backend, loader-worker half: decode, then RandomResizedCrop each image to every crop size
     with PIL's bilinear resize (the PIL backend's own crop, so the crops' pixels match it).
 
@@ -296,13 +322,8 @@ class HybridCropDataset(Dataset):
     """
 
     def __init__(self, base: Dataset, cfg: DictConfig) -> None:
-        self.base, self.seed = base, cfg.seed
-        self.specs = crop_specs(cfg)
-        self.n_crops = sum(n for n, _, _ in self.specs)
-        # Each crop's scale range as [n_crops, 1] columns: all boxes of an image in one vectorised call.
-        self.scale_lo = torch.tensor([[sc[0]] for n, _, sc in self.specs for _ in range(n)])
-        self.scale_hi = torch.tensor([[sc[1]] for n, _, sc in self.specs for _ in range(n)])
-        self.epoch = 0
+        super().__init__(cfg)
+        self.base = base
 
     def __len__(self) -> int:
         return len(self.base)  # type: ignore[arg-type]
@@ -311,8 +332,8 @@ class HybridCropDataset(Dataset):
         image, label = self.base[index]
         image = ensure_rgb(image)
         w, h = image.size
-        u = crop_uniforms(self.seed, self.epoch, [index], self.n_crops)[0]
-        boxes = crop_boxes(u[:, :_U_FLIP], h, w, (self.scale_lo, self.scale_hi)).int().tolist()
+        u, float_boxes = self.draw(index, h, w)
+        boxes = float_boxes.int().tolist()
         groups: list[Tensor] = []
         start = 0
         for n, size, _ in self.specs:
@@ -348,6 +369,86 @@ class HybridMultiCrop(ColourStage):
         return out
 
 
+class EncodedImageDataset(_PerImageBoxes, Dataset):
+    """device_decode backend, loader-worker half: the image file's encoded bytes, undecoded.
+
+    Items: {"encoded": bytes, "boxes": float [n_crops, 4], "crop_u": float [n_crops, 13], "index", "label"}.
+    The boxes need the image's size, which PIL reads from the file's header without decoding; drawing them
+    here keeps the per-image generators out of the training process. ``encoded`` stays bytes (collated as a
+    list), so the loader never copies it to the device: the decoders take their input from host memory.
+    """
+
+    def __init__(self, base: Dataset, cfg: DictConfig) -> None:
+        super().__init__(cfg)
+        reader = encoded_reader(base)
+        if reader is None:
+            raise ConfigError(f"augment.backend=device_decode reads image files, and {cfg.dataset.name} has none "
+                              "(its images are held as pixels); use tensor, pil or hybrid")
+        self.base, self.read = base, reader
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict:
+        data, label = self.read(index)
+        with Image.open(io.BytesIO(data)) as header:
+            w, h = header.size
+        u, boxes = self.draw(index, h, w)
+        return {"encoded": data, "boxes": boxes, "crop_u": u[:, _U_FLIP:].clone(), "index": index, "label": label}
+
+
+def decode_images(encoded: list[bytes], device: torch.device) -> list[Tensor]:
+    """uint8 RGB images [3, h, w] on ``device``: one batched decode_jpeg call (nvJPEG on CUDA). A file it
+    refuses (a PNG among the JPEGs, a CMYK JPEG on the GPU) is decoded alone, on the CPU if need be."""
+    from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+
+    data = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in encoded]  # a copy: bytes are read-only
+    try:
+        return list(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
+    except (RuntimeError, ValueError):
+        out = []
+        for d in data:
+            try:
+                out.append(decode_jpeg(d, mode=ImageReadMode.RGB, device=device))
+            except (RuntimeError, ValueError):
+                out.append(decode_image(d, mode=ImageReadMode.RGB).to(device))
+        return out
+
+
+class DecodeMultiCrop(ColourStage):
+    """device_decode backend, device half: a collated batch of :class:`EncodedImageDataset` items -> {"crops":
+    list of float crops, global first, "index", "label"}. Decoding and cutting run per image (sizes differ);
+    every crop of one image and size is one roi_align call (the tensor backend's resize), then the colour
+    stage runs on the whole batch."""
+
+    @torch.no_grad()
+    def __call__(self, batch: dict) -> dict:
+        from torchvision.ops import roi_align
+
+        u = batch["crop_u"]
+        dev = u.device
+        images = decode_images(batch["encoded"], dev)
+        boxes = batch["boxes"].to(dev)
+        bsz = len(images)
+        per_size: list[list[Tensor]] = [[] for _ in self.specs]
+        for i, image in enumerate(images):
+            x = image.unsqueeze(0).float()
+            start = 0
+            for k, (n, size, _) in enumerate(self.specs):
+                per_size[k].append(roi_align(x, [boxes[i, start : start + n]], (size, size), 1.0, -1, aligned=True))
+                start += n
+        crops: list[Tensor] = []
+        start = 0
+        for (n, size, _), group in zip(self.specs, per_size, strict=True):
+            x = torch.cat(group).div_(255)  # [B * n, 3, s, s], image-major as the other backends' crops
+            y = self.finish(x, u[:, start : start + n].reshape(bsz * n, -1))
+            crops.extend(y.view(bsz, n, 3, size, size).unbind(1))
+            start += n
+        out = {k: v for k, v in batch.items() if k not in ("encoded", "boxes", "crop_u")}
+        out["crops"] = [c.contiguous() for c in crops]
+        return out
+
+
 def resolve_backend(cfg: DictConfig, device: torch.device) -> str:
     """augment.backend, with 'auto' resolved: tensor for fixed-size images; for images of varying size
     hybrid on a GPU (the colour stages are free there) and pil on a CPU (where the device part would run
@@ -368,4 +469,6 @@ def build_pretrain_set(cfg: DictConfig, base: Dataset, device: torch.device
         return backend, RawImageDataset(base), BatchMultiCrop(cfg)
     if backend == "hybrid":
         return backend, HybridCropDataset(base, cfg), HybridMultiCrop(cfg)
+    if backend == "device_decode":
+        return backend, EncodedImageDataset(base, cfg), DecodeMultiCrop(cfg)
     return backend, MultiCropDataset(base, build_multicrop(cfg), cfg.seed), None

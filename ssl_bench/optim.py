@@ -28,12 +28,14 @@ def param_groups(model: nn.Module, weight_decay: float, exclude_bias_and_norm: b
 def build_optimizer(model: nn.Module, cfg: DictConfig) -> torch.optim.Optimizer:
     o = cfg.optim
     groups = param_groups(model, o.weight_decay, o.exclude_bias_and_norm)
+    # fused=None leaves torch its default (the foreach update on a GPU); config validation refuses fused LARS.
+    fused = True if o.get("fused", False) else None
     if o.name == "sgd":
-        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum)
+        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, fused=fused)
     if o.name == "lars":
         return LARS(groups, lr=o.lr, momentum=o.momentum, trust_coefficient=o.lars_trust_coefficient)
     if o.name == "adamw":
-        return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas))
+        return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), fused=fused)
     raise ValueError(f"unknown optimizer {o.name}")
 
 

@@ -34,6 +34,7 @@ from ssl_bench.distributed import all_reduce_
 from ssl_bench.errors import DataNotFound, TrainingStopped
 from ssl_bench.evaluation import extract_features, knn_eval
 from ssl_bench.methods.base import Context
+from ssl_bench.models import apply_speed_options
 from ssl_bench.optim import build_optimizer, lr_at, set_lr
 from ssl_bench.progress import bar as progress_bar
 from ssl_bench.results import read_json, read_metrics, write_json, write_metrics
@@ -91,6 +92,7 @@ class Trainer:
         self.generator = torch.Generator()
         # A streamed dataset (dataset.streaming): the item wrapper's base is an HFStream, not indexable.
         self.stream = train_set.base if isinstance(getattr(train_set, "base", None), IterableDataset) else None
+        apply_speed_options(model, cfg)  # train.channels_last, train.compile
         optimizer = build_optimizer(model, cfg)
         if self.stream is None:
             loader = DataLoader(train_set, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True,
