@@ -34,9 +34,11 @@ def run(overrides: Sequence[str] | DictConfig = ()) -> dict[str, Any]:
     """Train, evaluate and record one run (a finished one is reused); returns its summary, with ``path`` (the
     run folder) added."""
     from ssl_bench.experiment import run_experiment
+    from ssl_bench.overrides import writable_folder
     from ssl_bench.results import find_run_dir
 
     cfg = overrides if isinstance(overrides, DictConfig) else compose(overrides)
+    writable_folder(cfg.output_dir, "output_dir")
     summary = dict(run_experiment(cfg))
     summary.setdefault("path", str(find_run_dir(cfg)))
     return summary

@@ -30,7 +30,7 @@ from ssl_bench.config import NON_CONFIGURATION_KEYS, ConfigError, ConfigGroupDir
 from ssl_bench.errors import TrainingStopped
 from ssl_bench.experiment import run_experiment
 from ssl_bench.identity import configuration_id
-from ssl_bench.overrides import Command, Key, help_requested
+from ssl_bench.overrides import Command, Key, help_requested, writable_folder
 from ssl_bench.registry import registry
 from ssl_bench.report import (
     ALPHA,
@@ -211,6 +211,7 @@ def parse(argv: list[str]) -> Plan:
         raise ConfigError(f"unknown match '{match}'; valid choices: {', '.join(MATCHES)}")
     allow_mixed = own["allow_mixed_budgets"]
     results_dir = Path(own["results"])
+    writable_folder(results_dir, "results")
     if not any(o.startswith("output_dir=") for o in common):
         common.append(f"output_dir={results_dir / 'runs'}")
     variants = _variants(study, where)
@@ -228,6 +229,7 @@ def parse(argv: list[str]) -> Plan:
                 if first is None:
                     try:
                         cfg = first = compose(overrides)
+                        writable_folder(cfg.output_dir, "output_dir")
                     except ConfigError as exc:
                         label = f"variant '{v.name}', " if len(variants) > 1 else ""
                         raise ConfigError(f"{label}method {m}: {exc}") from exc

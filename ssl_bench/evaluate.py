@@ -51,7 +51,7 @@ from ssl_bench.evaluation import evaluate_all, export_backbone, load_backbone
 from ssl_bench.evaluation.checkpoint import WEIGHT_SUFFIXES
 from ssl_bench.evaluation.protocols import baseline_file, splits_root
 from ssl_bench.models import build_backbone
-from ssl_bench.overrides import Command, Key, help_requested
+from ssl_bench.overrides import Command, Key, help_requested, writable_file
 from ssl_bench.progress import configure as configure_progress
 from ssl_bench.results import read_json, write_json
 
@@ -268,6 +268,8 @@ def evaluate(argv: list[str]) -> dict[str, Any]:
     if not special.get("checkpoint"):
         raise ConfigError("checkpoint=<run folder or weights file> is required, e.g. "
                           "checkpoint=results/runs/<run_id> eval=linear")
+    if special.get("export"):
+        writable_file(special["export"], "export")
     src = resolve_source(special["checkpoint"])
     extra = []
     if "eval" in special:

@@ -157,3 +157,30 @@ def _number(key: Key, text: str, value: Any, kind: type) -> Any:
 
 def help_requested(argv: list[str]) -> bool:
     return any(a in ("-h", "--help") for a in argv)
+
+
+def writable_folder(path: Any, key: str, typed: Any = None) -> None:
+    """``key=path`` must name a folder this process can create or write into: else one line (ConfigError), raised
+    before any work and without creating anything (the first existing ancestor is checked, nothing is made)."""
+    import os
+    from pathlib import Path
+
+    target = Path(str(path)).expanduser().absolute()
+    existing = target
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{key}={typed or path}: {existing} is a file, not a folder; give a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "" if existing == target else f" (to create {target})"
+        raise ConfigError(f"{key}={typed or path}: cannot write in {existing}{what}; give a folder you can write to")
+
+
+def writable_file(path: Any, key: str) -> None:
+    """``key=file``: the folder it goes into must be writable (see writable_folder), and it must not be a folder."""
+    from pathlib import Path
+
+    p = Path(str(path)).expanduser()
+    if p.is_dir():
+        raise ConfigError(f"{key}={path} is a folder; give a file name")
+    writable_folder(p.absolute().parent, key, typed=path)

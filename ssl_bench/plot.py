@@ -39,7 +39,7 @@ import seaborn as sns  # noqa: E402
 from ssl_bench.budget import budget_items  # noqa: E402
 from ssl_bench.cli import guarded  # noqa: E402
 from ssl_bench.config import ConfigError  # noqa: E402
-from ssl_bench.overrides import Command, Key, help_requested  # noqa: E402
+from ssl_bench.overrides import Command, Key, help_requested, writable_folder  # noqa: E402
 from ssl_bench.report import (  # noqa: E402
     budget_caption,
     colour,
@@ -384,6 +384,7 @@ def main(argv: list[str]) -> int:
         print(COMMAND.help())
         return 0
     own, _, _ = COMMAND.parse(argv)
+    writable_folder(own["out"] or Path(own["results"]) / "figures", "out")
     written = plot(Path(own["results"]), own["study"] or None, Path(own["out"]) if own["out"] else None,
                    own["sweeps"])
     print("\n".join(str(p) for p in written))

@@ -45,7 +45,7 @@ from ssl_bench.config import (
     register_help,
 )
 from ssl_bench.errors import ConfigError
-from ssl_bench.overrides import help_requested
+from ssl_bench.overrides import help_requested, writable_folder
 
 # Flags after which Hydra prints something and runs nothing (no validation of the overrides needed).
 _NO_JOB_FLAGS = ("help", "hydra_help", "shell_completion")
@@ -226,9 +226,10 @@ def main(argv: list[str]) -> int:
         _JOBS.extend(job_overrides(list(args.overrides), args.multirun))
         for job in _JOBS:
             try:
-                compose(job)
+                cfg = compose(job)
             except (HydraException, OmegaConfBaseException) as exc:  # compose turns most into ConfigError
                 raise ConfigError(str(exc).strip().splitlines()[0]) from exc
+            writable_folder(cfg.output_dir, "output_dir")
     if args.cfg == "job":
         _show_job_config(_JOBS[0], args.package)
         return 0

@@ -21,6 +21,8 @@ def test_run_evaluate_compare_and_load_from_python(tmp_path):
     assert len(runs) == 1 and runs.loc[0, "method"] == "swav"
     with pytest.raises(ConfigError, match="valid keys in 'data'"):
         api.compose(["data.batchsize=3"])
+    with pytest.raises(ConfigError, match="output_dir=/dev/null/runs: /dev/null is a file"):
+        api.run(["budget=smoke", "output_dir=/dev/null/runs"])
 
 
 def test_import_ssl_bench_is_cheap():

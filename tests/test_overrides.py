@@ -52,3 +52,32 @@ def test_evaluate_old_seeds_spelling_is_eval_seeds(capsys):
     own, rest = parse_args(["checkpoint=x", "seeds=[0,1]", "eval=knn"])
     assert own == {"checkpoint": "x", "eval": "knn"} and rest == ["eval.seeds=[0,1]"]
     assert "eval.seeds" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, argv, needle", [
+    ("plot", ["out=/dev/null/figures"], "out=/dev/null/figures: /dev/null is a file, not a folder"),
+    ("compare", ["methods=[swav]", "budget=smoke", "results=/dev/null/r"], "results=/dev/null/r: /dev/null is a file"),
+    ("compare", ["methods=[swav]", "budget=smoke", "output_dir=/dev/null/runs"], "method swav: output_dir=/dev/null"),
+    ("evaluate", ["checkpoint=RUN", "export=/dev/null/backbone.pt"], "export=/dev/null/backbone.pt: /dev/null is a"),
+    ("evaluate", ["checkpoint=RUN", "export=."], "export=. is a folder; give a file name"),
+])
+def test_an_unusable_output_path_is_one_line_exit_2_before_any_work(name, argv, needle, capsys, tmp_path, monkeypatch):
+    argv = [a.replace("RUN", str(tmp_path / "no_run")) for a in argv]  # the path is checked before the checkpoint
+    monkeypatch.chdir(tmp_path)
+    module = importlib.import_module(f"ssl_bench.{name}")
+    assert guarded(module.main, argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and needle in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_writable_folder_checks_without_creating_anything(tmp_path):
+    from ssl_bench.overrides import writable_file, writable_folder
+
+    (tmp_path / "a_file").write_text("")
+    writable_folder(tmp_path / "new" / "deeper", "output_dir")
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(ConfigError, match=r"^output_dir=.*a_file/x: .*a_file is a file, not a folder"):
+        writable_folder(tmp_path / "a_file" / "x", "output_dir")
+    with pytest.raises(ConfigError, match="is a folder; give a file name"):
+        writable_file(tmp_path, "export")
