@@ -549,6 +549,11 @@ def check_settable(cfg: DictConfig, override: str) -> None:
 def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     """Compose experiments/config.yaml with command-line overrides and validate the result."""
     overrides = list(overrides)
+    for o in overrides:  # no schema default for these three (the backbone has one); method_budget is named after two
+        group = o[1:].split("=", 1)[0]
+        if o.startswith("~") and group in ("method", "dataset", "budget"):
+            raise ConfigError(f"'{o}': every run needs a {group}; choose one with {group}=<option> (valid choices: "
+                              f"{', '.join(group_options(group))})")
     groups, keys = _split_overrides(overrides)
     for group, choice in groups.items():
         options = group_options(group)

@@ -250,6 +250,9 @@ def main(argv: list[str]) -> int:
             _app()
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BrokenPipeError:  # `--help | head`: the reader has what it wanted; no traceback, and none at exit either
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     finally:
         sys.argv = saved
         root.handlers[:], root.level = handlers, level
