@@ -64,6 +64,12 @@ def test_multirun_grid_writes_one_ordinary_record_per_job_and_nothing_else(tmp_p
     record = next(runs.glob("simclr-*")) / "config.yaml"
     text = record.read_text()
     assert "choices:" in text and "method=simclr" in text  # the same record as a single run's
+    # ssl_bench.compare of the same methods and overrides finds the grid's records (same configs, same folders).
+    from ssl_bench import api
+
+    table = api.compare(["methods=[swav,simclr]", "seeds=[0]", "budget=smoke", "train.epochs=1",
+                         "eval.random_baseline=false", f"results={tmp_path / 'results'}"], train=False)
+    assert sorted(table["method"]) == ["simclr", "swav"] and list(table["knn_top1_n"]) == [1, 1]
 
 
 @pytest.mark.parametrize("args, needle", [
