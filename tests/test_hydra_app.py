@@ -136,3 +136,16 @@ def test_grid_jobs_are_hydras_and_keep_the_typed_overrides():
     jobs = job_overrides(["method=swav,simclr", "seed=0,1,2", "eval.random_baseline=false"], multirun=True)
     assert len(jobs) == 6 and jobs[0] == ["method=swav", "seed=0", "eval.random_baseline=false"]
     assert job_overrides(["seed=1", "hydra.verbose=true"], multirun=False) == [["seed=1"]]
+
+
+def test_plus_adds_and_tilde_deletes(capsys):
+    import yaml
+
+    def shown(*args: str) -> dict:
+        assert main(["--cfg", "job", "budget=smoke", *args]) == 0
+        return yaml.safe_load(capsys.readouterr().out)
+
+    assert shown("+tags.note=hi")["tags"] == {"note": "hi"}
+    assert shown()["method"]["num_prototypes"] == 16  # experiments/method_budget/swav_smoke.yaml
+    dropped = shown("~method_budget")
+    assert dropped["method"]["num_prototypes"] == 3000 and "~method_budget" in dropped["overrides"]
