@@ -16,6 +16,7 @@ COMMANDS = {
     "plot": "figures and a Markdown report from the run records",
     "launch": "the commands (or a SLURM script) that run a config on many GPUs and nodes",
     "reference": "regenerate or check the shipped reference tables and figures",
+    "claims": "the papers' claims tested at small scale: results/claims.md from the records",
 }
 
 

@@ -140,6 +140,11 @@ def test_ssl_bench_command_dispatches_and_lists_commands(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
     assert all(f"  {c} " in out for c in COMMANDS)
+    # Every entry point (a module with its own keys and a __main__ block) is a command.
+    entries = {p.stem for p in (ROOT / "ssl_bench").glob("*.py")
+               if "COMMAND = Command(" in (text := p.read_text()) and 'if __name__ == "__main__":' in text}
+    entries |= {p.parent.name for p in (ROOT / "ssl_bench").glob("*/__main__.py")}
+    assert entries - {"evaluation", "data"} <= set(COMMANDS), entries - set(COMMANDS)
     assert main(["run", "budget=nope"]) == 2
     assert capsys.readouterr().err.strip().startswith("error: unknown budget 'nope'; valid choices: ")
 
