@@ -12,9 +12,9 @@
     bash benchmarks/device_check.sh --cpu             # the same steps, tiny, on the CPU (about a minute)
     python -m benchmarks.device_check --only sinkhorn,swav --budget-s 120
 
-Results go to $OUT (when set) else --out: device_check.md and device_check.json, rewritten after every
-measurement, so a run stopped at its time limit still leaves what it measured. Measurements that would not
-fit in --budget-s are skipped and listed as such; the slowest (compiling) come last.
+Results go to $OUT (when set) else --out (results/device_check): device_check.md and device_check.json,
+rewritten after every measurement, so a run stopped at its time limit still leaves what it measured.
+Measurements that would not fit in --budget-s are skipped and listed as such; the slowest (compiling) come last.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from multiprocessing import Pool
 from pathlib import Path
 from typing import Any
@@ -79,7 +79,6 @@ class Sizes:
     budget_s: float
     # Seconds a compiled SwAV measurement is assumed to need (compiling both crop sizes, forward and backward).
     compile_estimate_s: float = 150.0
-    variants: dict[str, list[str]] = field(default_factory=dict)
 
 
 def sizes(cpu: bool) -> Sizes:
@@ -406,7 +405,7 @@ def check_fed(rep: Report, sz: Sizes, data: Path, precision: str, work: Path, le
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cpu", action="store_true", help="the same steps, tiny, on the CPU (the test of this script)")
-    p.add_argument("--out", default="device_check_out", help="results folder when $OUT is not set")
+    p.add_argument("--out", default="results/device_check", help="results folder when $OUT is not set")
     p.add_argument("--only", default=",".join(SECTIONS), help=f"sections to run: {', '.join(SECTIONS)}")
     p.add_argument("--budget-s", type=float, default=0.0, help="time budget in seconds (0: 420 on a GPU, 240 --cpu)")
     p.add_argument("--precision", default="bf16", help="train.precision of every step (bf16: the GPU recipes')")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The prepared GPU check of issue 15 (benchmarks/device_check.py says what it measures): one GPU, under 8 minutes,
-# device_check.md and device_check.json under $OUT when set, else ./device_check_out.
+# device_check.md and device_check.json under $OUT when set, else results/device_check/.
 #
 #   bash benchmarks/device_check.sh            # on a machine with one GPU
 #   bash benchmarks/device_check.sh --cpu      # the same steps, tiny, on the CPU (tests/test_device_check.py)
