@@ -75,6 +75,17 @@ def test_a_terminal_gets_bars_for_training_features_knn_and_the_linear_probe(tmp
         assert desc in err, desc
 
 
+def test_a_terminal_gets_bars_for_fine_tuning_and_the_supervised_reference(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    run_experiment(smoke(tmp_path, "train.progress=true", "eval.protocols=[finetune,supervised]",
+                         "eval.finetune_fractions=[0.1]", "eval.finetune_lr_backbone=[0.01]",
+                         "eval.finetune_lr_head=[0.1]", "eval.knn_train_subset=128"))
+    err = sys.stderr.getvalue()
+    for desc in ("fine-tuning epoch 1/1", "supervised reference epoch 1/2", "supervised reference epoch 2/2",
+                 "test predictions"):
+        assert desc in err, desc
+
+
 def test_kmeans_reports_each_iteration():
     from ssl_bench.methods.deepcluster_v2 import spherical_kmeans
 
