@@ -93,4 +93,4 @@ def assignment_stats(counts: Tensor) -> dict[str, float]:
         return {}
     p = counts / total
     entropy = -(p[p > 0] * p[p > 0].log()).sum() / torch.log(torch.tensor(float(len(counts))))
-    return {"assign_entropy": float(entropy), "prototypes_used": int((counts > 0).sum())}
+    return {"assign_entropy": float(entropy) + 0.0, "prototypes_used": int((counts > 0).sum())}  # + 0.0: no "-0"

@@ -330,12 +330,14 @@ def claim_section(claim: dict[str, Any], data: dict[str, Any], ref: Path, figure
     cells = load_cells(claim["study"], common, ref)
     out = evaluate_claim(claim, cells, data)
     missing = sum(len(c.missing) for c in cells.values())
+    planned = sum(len(c.seeds) for c in cells.values())
+    verdict = out.verdict if not missing or out.verdict == NOT_RUN else (
+        f"{out.verdict} so far ({missing} of {planned} planned runs missing)")
     lines = [f"## Claim {claim['id']}: {claim['title']}", "",
              f"**{claim['paper']}, {claim['where']}**: \"{claim['statement']}\"", "",
              f"Paper's numbers: {claim['paper_numbers']}.", "",
              f"Our command: `{study_command(claim['study'], common)}`", "",
-             f"**Verdict: {out.verdict}.**" + (f" {missing} planned runs are missing; the command trains them."
-                                                if missing else ""), "",
+             f"**Verdict: {verdict}.**" + (" The command trains the missing runs." if missing else ""), "",
              numbers_table(cells), markdown_table(out.header, out.rows)]
     if out.note:
         lines += [out.note, ""]
@@ -344,12 +346,13 @@ def claim_section(claim: dict[str, Any], data: dict[str, Any], ref: Path, figure
         path = claim_figure(claim, cells, figures)
         if path is not None:
             lines += [f"![claim {claim['id']}]({path.relative_to(ROOT) if path.is_relative_to(ROOT) else path})", ""]
-    return "\n".join(lines), out.verdict
+    return "\n".join(lines), verdict
 
 
 def claim_figure(claim: dict[str, Any], cells: dict[tuple[str, str], Cell], out_dir: Path) -> Path | None:
-    """kNN top-1 per configuration (mean and 95% CI, every seed a dot); with ``curves``: the training loss and
-    the assignment entropy per epoch (mean over seeds), where collapse and convergence are the claim."""
+    """kNN top-1 per configuration (mean and 95% CI, every seed a dot); with ``curves``: the training loss, the
+    assignment entropy and the prototypes in use per epoch (mean over seeds), where collapse and convergence
+    are the claim."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -361,7 +364,7 @@ def claim_figure(claim: dict[str, Any], cells: dict[tuple[str, str], Cell], out_
     if not done:
         return None
     curves = bool(claim.get("curves"))
-    fig, axes = plt.subplots(1, 3 if curves else 1, figsize=(14 if curves else 6, 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, 4 if curves else 1, figsize=(18 if curves else 6, 3.6), squeeze=False)
     ax = axes[0][0]
     multi = len({c.method for c in done}) > 1
     names = [(f"{display(c.method)}, " if multi else "") + c.variant for c in done]
@@ -372,13 +375,19 @@ def claim_figure(claim: dict[str, Any], cells: dict[tuple[str, str], Cell], out_
         if s.n >= 2:
             ax.errorbar(s.mean, i, xerr=[[s.mean - s.lo], [s.hi - s.mean]], fmt="o", color=colour(c.method),
                         capsize=3)
+    rand = t_interval(v for c in done for v in c.values("random_knn_top1").values())
+    if rand.n:  # the floor: a collapsed backbone scores about what a random one does
+        ax.axvline(rand.mean, color="grey", ls=":", lw=1)
+        ax.annotate("random init", (rand.mean, 1.0), xycoords=("data", "axes fraction"), fontsize=7, color="grey",
+                    ha="left", va="bottom")
     ax.set_yticks(range(len(done)), names)
     ax.invert_yaxis()
     ax.set_xlabel("kNN top-1 accuracy (%), mean and 95% CI")
     if curves:
         styles = ["-", "--", ":", "-."]
         for key, a, label in (("loss", axes[0][1], "training loss"),
-                              ("assign_entropy", axes[0][2], "assignment entropy (1 = uniform)")):
+                              ("assign_entropy", axes[0][2], "assignment entropy (1 = uniform)"),
+                              ("prototypes_used", axes[0][3], "prototypes in use")):
             for i, c in enumerate(done):
                 per_epoch: dict[int, list[float]] = {}
                 for rows in c.epochs.values():
@@ -391,7 +400,7 @@ def claim_figure(claim: dict[str, Any], cells: dict[tuple[str, str], Cell], out_
                            marker="o", ms=3, label=names[i])
             a.set_xlabel("epoch")
             a.set_ylabel(f"{label}, mean over seeds")
-        axes[0][2].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
+        axes[0][3].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     fig.tight_layout()
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"claim_{claim['id']}.png"

@@ -3,6 +3,8 @@
     python -m ssl_bench.reference            # rewrite results/reference/{compare,figures} from its runs/
     python -m ssl_bench.reference check=true # regenerate into a temporary folder; exit 1 if a table differs
 
+Both include results/claims.md (ssl_bench.claims: the papers' claims, from the claim studies' records).
+
 The shipped records live in ``results/reference/`` (``runs/`` the run records, ``sweeps/`` the sweep
 studies), apart from a user's own ``results/runs``, so a user's run never overwrites them. What is generated
 from them is listed in ``results/reference/manifest.yaml``: the comparisons (``ssl_bench.compare``
@@ -23,6 +25,9 @@ from typing import Any
 
 import yaml
 
+from ssl_bench.claims import OUT as CLAIMS_OUT
+from ssl_bench.claims import check as claims_check
+from ssl_bench.claims import write as write_claims
 from ssl_bench.cli import guarded
 from ssl_bench.config import ConfigError
 from ssl_bench.overrides import Command, Key, help_requested
@@ -102,6 +107,8 @@ def check(ref: Path = REFERENCE_DIR) -> list[str]:
             for p in sorted((ref / sub).rglob("*")):
                 if p.suffix in (".md", ".csv") and p.relative_to(ref) not in tables:
                     problems.append(f"{p.relative_to(ref)}: committed but no longer generated")
+        if ref.resolve() == REFERENCE_DIR.resolve() and not claims_check():
+            problems.append("results/claims.md: differs from the records (python -m ssl_bench.claims)")
         return problems
 
 
@@ -126,6 +133,10 @@ def main(argv: list[str]) -> int:
     out = Path(own["out"] or REFERENCE_DIR)
     for p in regenerate(out):
         print(p)
+    shipped = out.resolve() == REFERENCE_DIR.resolve()
+    claims_out = CLAIMS_OUT if shipped else out / "claims.md"
+    write_claims(claims_out, figures=out / "figures" / "claims")
+    print(claims_out)
     return 0
 
 

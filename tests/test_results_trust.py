@@ -157,7 +157,8 @@ def test_old_records_migrate_to_readable_names(tmp_path):
 
 # -- the shipped reference ----------------------------------------------------------------------------
 def test_every_shipped_table_regenerates_exactly_from_the_shipped_records():
-    """results/reference/{compare,figures}: every *.md and *.csv equals what the records give today."""
+    """results/reference/{compare,figures} and results/claims.md: every *.md and *.csv equals what the records
+    give today."""
     assert reference.check() == []
 
 
