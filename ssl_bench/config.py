@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -570,7 +571,11 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
         cfg = _compose(group_overrides + keys) if keys else base
     except (HydraException, OmegaConfBaseException) as exc:
         cause = exc.__cause__ if exc.__cause__ is not None else exc
-        raise ConfigError(f"{_one_line(exc)}: {_one_line(cause)}" if cause is not exc else _one_line(exc)) from exc
+        text = f"{_one_line(exc)}: {_one_line(cause)}" if cause is not exc else _one_line(exc)
+        missing = re.search(r"Could not find '([\w/]+)/([^'/]+)'", text)  # +method_budget=nope: name the options
+        if missing and missing[1] in (*GROUPS, "method_budget"):
+            text += f"; valid choices: {', '.join(Path(n).stem for n in config_files(missing[1]))}"
+        raise ConfigError(text) from exc
     choices = {g: cfg.hydra.runtime.choices.get(g) for g in GROUPS}
     with open_dict(cfg):
         del cfg["hydra"]
