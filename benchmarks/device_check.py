@@ -78,7 +78,7 @@ class Sizes:
     sinkhorn_repeats: int
     budget_s: float
     # Seconds a compiled SwAV measurement is assumed to need (compiling both crop sizes, forward and backward).
-    compile_estimate_s: float = 150.0
+    compile_estimate_s: float = 180.0
 
 
 def sizes(cpu: bool) -> Sizes:

@@ -8,7 +8,9 @@ Writes its own ImageNet-like JPEGs (random smooth content plus grain, about 500 
 - pil backend: the whole augmentation per image in the worker (lightly's transforms), float32 crops out;
 - hybrid backend, worker half: decode + RandomResizedCrop to the 8 crop sizes, uint8 crops out;
 - hybrid backend, device half (flip, colour jitter, grey-scale, blur, normalisation of a batch), timed on
-  the training device: CUDA when there is one, else this CPU with ``--threads`` threads.
+  the training device: CUDA when there is one, else this CPU with ``--threads`` threads;
+- device_decode backend, worker half (read the file's bytes and the size from its header) and device half
+  (decode, crop, colour a batch), timed as the hybrid's halves.
 
 It prints images/s per core, the ratio hybrid / pil, and the cores needed to feed one GPU that trains at
 ``--gpu-images-per-s``. That rate is an assumption, not a measurement: the default 800 is a ResNet-50 in
@@ -24,9 +26,11 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +45,8 @@ from benchmarks.benchmark import cpu_name, load  # noqa: E402
 from ssl_bench.config import compose  # noqa: E402
 from ssl_bench.data import pretrain_dataset  # noqa: E402
 from ssl_bench.multicrop import (  # noqa: E402
+    DecodeMultiCrop,
+    EncodedImageDataset,
     HybridCropDataset,
     HybridMultiCrop,
     MultiCropDataset,
@@ -96,11 +102,12 @@ def loader_rate(ds: Dataset, workers: int, batch_size: int) -> float:
     return n / max(1e-9, time.perf_counter() - t0)
 
 
-def device_rate(ds: HybridCropDataset, aug: HybridMultiCrop, device: torch.device, batch_size: int,
+def device_rate(ds: Dataset, aug: Callable[[dict], dict], device: torch.device, batch_size: int,
                 reps: int) -> float:
-    """Images/s of the hybrid backend's device half on a batch already on the device."""
-    batch = default_collate([ds[i % len(ds)] for i in range(batch_size)])
-    batch = {k: [t.to(device) for t in v] if isinstance(v, list) else v.to(device) for k, v in batch.items()}
+    """Images/s of a backend's device half (hybrid, device_decode) on a batch already on the device."""
+    from accelerate.utils import send_to_device
+
+    batch = send_to_device(default_collate([ds[i % len(ds)] for i in range(batch_size)]), device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     aug(batch)  # warm-up (kernels, allocator)
     sync()
@@ -143,20 +150,24 @@ def main(argv: list[str] | None = None) -> None:
             "decode only (PIL open + RGB)": DecodeOnly(base),
             "pil backend (all in worker)": MultiCropDataset(base, build_multicrop(cfg), cfg.seed),
             "hybrid, worker half (crops)": HybridCropDataset(base, cfg),
+            "device_decode, worker half (bytes)": EncodedImageDataset(base, cfg),
         }
         counts = sorted({1, args.workers})
         hybrid_ds = pipelines["hybrid, worker half (crops)"]
         assert isinstance(hybrid_ds, HybridCropDataset)
         # Repeats interleaved, best pass kept: other processes on the machine only ever slow a pass down.
         rates = {name: dict.fromkeys(counts, 0.0) for name in pipelines}
-        dev = 0.0
+        decode_ds = pipelines["device_decode, worker half (bytes)"]
+        dev, dev_decode = 0.0, 0.0
         for _ in range(args.repeats):
             for name, ds in pipelines.items():
                 for w in counts:
                     rates[name][w] = max(rates[name][w], loader_rate(ds, w, args.batch_size))
-            dev = max(dev, device_rate(hybrid_ds, HybridMultiCrop(cfg), device, args.device_batch,
-                                       reps=20 if device.type == "cuda" else 2))
+            reps = 20 if device.type == "cuda" else 2
+            dev = max(dev, device_rate(hybrid_ds, HybridMultiCrop(cfg), device, args.device_batch, reps))
+            dev_decode = max(dev_decode, device_rate(decode_ds, DecodeMultiCrop(cfg), device, args.device_batch, reps))
         u8 = sum(g.numel() for g in hybrid_ds[0]["crops_u8"])
+        encoded = statistics.mean(len(decode_ds[i]["encoded"]) for i in range(len(decode_ds)))
     n_par = args.workers
     per_core = {name: {w: r / min(w, cores) for w, r in rs.items()} for name, rs in rates.items()}
     decode_pc = per_core["decode only (PIL open + RGB)"][1]
@@ -166,13 +177,14 @@ def main(argv: list[str] | None = None) -> None:
         one, par, pc = rates[name][1], rates[name][n_par], per_core[name][n_par]
         rows.append((name, f"{one:.1f} img/s", f"{par:.1f} img/s", f"{pc:.1f} img/s", f"{decode_pc / one:.2f}",
                      f"{gpu / one:.1f}"))
-    if device.type == "cuda":
-        rows.append((f"hybrid, device half ({device.type})", f"{dev:.0f} img/s", "", "", "",
-                     f"{100 * gpu / dev:.1f}% of the GPU"))
-    else:
-        dev_pc = dev / args.threads
-        rows.append((f"hybrid, device half (cpu, {args.threads} thr)", f"{dev:.1f} img/s", "",
-                     f"{dev_pc:.1f} img/s", f"{decode_pc / dev_pc:.2f}", "(on the GPU there)"))
+    for what, rate in (("hybrid", dev), ("device_decode", dev_decode)):
+        if device.type == "cuda":
+            rows.append((f"{what}, device half ({device.type})", f"{rate:.0f} img/s", "", "", "",
+                         f"{100 * gpu / rate:.1f}% of the GPU"))
+        else:
+            pc = rate / args.threads
+            rows.append((f"{what}, device half (cpu, {args.threads} thr)", f"{rate:.1f} img/s", "",
+                         f"{pc:.1f} img/s", f"{decode_pc / pc:.2f}", "(on the GPU there)"))
     w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     print()
     for r in rows:
@@ -181,11 +193,12 @@ def main(argv: list[str] | None = None) -> None:
     pilN, hybN = per_core["pil backend (all in worker)"][n_par], per_core["hybrid, worker half (crops)"][n_par]
     print(f"\nhybrid / pil, worker images/s per core: {hyb1 / pil1:.2f}x with 1 worker, {hybN / pilN:.2f}x with "
           f"{n_par} workers")
+    dec1 = rates["device_decode, worker half (bytes)"][1]
     print(f"cores to feed one GPU at {gpu:.0f} images/s (1-worker rate per core): pil {gpu / pil1:.1f}, "
-          f"hybrid {gpu / hyb1:.1f} (+ the device half on the GPU); x 8 GPUs: pil {8 * gpu / pil1:.0f}, "
-          f"hybrid {8 * gpu / hyb1:.0f}")
+          f"hybrid {gpu / hyb1:.1f}, device_decode {gpu / dec1:.2f} (+ the device half on the GPU); x 8 GPUs: "
+          f"pil {8 * gpu / pil1:.0f}, hybrid {8 * gpu / hyb1:.0f}, device_decode {8 * gpu / dec1:.1f}")
     print(f"bytes per image from worker to device: pil {4 * u8 / 1e6:.2f} MB (float32 crops), hybrid "
-          f"{u8 / 1e6:.2f} MB (uint8 crops)")
+          f"{u8 / 1e6:.2f} MB (uint8 crops), device_decode {encoded / 1e6:.3f} MB (the file, mean)")
     if device.type == "cpu":
         both = 1 / (1 / hyb1 + 1 / (dev / args.threads))
         print(f"on a CPU-only run the hybrid costs worker + device half = {both:.1f} images/s per core vs pil "
