@@ -34,6 +34,8 @@ COMMAND = Command(
      Key("rank", "int", None, "print only machine R's command (null: every node's)"),
      Key("entry", "str", "run", "the module each process runs", tuple(ENTRIES)),
      Key("slurm", "bool", False, "print an sbatch script instead (srun starts one launcher per node)"),
+     Key("workers", "int", 1, "entry=sweep slurm=true: an sbatch job array of this many sweep workers, each on "
+         "nodes x gpus of its own, all on one study (storage= a PostgreSQL URL or a journal file every node sees)"),
      Key("time", "str", "72:00:00", "sbatch time limit (slurm=true)"),
      Key("cpus_per_gpu", "int", 10, "sbatch CPUs per GPU (slurm=true)"),
      Key("partition", "str", None, "sbatch partition (slurm=true)"),
@@ -52,6 +54,7 @@ class Cluster:
     rank: int | None = None
     entry: str = "run"
     slurm: bool = False
+    workers: int = 1
     time: str = "72:00:00"
     cpus_per_gpu: int = 10
     partition: str | None = None
@@ -66,6 +69,11 @@ def parse(argv: list[str]) -> tuple[Cluster, list[str]]:
     """Split the launcher's keys from the run overrides; bad values raise ConfigError (one line)."""
     own, rest, _ = COMMAND.parse(argv)
     cl = Cluster(**own)
+    if cl.workers < 1:
+        raise ConfigError(f"workers={cl.workers}: must be >= 1")
+    if cl.workers > 1 and not (cl.slurm and cl.entry == "sweep"):
+        raise ConfigError("workers= is for entry=sweep slurm=true (an sbatch job array of sweep workers); without "
+                          "SLURM, start the same sweep command on each machine with the same storage=")
     if cl.nodes < 1 or cl.gpus < 1:
         raise ConfigError(f"nodes={cl.nodes} gpus={cl.gpus}: both must be >= 1")
     if not 0 < cl.port < 65536:
@@ -115,27 +123,47 @@ def node_commands(cl: Cluster, overrides: list[str]) -> list[str]:
     return [shlex.join(accelerate_args(cl, str(r), cl.address, str(cl.port)) + overrides) for r in ranks]
 
 
-def slurm_script(cl: Cluster, overrides: list[str], about: list[str], argv: list[str]) -> str:
+def slurm_script(cl: Cluster, overrides: list[str], about: list[str], argv: list[str],
+                 sweep: tuple[str, str] | None = None) -> str:
+    """The sbatch script. ``sweep`` (study, storage URL): a job array of cl.workers sweep workers instead, each
+    array task one worker on its own nodes x gpus, all on that study, the URL written once."""
     job = cl.job or "ssl_bench"
+    array = sweep is not None
     sbatch = [f"--job-name={job}", f"--nodes={cl.nodes}", "--ntasks-per-node=1", f"--gpus-per-node={cl.gpus}",
-              f"--cpus-per-task={cl.gpus * cl.cpus_per_gpu}", f"--time={cl.time}", "--output=%x-%j.out",
+              f"--cpus-per-task={cl.gpus * cl.cpus_per_gpu}", f"--time={cl.time}",
+              "--output=%x-%A_%a.out" if array else "--output=%x-%j.out",
               # SIGTERM 5 minutes before the time limit: the loop checkpoints; a requeued job resumes.
               "--signal=TERM@300", "--requeue"]
+    if array:
+        sbatch.insert(1, f"--array=0-{cl.workers - 1}")
     if cl.partition:
         sbatch.append(f"--partition={cl.partition}")
     launch = shlex.join(accelerate_args(cl, "$SLURM_NODEID", "$MAIN_ADDR", "$MAIN_PORT"))
     for var in ("$SLURM_NODEID", "$MAIN_ADDR", "$MAIN_PORT"):  # expanded by each node's shell, not here
         launch = launch.replace(f"'{var}'", f'"{var}"')
-    args = " ".join(shlex.quote(o) for o in [*overrides, "resume=true"])
+    if sweep is None:
+        args = "ARGS=(" + " ".join(shlex.quote(o) for o in [*overrides, "resume=true"]) + ")"
+        port = f"export MAIN_PORT=${{MAIN_PORT:-{cl.port}}}"
+        what = ["# One launcher per node (srun sets SLURM_NODEID), each starting one process per GPU; resume=true",
+                "# continues from the run's checkpoint after a requeue or a time-limit stop."]
+    else:
+        study, storage = sweep
+        kept = [o for o in overrides if o.split("=", 1)[0] not in ("storage", "study", "n_jobs")]
+        args = (f"STORAGE={shlex.quote(storage)}\n"
+                "ARGS=(" + " ".join(shlex.quote(o) for o in [*kept, f"study={study}"]) + ' "storage=$STORAGE")')
+        # Two array tasks may share a node: each its own rendezvous port.
+        port = f"export MAIN_PORT=${{MAIN_PORT:-$(({cl.port} + SLURM_ARRAY_TASK_ID % 1000))}}"
+        what = [f"# Each array task is one of {cl.workers} sweep workers on study {study}: it takes the next",
+                "# trial from the storage, trains it on its nodes' GPUs, and so on until the study is done. A",
+                "# worker that dies has its trial failed by the heartbeat and retried by another; a requeued task",
+                "# (time limit) continues the study, its interrupted trial resumed from the run's checkpoint."]
+    if sweep is not None:  # the URL (perhaps with a password) once, in STORAGE below
+        argv = ["storage=$STORAGE" if a.startswith("storage=") else a for a in argv]
     lines = ["#!/bin/bash", "# Written by: python -m ssl_bench.launch " + shlex.join(argv),
              *(f"# {a}" for a in about), *(f"#SBATCH {s}" for s in sbatch), "set -euo pipefail",
              "# The first node of the allocation hosts the rendezvous.",
              'export MAIN_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
-             f"export MAIN_PORT=${{MAIN_PORT:-{cl.port}}}",
-             'cd "${SSL_BENCH_DIR:-$SLURM_SUBMIT_DIR}"',
-             f"ARGS=({args})",
-             "# One launcher per node (srun sets SLURM_NODEID), each starting one process per GPU; resume=true",
-             "# continues from the run's checkpoint after a requeue or a time-limit stop.",
+             port, 'cd "${SSL_BENCH_DIR:-$SLURM_SUBMIT_DIR}"', args, *what,
              f"srun --kill-on-bad-exit=1 bash -c '{launch} \"$@\"' _ \"${{ARGS[@]}}\""]
     return "\n".join(lines) + "\n"
 
@@ -145,10 +173,18 @@ def main(argv: list[str]) -> int:
         print(COMMAND.help())
         return 0
     cl, overrides = parse(argv)
+    sweep = None
     if cl.entry == "sweep":
         from ssl_bench.sweep import parse as parse_sweep
 
         sw = parse_sweep(overrides)  # the sweep's own checks: its keys, the search space, every end composed
+        if cl.slurm:
+            sweep = (sw.study, sw.storage)
+            if not any(o.startswith("storage=") for o in overrides) or sw.storage.startswith("sqlite"):
+                raise ConfigError("entry=sweep slurm=true: the workers run on several nodes, so give storage= a "
+                                  "PostgreSQL URL (postgresql://user:pass@host/db) or a journal file on a filesystem "
+                                  "every node sees (journal:///shared/path/study.log); SQLite over a network "
+                                  "filesystem breaks")
         cfg = compose(sw.base)
         batch = sw.params.get("data.batch_size")
         for value in batch.choices if batch is not None else []:  # a grid over the batch: every cell must split
@@ -157,7 +193,7 @@ def main(argv: list[str]) -> int:
         cfg = compose(overrides)
     about = check_scale(cfg, cl)
     if cl.slurm:
-        print(slurm_script(cl, overrides, about, argv), end="")
+        print(slurm_script(cl, overrides, about, argv, sweep), end="")
         return 0
     print("\n".join(f"# {a}" for a in about))
     for r, line in zip(range(cl.nodes) if cl.rank is None else [cl.rank], node_commands(cl, overrides), strict=True):

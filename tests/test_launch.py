@@ -132,3 +132,41 @@ def test_committed_slurm_scripts_are_what_the_generator_writes(capsys, script):
     argv = shlex.split(text.splitlines()[1].removeprefix("# Written by: python -m ssl_bench.launch "))
     assert guarded(main, argv) == 0
     assert capsys.readouterr().out == text
+
+
+def test_sweep_on_slurm_is_a_job_array_of_workers_sharing_one_storage(capsys, tmp_path):
+    url = "postgresql://me:secret@db.example/optuna"
+    assert guarded(main, ["entry=sweep", "slurm=true", "workers=3", "gpus=2", "sweep=swav_prototypes_iterations",
+                          "budget=smoke", f"storage={url}"]) == 0
+    script = capsys.readouterr().out
+    assert "#SBATCH --array=0-2" in script and script.count(url) == 1  # the URL written once
+    path = tmp_path / "sweep.sbatch"
+    path.write_text(script)
+    assert subprocess.run(["bash", "-n", str(path)]).returncode == 0
+    # Run array task 2 with stand-ins for SLURM's srun / scontrol and for accelerate, which records its arguments.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fakes = {"scontrol": 'echo node-a\n',
+             "srun": 'while [[ "$1" == --* ]]; do shift; done\nSLURM_NODEID=0 exec "$@"\n',
+             "accelerate": 'printf "%s\\n" "$@" > "$SUBMIT/accelerate.args"\n'}
+    for name, body in fakes.items():
+        (bin_dir / name).write_text("#!/bin/bash\n" + body)
+        (bin_dir / name).chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", SLURM_ARRAY_TASK_ID="2",
+               SLURM_JOB_NODELIST="node-a", SLURM_SUBMIT_DIR=str(tmp_path), SUBMIT=str(tmp_path))
+    env.pop("MAIN_PORT", None)
+    ran = subprocess.run(["bash", str(path)], env=env, capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    args = (tmp_path / "accelerate.args").read_text().splitlines()
+    assert args[args.index("-m") + 1] == "ssl_bench.sweep" and flag(args, "--num_processes") == "2"
+    assert flag(args, "--main_process_port") == "29502"  # array tasks sharing a node do not share a port
+    assert f"storage={url}" in args and "study=swav_prototypes_iterations-swav-fashion_mnist-smoke" in args
+    assert "resume=true" not in args  # the sweep resumes its own trials
+
+
+def test_sweep_on_slurm_refuses_a_storage_the_nodes_cannot_share(capsys):
+    assert guarded(main, ["entry=sweep", "slurm=true", "workers=2", "gpus=1", "sweep=swav_prototypes_iterations",
+                          "budget=smoke"]) == 2
+    err = capsys.readouterr().err
+    assert "give storage= a PostgreSQL URL" in err and "\n" not in err.strip()
+    assert guarded(main, ["workers=2", "gpus=1", "budget=smoke"]) == 2

@@ -8,8 +8,8 @@ import sys
 from ssl_bench.cli import guarded
 from ssl_bench.overrides import help_requested
 from ssl_bench.sweep.report import report_only, summarize
-from ssl_bench.sweep.spec import COMMAND, parse, safe_name, split_argv
-from ssl_bench.sweep.storage import open_study, plan_trials
+from ssl_bench.sweep.spec import COMMAND, Sweep, parse, safe_name, split_argv
+from ssl_bench.sweep.storage import StorageUnavailable, is_storage_error, open_study, plan_trials, redact, unavailable
 from ssl_bench.sweep.trials import follow, optimize
 from ssl_bench.sweep.workers import end_processes, rank, share, spawn_workers, world_size
 
@@ -28,13 +28,22 @@ def main(argv: list[str]) -> int:
         finally:
             end_processes()
         return 0
+    try:
+        return _main(sw)
+    except Exception as exc:
+        if is_storage_error(exc):  # the server stopped, the network or the journal's filesystem went away
+            raise unavailable(sw.storage, exc) from None
+        raise
+
+
+def _main(sw: Sweep) -> int:
     code = 0
     try:
         study = open_study(sw)
         n = plan_trials(study, sw)
         print(f"[sweep {sw.study}] {sw.meta['description'] or sw.name}: {n} trial(s) now, sampler "
               f"{sw.sampler['type']}, pruner {sw.pruner['type'] if sw.prunes else 'off'}, objective "
-              f"{sw.objective} ({sw.direction}), storage {sw.storage}", flush=True)
+              f"{sw.objective} ({sw.direction}), storage {redact(sw.storage)}", flush=True)
         if sw.pruner["type"] != "none" and not sw.prunes:
             print("  (pruning reports the online kNN, higher is better: off with direction=minimize)")
         if n and sw.n_jobs > 1:
@@ -54,6 +63,9 @@ def entry() -> int:
     """`python -m ssl_bench.sweep`: bad input is one line and exit 2; Ctrl-C says how to continue."""
     try:
         return guarded(main)
+    except StorageUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted; run the same command again to continue the study", file=sys.stderr)
         return 130

@@ -80,7 +80,7 @@ def trials_frame(study: optuna.Study, index: dict[str, Path] | None = None) -> p
     """One row per finished trial: number, state, value, parameters, reason, last online kNN, record."""
     rows = []
     for t in study.get_trials(deepcopy=False):
-        if not t.state.is_finished():
+        if not t.state.is_finished() or t.user_attrs.get("fail_kind") == "idle":  # idle: a grid trial never run
             continue
         last = t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None
         state = t.state.name.lower()

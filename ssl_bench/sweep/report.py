@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ import optuna
 
 from ssl_bench.config import ConfigError
 from ssl_bench.sweep.spec import _list, default_storage, fmt_value, safe_name
-from ssl_bench.sweep.storage import META, make_storage
+from ssl_bench.sweep.storage import IDLE, META, make_storage, redact
 
 
 def summarize(study: optuna.Study, meta: dict[str, Any], out_dir: Path, storage: str,
@@ -18,7 +19,7 @@ def summarize(study: optuna.Study, meta: dict[str, Any], out_dir: Path, storage:
     from ssl_bench.sweep.plots import write_report
 
     States = optuna.trial.TrialState
-    trials = study.get_trials(deepcopy=False)
+    trials = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("fail_kind") != IDLE]
     counts = {s.name.lower(): sum(t.state == s for t in trials) for s in States}
     print(f"study {study.study_name}: {len(trials)} trials (" + ", ".join(f"{v} {k}" for k, v in counts.items() if v)
           + ")")
@@ -27,11 +28,17 @@ def summarize(study: optuna.Study, meta: dict[str, Any], out_dir: Path, storage:
         print(f"highest {meta.get('objective', 'value')}: trial {best.number}, {best.value:.4g}, params "
               + " ".join(f"{k}={fmt_value(v)}" for k, v in best.params.items())
               + " (one trial per point is one seed: see the figures' n before calling it best)")
-    paths = write_report(study, meta, out_dir, plot_params, runs_dir=out_dir.parent.parent / "runs")
+    retried = sum("retry_of" in t.user_attrs for t in trials)
+    if retried:
+        print(f"  {retried} trial(s) retried a trial whose worker died or was stopped")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / ".lock", "a") as lock:  # workers of one machine finishing together write one at a time
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        paths = write_report(study, meta, out_dir, plot_params, runs_dir=out_dir.parent.parent / "runs")
     for what, path in paths.items():
         print(f"  {what}: {path}")
     if storage.startswith(("sqlite", "postgresql", "mysql")):
-        print(f"  dashboard: optuna-dashboard {storage}")
+        print(f"  dashboard: optuna-dashboard {redact(storage)}")
 
 
 def report_only(own: dict[str, str]) -> int:
@@ -41,7 +48,7 @@ def report_only(own: dict[str, str]) -> int:
     try:
         study = optuna.load_study(study_name=own["study"], storage=make_storage(storage))
     except KeyError:
-        raise ConfigError(f"no study '{own['study']}' in {storage}") from None
+        raise ConfigError(f"no study '{own['study']}' in {redact(storage)}") from None
     plot = _list(own["plot_params"]) if "plot_params" in own else None
     summarize(study, study.user_attrs.get(META, {}), results / "figures" / safe_name(own["study"]), storage, plot)
     return 0

@@ -48,6 +48,9 @@ COMMAND = Command(
      Key("storage", "str", None, "any Optuna storage URL, or journal:///path/f.log (null: "
          "sqlite:///<results>/sweeps/<study>.db)"),
      Key("n_jobs", "int", None, "worker processes on this machine sharing the storage (null: 1)"),
+     Key("heartbeat", "int", 60, "seconds between a running trial's heartbeats to the storage"),
+     Key("grace_period", "int", None, "a running trial without a heartbeat for this long is failed (its worker "
+         "died) and queued again for another worker (null: 3 x heartbeat)"),
      Key("timeout", "float", None, "start no new trial after this many seconds"),
      Key("plot_params", "list[str]", None, "the two parameters of the heatmap (null: the first two)"),
      Key("results", "str", "results", "runs go to <results>/runs (unless output_dir=), the report to "
@@ -112,6 +115,8 @@ class Sweep:
     base: list[str]
     meta: dict[str, Any]
     argv: list[str] = field(default_factory=list)
+    heartbeat: int = 60
+    grace_period: int | None = None
 
     @property
     def prunes(self) -> bool:
@@ -386,6 +391,9 @@ def parse(argv: list[str]) -> Sweep:
     n_trials = own.get("n_trials", data.get("n_trials"))
     n_trials = None if n_trials is None else _int("n_trials", n_trials, 0)
     n_jobs = _int("n_jobs", own.get("n_jobs", 1), 1)
+    heartbeat = _int("heartbeat", own.get("heartbeat", 60), 1)
+    grace = own.get("grace_period")
+    grace = None if grace in (None, "null") else _int("grace_period", grace, heartbeat + 1)
     timeout = own.get("timeout")
     if timeout is not None:
         try:
@@ -434,5 +442,5 @@ def parse(argv: list[str]) -> Sweep:
             "params": {n: p.spec() for n, p in params.items()}, "plot_params": plot_params,
             "description": str(data.get("description", ""))}
     return Sweep(name, params, sampler, pruner, objective, direction, n_trials, n_jobs, timeout, study, storage,
-                 results, plot_params, report, base, meta, list(argv))
+                 results, plot_params, report, base, meta, list(argv), heartbeat, grace)
 

@@ -19,11 +19,21 @@ from ssl_bench.errors import DataNotFound, TrainingStopped
 from ssl_bench.experiment import run_experiment
 from ssl_bench.results import find_run_dir
 from ssl_bench.sweep.spec import Sweep, fmt_value
+from ssl_bench.sweep.storage import IDLE, grid_left, is_storage_error, retry
 from ssl_bench.sweep.workers import share
 
 
 class TrialFailed(Exception):
     """A trial without a usable result (NaN loss, collapse, out of memory, a crash); the study goes on."""
+
+
+class Idle(TrialFailed):
+    """A grid worker asked for a trial after another one took the last queued cell: nothing is trained."""
+
+
+def frozen(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
+    """The stored trial (an optuna.Trial does not show its system attributes, which hold a grid cell)."""
+    return next(t for t in study.get_trials(deepcopy=False) if t.number == number)
 
 
 
@@ -113,7 +123,9 @@ def run_trial(sw: Sweep, number: int, params: dict[str, Any], trial: optuna.Tria
     rid = run_dir.name
     record = run_dir / "summary.json"
     if trial is not None:
-        of = f" ({position[0]} of {position[1]})" if position else ""
+        # A grid worker may end up taking more than it planned (a dead worker's trial): then only the count.
+        of = "" if not position else f" ({position[0]} of {position[1]})" if position[0] <= position[1] \
+            else f" ({position[0]})"
         print(f"[sweep {sw.study}] trial {number}{of}: " + " ".join(f"{k}={fmt_value(v)}" for k, v in params.items()),
               flush=True)
     callbacks = [_reporter(trial, sw)] if trial is not None and sw.prunes else []
@@ -128,12 +140,21 @@ def run_trial(sw: Sweep, number: int, params: dict[str, Any], trial: optuna.Tria
         if exc.exit_code == 1:
             raise failed("nan", f"diverged: {_one_line(exc)}") from None
         note(fail_kind="interrupted", reason=_one_line(exc))
-        raise  # Ctrl-C / SIGTERM: the sweep stops; the next run of the command trains this point again
+        if trial is not None:  # Ctrl-C / SIGTERM stops this worker; its point goes back in the queue for another
+            retry(trial.study, frozen(trial.study, number), f"interrupted: {_one_line(exc)}")
+        raise
+    except KeyboardInterrupt:  # Ctrl-C outside the training loop (which turns it into TrainingStopped)
+        note(fail_kind="interrupted", reason="interrupted (Ctrl-C)")
+        if trial is not None:
+            retry(trial.study, frozen(trial.study, number), "interrupted (Ctrl-C)")
+        raise
     except DataNotFound:
         raise  # every trial would fail the same way
     except ConfigError as exc:
         raise failed("config", f"invalid config at this point: {exc}") from None
     except Exception as exc:
+        if is_storage_error(exc):
+            raise  # not the trial's fault: the command reports it in one line
         if _is_oom(exc):
             import torch
 
@@ -163,19 +184,35 @@ def run_trial(sw: Sweep, number: int, params: dict[str, Any], trial: optuna.Tria
 
 
 
-class _NoTraceback(logging.Filter):
-    """Optuna logs a failed trial with its traceback; for TrialFailed the reason is the whole story."""
+class _QuietFailures(logging.Filter):
+    """Optuna logs a failed trial with its traceback: the reason is the whole story (run_trial printed a crash's
+    traceback already), an idle grid trial is no news, and a lost storage is said once, in one line, by the
+    command."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], TrialFailed):
-            record.exc_info = None
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, Idle) or is_storage_error(exc):
+            return False
+        # A crash's traceback was printed where it happened (run_trial); Ctrl-C and stops need none.
+        record.exc_info = None
         return True
 
 
 def optimize(study: optuna.Study, sw: Sweep, n: int) -> None:
+    """Run up to ``n`` trials here. A grid without an explicit n_trials is drained instead: this worker takes
+    queued cells until none is queued or running anywhere (it waits for other workers' trials, so that one whose
+    worker dies is retried here) and never samples a cell of its own."""
+    drain = sw.sampler["type"] == "grid" and sw.n_trials is None
+    poll = float(min(sw.heartbeat, 5))
     started = [0]
 
     def objective(trial: optuna.Trial) -> float:
+        if drain and not frozen(study, trial.number).system_attrs.get("fixed_params"):
+            # The last queued cell went to another worker between grid_left and this ask: train nothing.
+            study.stop()
+            trial.set_user_attr("fail_kind", IDLE)
+            trial.set_user_attr("reason", "no grid cell left to train (another worker took the last one)")
+            raise Idle("no grid cell left")
         params = {name: p.suggest(trial) for name, p in sw.params.items()}
         share(("trial", trial.number, params))
         started[0] += 1
@@ -183,13 +220,40 @@ def optimize(study: optuna.Study, sw: Sweep, n: int) -> None:
         assert value is not None
         return value
 
+    def more(study: optuna.Study, _: optuna.trial.FrozenTrial) -> None:
+        if not grid_left(study, poll):
+            study.stop()
+
+    if drain and not grid_left(study, poll):
+        return
     log = logging.getLogger("optuna.study._optimize")
-    filt = _NoTraceback()
+    filt = _QuietFailures()
     log.addFilter(filt)
     try:
-        study.optimize(objective, n_trials=n, timeout=sw.timeout, catch=(TrialFailed,))
+        while True:
+            try:
+                study.optimize(objective, n_trials=None if drain else n - started[0], timeout=sw.timeout,
+                               catch=(TrialFailed,), callbacks=[more] if drain else None)
+                return
+            except Exception as exc:
+                if not _taken(exc):
+                    raise
+                # This worker stalled past grace_period (a frozen machine, a storage outage) and another one
+                # declared its trial lost and queued it again; the retry reuses this trial's record.
+                print(f"[sweep {sw.study}] a trial of this worker was declared lost by another worker (no heartbeat "
+                      f"for grace_period); its retry reuses the record", flush=True)
+                if not drain and started[0] >= n:
+                    return
     finally:
         log.removeFilter(filt)
+
+
+def _taken(exc: BaseException | None) -> bool:
+    while exc is not None:
+        if isinstance(exc, optuna.exceptions.UpdateFinishedTrialError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def follow(sw: Sweep) -> None:

@@ -45,9 +45,10 @@ def end_processes() -> None:
             dist.destroy_process_group()
 
 
-
 def spawn_workers(sw: Sweep, n: int) -> int:
-    """n_jobs worker processes on this machine, each a sweep with its share of the trials, one storage."""
+    """n_jobs worker processes on this machine, each a sweep with its share of the trials, one storage (a grid:
+    each takes queued cells until the grid is done)."""
+    drain = sw.sampler["type"] == "grid" and sw.n_trials is None
     k = min(sw.n_jobs, n)
     shares = [n // k + (i < n % k) for i in range(k)]
     keep = [a for a in sw.argv if a.split("=", 1)[0] not in ("n_jobs", "n_trials", "report", "study", "storage")]
@@ -63,7 +64,8 @@ def spawn_workers(sw: Sweep, n: int) -> int:
         env = dict(os.environ)
         if gpus > 1:
             env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
-        procs.append(subprocess.Popen([sys.executable, "-m", "ssl_bench.sweep", *keep, f"n_trials={s}"], env=env))
-    print(f"[sweep {sw.study}] {k} workers, trials {shares}", flush=True)
+        share_of = [] if drain else [f"n_trials={s}"]
+        procs.append(subprocess.Popen([sys.executable, "-m", "ssl_bench.sweep", *keep, *share_of], env=env))
+    print(f"[sweep {sw.study}] {k} workers, " + ("until the grid is done" if drain else f"trials {shares}"), flush=True)
     return max(p.wait() for p in procs)
 
