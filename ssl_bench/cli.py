@@ -22,3 +22,7 @@ def guarded(fn: Callable[[list[str]], int | None], argv: list[str] | None = None
         if main:
             print(f"stopped: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # `... --help | head`: the reader left; stop quietly, as other command-line tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so Python's flush at exit does not raise again
+        return 0

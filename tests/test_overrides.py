@@ -81,3 +81,16 @@ def test_writable_folder_checks_without_creating_anything(tmp_path):
         writable_folder(tmp_path / "a_file" / "x", "output_dir")
     with pytest.raises(ConfigError, match="is a folder; give a file name"):
         writable_file(tmp_path, "export")
+
+
+def test_output_piped_into_head_ends_quietly():
+    """`ssl-bench ... | head -1`: the reader leaves early; no traceback, exit 0 (1 MB cannot fit the pipe)."""
+    import subprocess
+    import sys
+
+    code = "import sys; from ssl_bench.cli import guarded; sys.exit(guarded(lambda a: print('x' * 1_000_000)))"
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+    p.stdout.read(10)
+    p.stdout.close()  # like head: close the pipe before the command has written everything
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=60) == 0 and "Traceback" not in err and "BrokenPipe" not in err, err
