@@ -138,3 +138,17 @@ def test_smoke_run_with_device_decode(tmp_path, folder, capsys):
     summary = run_experiment(cfg)
     assert "device_decode multi-crop" in capsys.readouterr().out
     assert summary["status"] == "complete" and summary["cost"]["images_per_s"] > 0
+
+
+def test_hugging_face_images_are_read_undecoded(folder):
+    import datasets
+
+    from ssl_bench.data.sources import HFDataset
+
+    files = sorted((folder / "train").glob("*/*.jpg"))[:3]
+    ds = datasets.Dataset.from_dict({"image": [str(f) for f in files], "label": [0, 1, 1]})
+    ds = ds.cast_column("image", datasets.Image())
+    read = encoded_reader(HFDataset(ds, "image", "label"))
+    assert read is not None and read(2) == (files[2].read_bytes(), 1)
+    pixels = datasets.Dataset.from_dict({"image": [[[0, 0, 0]]], "label": [0]})  # arrays, not encoded images
+    assert encoded_reader(HFDataset(pixels, "image", "label")) is None
