@@ -2,7 +2,7 @@
 
 ``crops.global.n`` crops of ``crops.global.size`` px at RandomResizedCrop scale ``crops.global.scale``,
 then ``crops.local.n`` small crops; each crop gets SimCLR's flip, colour distortion, grey-scale and blur.
-Three backends compute it (``augment.backend``), with the same distributions:
+Four backends compute it (``augment.backend``), with the same distributions:
 
 - ``pil``: every stage per image in the loader workers, lightly's MultiCropTranform and SwaVViewTransform.
 - ``tensor``: fixed-size images go whole to the training device, which crops and colours a batch at once.
@@ -399,7 +399,8 @@ class EncodedImageDataset(_PerImageBoxes, Dataset):
 
 def decode_images(encoded: list[bytes], device: torch.device) -> list[Tensor]:
     """uint8 RGB images [3, h, w] on ``device``: one batched decode_jpeg call (nvJPEG on CUDA). A file it
-    refuses (a PNG among the JPEGs, a CMYK JPEG on the GPU) is decoded alone, on the CPU if need be."""
+    refuses (a PNG among the JPEGs, a CMYK JPEG on the GPU) is decoded alone, on the CPU if need be.
+    torchvision 0.29 deprecates these decoders for TorchCodec (a DeprecationWarning) but still ships them."""
     from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
     data = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in encoded]  # a copy: bytes are read-only
