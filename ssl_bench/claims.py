@@ -86,7 +86,9 @@ class Cell:
 
 
 def study_command(study: str, common: list[str]) -> str:
-    return f"python -m ssl_bench.compare study={study} {' '.join(common)} results=results/reference"
+    # Runs go beside the other reference records; the compare tables to the user's results/compare (the
+    # claims report is the shipped table).
+    return f"python -m ssl_bench.compare study={study} {' '.join(common)} output_dir=results/reference/runs"
 
 
 def load_cells(study: str, common: list[str], ref: Path = REFERENCE_DIR) -> dict[tuple[str, str], Cell]:
