@@ -283,6 +283,14 @@ def interaction(test: dict[str, Any], cells: dict[tuple[str, str], Cell], metric
     return Outcome(verdict, rows, header)
 
 
+def claim_variants(test: dict[str, Any]) -> set[str]:
+    """The variants a claim's test reads (a study may hold more, for other claims)."""
+    names = {test.get("baseline"), *(test.get("variants") or []), *(test.get("small") or []),
+             *(test.get("large") or [])}
+    names.update(v for pair in test.get("pairs") or [] for v in pair)
+    return {str(n) for n in names if n is not None}
+
+
 def evaluate_claim(claim: dict[str, Any], cells: dict[tuple[str, str], Cell], data: dict[str, Any]) -> Outcome:
     test, metric = claim["test"], data.get("metric", "knn_top1")
     kind = test["kind"]
@@ -331,8 +339,9 @@ def claim_section(claim: dict[str, Any], data: dict[str, Any], ref: Path, figure
     common = [str(x) for x in data.get("common") or []]
     cells = load_cells(claim["study"], common, ref)
     out = evaluate_claim(claim, cells, data)
-    missing = sum(len(c.missing) for c in cells.values())
-    planned = sum(len(c.seeds) for c in cells.values())
+    used = [c for c in cells.values() if c.variant in claim_variants(claim["test"])]
+    missing = sum(len(c.missing) for c in used)
+    planned = sum(len(c.seeds) for c in used)
     verdict = out.verdict if not missing or out.verdict == NOT_RUN else (
         f"{out.verdict} so far ({missing} of {planned} planned runs missing)")
     lines = [f"## Claim {claim['id']}: {claim['title']}", "",
