@@ -35,9 +35,9 @@ def grid_file(folder: Path, grid: dict[str, list] = GRID) -> Path:
 
 def worker_command(sweep: Path | str, results: Path, study: str, storage: str, *extra: str) -> list[str]:
     """One worker: an ordinary sweep command (``sweep``: a file or a shipped sweep's name); heartbeats every second,
-    a silent trial is stale after 3."""
+    a silent trial is stale after 5 (a few seconds of slack for 2 cores shared by three workers and more)."""
     return [sys.executable, "-m", "ssl_bench.sweep", f"sweep={sweep}", "budget=smoke", f"results={results}",
-            f"study={study}", f"storage={storage}", "heartbeat=1", "grace_period=3", "eval.random_baseline=false",
+            f"study={study}", f"storage={storage}", "heartbeat=1", "grace_period=5", "eval.random_baseline=false",
             "train.num_threads=1", *extra]
 
 
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     from ssl_bench.sweep import pgserver
 
     lines = [f"$ {' '.join([Path(sys.executable).name, '-m', 'benchmarks.sweep_workers', *(argv or sys.argv[1:])])}",
-             f"grid {GRID}, budget=smoke, heartbeat=1 s, grace_period=3 s, {os.cpu_count()} CPU cores", ""]
+             f"grid {GRID}, budget=smoke, heartbeat=1 s, grace_period=5 s, {os.cpu_count()} CPU cores", ""]
     with tempfile.TemporaryDirectory(prefix="sweep_workers_") as tmp:
         folder = Path(tmp)
         if args.keep:

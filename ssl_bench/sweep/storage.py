@@ -97,7 +97,10 @@ def retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str) -> boo
 
 
 def _retry_stale(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-    retry(study, trial, trial.user_attrs.get("reason", "its worker stopped"))
+    # The trial as stored after it was failed: if its worker's own result got there first (a journal keeps the
+    # first of the two and still reports the second as done), it is complete and needs no retry.
+    if trial.state == States.FAIL:
+        retry(study, trial, trial.user_attrs.get("reason", "its worker stopped"))
 
 
 class _Heartbeats:

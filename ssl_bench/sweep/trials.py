@@ -19,7 +19,7 @@ from ssl_bench.errors import DataNotFound, TrainingStopped
 from ssl_bench.experiment import run_experiment
 from ssl_bench.results import find_run_dir
 from ssl_bench.sweep.spec import Sweep, fmt_value
-from ssl_bench.sweep.storage import IDLE, grid_left, is_storage_error, retry
+from ssl_bench.sweep.storage import IDLE, States, grid_left, is_storage_error, retry
 from ssl_bench.sweep.workers import share
 
 
@@ -206,13 +206,22 @@ def optimize(study: optuna.Study, sw: Sweep, n: int) -> None:
     poll = float(min(sw.heartbeat, 5))
     started = [0]
 
+    def idle(trial: optuna.Trial, reason: str) -> Idle:
+        trial.set_user_attr("fail_kind", IDLE)
+        trial.set_user_attr("reason", reason)
+        return Idle(reason)
+
     def objective(trial: optuna.Trial) -> float:
-        if drain and not frozen(study, trial.number).system_attrs.get("fixed_params"):
-            # The last queued cell went to another worker between grid_left and this ask: train nothing.
-            study.stop()
-            trial.set_user_attr("fail_kind", IDLE)
-            trial.set_user_attr("reason", "no grid cell left to train (another worker took the last one)")
-            raise Idle("no grid cell left")
+        if drain:
+            trials = study.get_trials(deepcopy=False)
+            cell = next(t for t in trials if t.number == trial.number).system_attrs.get("fixed_params")
+            if not cell:
+                # The last queued cell went to another worker between grid_left and this ask: train nothing.
+                study.stop()
+                raise idle(trial, "no grid cell left to train (another worker took the last one)")
+            done = [t.number for t in trials if t.state == States.COMPLETE and t.params == cell]
+            if done:  # a retry queued for a trial that completed after all (its worker was only slow)
+                raise idle(trial, f"cell already trained by trial {done[0]}")
         params = {name: p.suggest(trial) for name, p in sw.params.items()}
         share(("trial", trial.number, params))
         started[0] += 1
