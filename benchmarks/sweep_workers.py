@@ -93,8 +93,11 @@ def killed_worker_demo(storage: str, folder: Path, study: str) -> list[str]:
     records = len(list((results / "runs").glob("*/summary.json")))
     once = len(t["per_cell"]) == cells and set(t["per_cell"].values()) == {1}
     verdict = "every cell exactly once" if once else "NOT once per cell"
-    lines = [f"{storage.split(':', 1)[0].split('+')[0]}: {cells} cells, 3 workers, worker 0 killed (SIGKILL) in a trial"
+    shown = worker_command(Path("grid.yaml"), Path("results"), study, storage)
+    kind = storage.split(":", 1)[0].split("+")[0]
+    lines = [f"{kind}: {cells} cells, 3 workers, worker 0 killed (SIGKILL) in a trial"
              f"{'' if victim_started else ' (it had not started one)'}",
+             "  each worker: python " + " ".join(shown[1:]),
              f"  exit codes {codes} (-9: the killed worker)",
              f"  trials {t['trials']}: " + ", ".join(f"{v} {k}" for k, v in sorted(t["states"].items())),
              *(f"  trial {x.number} failed: {x.user_attrs.get('reason')}" for x in t["lost"]),
