@@ -200,3 +200,19 @@ def test_trial_of_a_worker_killed_before_its_first_heartbeat_is_retried(kind, tm
     dead, again = study.trials
     assert dead.state.name == "FAIL" and dead.user_attrs["fail_kind"] == "lost"
     assert again.state.name == "WAITING" and again.params == {"x": 1} and again.user_attrs["retry_of"] == 0
+
+
+def test_a_trial_that_completed_before_it_was_failed_as_lost_is_not_retried(tmp_path):
+    """A slow worker's result and another worker's 'lost' verdict race: the journal keeps the first (complete)."""
+    import optuna
+
+    from ssl_bench.sweep.storage import _retry_stale, make_storage, redact
+
+    study = optuna.create_study(study_name="race", storage=make_storage(f"journal://{tmp_path / 's.log'}"))
+    study.enqueue_trial({"x": 1})
+    trial = study.ask()
+    trial.suggest_int("x", 0, 3)
+    study.tell(trial, 1.0)
+    _retry_stale(study, study.trials[0])
+    assert [t.state.name for t in study.trials] == ["COMPLETE"]
+    assert redact("postgresql://me:secret@db/optuna") == "postgresql://me:***@db/optuna"
