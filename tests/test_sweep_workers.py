@@ -202,6 +202,7 @@ def test_trial_of_a_worker_killed_before_its_first_heartbeat_is_retried(kind, tm
     assert again.state.name == "WAITING" and again.params == {"x": 1} and again.user_attrs["retry_of"] == 0
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")
 def test_a_trial_that_completed_before_it_was_failed_as_lost_is_not_retried(tmp_path):
     """A slow worker's result and another worker's 'lost' verdict race: the journal keeps the first (complete)."""
     import optuna
