@@ -37,7 +37,7 @@ def worker_command(sweep: Path | str, results: Path, study: str, storage: str, *
     """One worker: an ordinary sweep command (``sweep``: a file or a shipped sweep's name); heartbeats every second,
     a silent trial is stale after 5 (a few seconds of slack for 2 cores shared by three workers and more)."""
     return [sys.executable, "-m", "ssl_bench.sweep", f"sweep={sweep}", "budget=smoke", f"results={results}",
-            f"study={study}", f"storage={storage}", "heartbeat=1", "grace_period=5", "eval.random_baseline=false",
+            f"study_name={study}", f"storage={storage}", "heartbeat=1", "grace_period=5", "eval.random_baseline=false",
             "train.num_threads=1", *extra]
 
 

@@ -148,9 +148,9 @@ def slurm_script(cl: Cluster, overrides: list[str], about: list[str], argv: list
                 "# continues from the run's checkpoint after a requeue or a time-limit stop."]
     else:
         study, storage = sweep
-        kept = [o for o in overrides if o.split("=", 1)[0] not in ("storage", "study", "n_jobs")]
+        kept = [o for o in overrides if o.split("=", 1)[0] not in ("storage", "study_name", "n_jobs")]
         args = (f"STORAGE={shlex.quote(storage)}\n"
-                "ARGS=(" + " ".join(shlex.quote(o) for o in [*kept, f"study={study}"]) + ' "storage=$STORAGE")')
+                "ARGS=(" + " ".join(shlex.quote(o) for o in [*kept, f"study_name={study}"]) + ' "storage=$STORAGE")')
         # Two array tasks may share a node: each its own rendezvous port.
         port = f"export MAIN_PORT=${{MAIN_PORT:-$(({cl.port} + SLURM_ARRAY_TASK_ID % 1000))}}"
         what = [f"# Each array task is one of {cl.workers} sweep workers on study {study}: it takes the next",

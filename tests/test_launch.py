@@ -160,7 +160,7 @@ def test_sweep_on_slurm_is_a_job_array_of_workers_sharing_one_storage(capsys, tm
     args = (tmp_path / "accelerate.args").read_text().splitlines()
     assert args[args.index("-m") + 1] == "ssl_bench.sweep" and flag(args, "--num_processes") == "2"
     assert flag(args, "--main_process_port") == "29502"  # array tasks sharing a node do not share a port
-    assert f"storage={url}" in args and "study=swav_prototypes_iterations-swav-fashion_mnist-smoke" in args
+    assert f"storage={url}" in args and "study_name=swav_prototypes_iterations-swav-fashion_mnist-smoke" in args
     assert "resume=true" not in args  # the sweep resumes its own trials
 
 

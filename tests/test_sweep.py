@@ -21,7 +21,7 @@ def study_of(tmp_path, name):
 
 
 def argv(tmp_path, *extra, sweep_name="swav_prototypes_epsilon"):
-    return [f"sweep={sweep_name}", "method=swav", "budget=smoke", f"results={tmp_path}", "study=s", *extra]
+    return [f"sweep={sweep_name}", "method=swav", "budget=smoke", f"results={tmp_path}", "study_name=s", *extra]
 
 
 def test_three_trials_write_records_and_a_study_and_running_again_adds_trials(tmp_path):
@@ -129,7 +129,7 @@ def test_grid_runs_every_cell_once_and_interrupted_or_crashed_cells_are_trained_
         return fake_summary(float(len(seen)))
 
     monkeypatch.setattr(sweep_trials, "run_experiment", fake_run)
-    args = [f"sweep={spec}", "budget=smoke", f"results={tmp_path}", "study=g", "report=false"]
+    args = [f"sweep={spec}", "budget=smoke", f"results={tmp_path}", "study_name=g", "report=false"]
     assert guarded(sweep.main, args) == 130  # a crash is recorded and the sweep goes on; Ctrl-C stops it
     assert guarded(sweep.main, args) == 0  # the same command finishes the grid, the two failed cells included
     assert sorted(seen[3:]) == sorted({(8, 1), (8, 3), (16, 1), (16, 3)} - {seen[0]})
@@ -177,6 +177,7 @@ def test_invalid_search_space_exits_2_before_any_trial(tmp_path, capsys, monkeyp
     (["sweep=swav_prototypes_epsilon", "storage=nowhere"], "expected an Optuna storage URL"),
     (["n_trials=3"], "sweep=<name> is required"),
     (["sweep=swav_prototypes_epsilon", "objective=linear"], "add eval.protocols=[knn,linear]"),
+    (["sweep=swav_prototypes_epsilon", "study=methods"], "study_name=<name>; study= is a study file"),
 ])
 def test_bad_command_line_exits_2(tmp_path, capsys, monkeypatch, args, needle):
     monkeypatch.setattr(sweep_trials, "run_experiment", lambda *a, **k: pytest.fail("a trial ran"))
@@ -213,7 +214,7 @@ def test_journal_storage_and_report_only(tmp_path, monkeypatch):
     storage = f"journal://{tmp_path / 'j.log'}"
     assert guarded(sweep.main, argv(tmp_path, "n_trials=2", "report=false", f"storage={storage}")) == 0
     assert (tmp_path / "j.log").stat().st_size > 0
-    assert guarded(sweep.main, ["study=s", "n_trials=0", f"storage={storage}", f"results={tmp_path}"]) == 0
+    assert guarded(sweep.main, ["study_name=s", "n_trials=0", f"storage={storage}", f"results={tmp_path}"]) == 0
     assert (tmp_path / "figures" / "s" / "trials.csv").exists()
 
 

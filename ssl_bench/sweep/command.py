@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 
 from ssl_bench.cli import guarded
+from ssl_bench.errors import ConfigError
 from ssl_bench.overrides import help_requested
 from ssl_bench.sweep.report import report_only, summarize
 from ssl_bench.sweep.spec import COMMAND, Sweep, parse, safe_name, split_argv
@@ -18,8 +19,11 @@ def main(argv: list[str]) -> int:
     if help_requested(argv):
         print(COMMAND.help())
         return 0
+    if any(a.split("=", 1)[0] == "study" for a in argv):  # compare and plot's study= is a study file
+        raise ConfigError("sweep names its Optuna study with study_name=<name>; study= is a study file of compare "
+                          "and plot (experiments/study/)")
     own, _, _ = split_argv(argv)
-    if "sweep" not in own and own.get("n_trials") == "0" and "study" in own:
+    if "sweep" not in own and own.get("n_trials") == "0" and "study_name" in own:
         return report_only(own)
     sw = parse(argv)
     if rank() != 0:

@@ -42,14 +42,14 @@ def summarize(study: optuna.Study, meta: dict[str, Any], out_dir: Path, storage:
 
 
 def report_only(own: dict[str, str]) -> int:
-    """n_trials=0 study=<name> without sweep=: report from the study's storage alone."""
+    """n_trials=0 study_name=<name> without sweep=: report from the study's storage alone."""
     results = Path(own.get("results", "results"))
-    storage = own.get("storage") or default_storage(results, own["study"])
+    storage = own.get("storage") or default_storage(results, own["study_name"])
     try:
-        study = optuna.load_study(study_name=own["study"], storage=make_storage(storage))
+        study = optuna.load_study(study_name=own["study_name"], storage=make_storage(storage))
     except KeyError:
-        raise ConfigError(f"no study '{own['study']}' in {redact(storage)}") from None
+        raise ConfigError(f"no study '{own['study_name']}' in {redact(storage)}") from None
     plot = _list(own["plot_params"]) if "plot_params" in own else None
-    summarize(study, study.user_attrs.get(META, {}), results / "figures" / safe_name(own["study"]), storage, plot)
+    summarize(study, study.user_attrs.get(META, {}), results / "figures" / safe_name(own["study_name"]), storage, plot)
     return 0
 

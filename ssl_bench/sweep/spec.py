@@ -18,7 +18,7 @@ from ssl_bench.overrides import Command, Key
 
 DOC = """Entry point for hyperparameter studies on Optuna; every trial is an ordinary run with its own record.
 
-    python -m ssl_bench.sweep sweep=<name> method=swav dataset=<name> budget=<name> [study=<name>] \\
+    python -m ssl_bench.sweep sweep=<name> method=swav dataset=<name> budget=<name> [study_name=<name>] \\
         [n_trials=N] [key=value ...]
     accelerate launch -m ssl_bench.sweep ...    each trial on several processes (only the main one talks to the study)
 
@@ -36,10 +36,10 @@ PRUNERS = ("median", "percentile", "none")
 COMMAND = Command(
     "ssl_bench.sweep", DOC.split("\n\nPruning")[0],
     (Key("sweep", "str", None, "required: experiments/sweep/<name>.yaml (or a .yaml path): search space, defaults"),
-     Key("study", "str", None, "the Optuna study (null: <sweep>-<method>-<dataset>-<budget>[-extras]); the same "
+     Key("study_name", "str", None, "the Optuna study (null: <sweep>-<method>-<dataset>-<budget>[-extras]); the same "
          "study continues where it stopped"),
      Key("n_trials", "int", None, "trials to run now (null: the sweep's; a grid: its cells not yet done); 0 only "
-         "reports (with study= and no sweep=: from the study alone)"),
+         "reports (with study_name= and no sweep=: from the study alone)"),
      Key("sampler", "str", None, "null: the sweep's, else tpe; sampler.<arg>=value passes an argument", SAMPLERS),
      Key("pruner", "str", None, "null: the sweep's, else median; pruner.<arg>=value passes an argument", PRUNERS),
      Key("objective", "str", None, "the record's metric to optimise (null: the sweep's, else knn_top1): a key of "
@@ -432,7 +432,7 @@ def parse(argv: list[str]) -> Sweep:
         raise ConfigError(f"objective={objective} is measured by the {protocol} protocol at the end of each run: add "
                           f"eval.protocols=[knn,{protocol}]" + (" (eval.linear_mode=cached is fast)"
                                                                  if protocol == "linear" else ""))
-    study = own.get("study") or default_study_name(name, cfg.choices, base)
+    study = own.get("study_name") or default_study_name(name, cfg.choices, base)
     storage = own.get("storage") or default_storage(results, study)
     signature = sorted(f"{k}={v}" for k, v in {**{g: cfg.choices[g] for g in GROUPS},
                                                  **_fingerprinted(base)}.items())

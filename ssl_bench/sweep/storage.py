@@ -364,7 +364,7 @@ def open_study(sw: Sweep) -> optuna.Study:
     for key in ("base", "objective", "direction"):
         if meta.get(key) != sw.meta[key]:
             raise ConfigError(f"study '{sw.study}' was made with {key} {meta.get(key)}, this command has "
-                              f"{sw.meta[key]}: use the same settings or another study=<name>")
+                              f"{sw.meta[key]}: use the same settings or another study_name=<name>")
     if meta != sw.meta:
         study.set_user_attr(META, sw.meta)  # e.g. a changed search space or plot_params
     return study

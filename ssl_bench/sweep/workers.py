@@ -51,8 +51,8 @@ def spawn_workers(sw: Sweep, n: int) -> int:
     drain = sw.sampler["type"] == "grid" and sw.n_trials is None
     k = min(sw.n_jobs, n)
     shares = [n // k + (i < n % k) for i in range(k)]
-    keep = [a for a in sw.argv if a.split("=", 1)[0] not in ("n_jobs", "n_trials", "report", "study", "storage")]
-    keep += [f"study={sw.study}", f"storage={sw.storage}", "n_jobs=1", "report=false"]
+    keep = [a for a in sw.argv if a.split("=", 1)[0] not in ("n_jobs", "n_trials", "report", "study_name", "storage")]
+    keep += [f"study_name={sw.study}", f"storage={sw.storage}", "n_jobs=1", "report=false"]
     if not any(a.startswith("train.num_threads=") for a in keep):
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         keep.append(f"train.num_threads={max(1, cores // k)}")
