@@ -234,3 +234,21 @@ def test_two_processes_per_trial_only_the_main_one_talks_to_the_study(tmp_path):
     assert [t.state for t in trials] == [States.COMPLETE] * 2
     df = results.load(tmp_path / "runs")
     assert len(df) == 2 and set(df["cost.num_processes"]) == {2}
+
+
+def test_workers_sharing_a_sampler_seed_draw_different_points(monkeypatch):
+    """sampler.seed=S on several workers (n_jobs children, a SLURM array): each offsets S by its index, so they do
+    not all try the same points; a lone worker keeps S (reproducible)."""
+    from ssl_bench.sweep.spec import WORKER_ENV, make_sampler
+
+    def first_points(index: str | None) -> list[float]:
+        if index is None:
+            monkeypatch.delenv(WORKER_ENV, raising=False)
+        else:
+            monkeypatch.setenv(WORKER_ENV, index)
+        monkeypatch.delenv("SLURM_ARRAY_TASK_ID", raising=False)
+        study = optuna.create_study(sampler=make_sampler({"type": "tpe", "seed": 7}, {}))
+        return [study.ask().suggest_float("x", 0, 1) for _ in range(3)]
+
+    assert first_points(None) == first_points("0") == first_points(None)
+    assert first_points("1") != first_points("0")

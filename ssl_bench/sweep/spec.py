@@ -269,8 +269,21 @@ def _kind_and_args(where: str, what: str, from_file: Any, cli_kind: str | None, 
     return spec
 
 
+# A worker's index among several on one study: n_jobs sets it per child, a SLURM job array per task; 0 alone.
+WORKER_ENV = "SSL_BENCH_SWEEP_WORKER"
+
+
+def worker_index() -> int:
+    for var in (WORKER_ENV, "SLURM_ARRAY_TASK_ID"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
 def make_sampler(spec: dict[str, Any], params: dict[str, Param]) -> optuna.samplers.BaseSampler:
     kind, args = spec["type"], {k: v for k, v in spec.items() if k != "type"}
+    if args.get("seed") is not None:  # workers sharing sampler.seed would all draw the same points
+        args["seed"] = int(args["seed"]) + worker_index()
     try:
         if kind == "tpe":  # constant liar: parallel workers do not all pick the same point
             return optuna.samplers.TPESampler(**{"constant_liar": True, **args})

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from typing import Any
 
-from ssl_bench.sweep.spec import Sweep
+from ssl_bench.sweep.spec import WORKER_ENV, Sweep
 
 
 def world_size() -> int:
@@ -61,7 +61,7 @@ def spawn_workers(sw: Sweep, n: int) -> int:
     gpus = torch.cuda.device_count() if "CUDA_VISIBLE_DEVICES" not in os.environ else 0
     procs = []
     for i, s in enumerate(shares):
-        env = dict(os.environ)
+        env = {**os.environ, WORKER_ENV: str(i)}
         if gpus > 1:
             env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
         share_of = [] if drain else [f"n_trials={s}"]
