@@ -138,8 +138,11 @@ def _direction(c: Paired) -> int:
 
 
 def _combine(parts: list[str]) -> str:
-    if not parts or any(p == NOT_RUN for p in parts):
+    done = [p for p in parts if p != NOT_RUN]
+    if not done:
         return NOT_RUN
+    if len(done) < len(parts):  # the comparisons that have their runs; the missing ones are named in the rows
+        return f"{_combine(done)}; {len(parts) - len(done)} of {len(parts)} comparisons not run yet"
     if all(p == REPRODUCED for p in parts):
         return REPRODUCED
     if any(p == NOT_REPRODUCED for p in parts):
