@@ -142,7 +142,7 @@ def _combine(parts: list[str]) -> str:
     if not done:
         return NOT_RUN
     if len(done) < len(parts):  # the comparisons that have their runs; the missing ones are named in the rows
-        return f"{_combine(done)}; {len(parts) - len(done)} of {len(parts)} comparisons not run yet"
+        return f"{_combine(done)} on {len(done)} of {len(parts)} comparisons"
     if all(p == REPRODUCED for p in parts):
         return REPRODUCED
     if any(p == NOT_REPRODUCED for p in parts):
@@ -346,7 +346,7 @@ def claim_section(claim: dict[str, Any], data: dict[str, Any], ref: Path, figure
     missing = sum(len(c.missing) for c in used)
     planned = sum(len(c.seeds) for c in used)
     verdict = out.verdict if not missing or out.verdict == NOT_RUN else (
-        f"{out.verdict} so far ({missing} of {planned} planned runs missing)")
+        f"{out.verdict} so far: {missing} of {planned} planned runs missing")
     lines = [f"## Claim {claim['id']}: {claim['title']}", "",
              f"**{claim['paper']}, {claim['where']}**: \"{claim['statement']}\"", "",
              f"Paper's numbers: {claim['paper_numbers']}.", "",
