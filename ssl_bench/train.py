@@ -303,6 +303,11 @@ class Trainer:
                 if last or (every and self.state.epoch % every == 0):
                     self.save_checkpoint()
                 self.run_epoch_callbacks(epoch, row)
+            # A signal after the last step's poll (during the last epoch's monitor or checkpoint) still stops the
+            # run before its evaluation, as one during training does; the final checkpoint is saved.
+            if all_reduce_(torch.tensor([float(interrupt.flag)], device=acc.device), "max").item():
+                raise TrainingStopped("interrupted after the last training step; checkpoint saved; continue with "
+                                      "resume=true", 130)
         return self.state
 
     def log_step(self, losses: list[float], step_before: int) -> None:

@@ -101,6 +101,29 @@ def final_weights(run_dir):
     return load_file(str(run_dir / "checkpoint" / "model.safetensors"))
 
 
+def test_a_signal_after_the_last_step_still_stops_the_run_before_evaluation(tmp_path, monkeypatch):
+    """Ctrl-C during the last epoch's end (monitor, checkpoint), after the loop's last poll, is not lost: the run
+    stops with 130 before its evaluation, and resume=true evaluates from the final checkpoint."""
+    import signal
+
+    real = Trainer.run_epoch_callbacks
+
+    def callbacks_then_sigint(self, epoch, row):
+        if epoch == self.cfg.train.epochs - 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(self, epoch, row)
+
+    monkeypatch.setattr(Trainer, "run_epoch_callbacks", callbacks_then_sigint)
+    cfg = smoke(tmp_path, "data.num_workers=0")
+    with pytest.raises(TrainingStopped) as stop:
+        run_experiment(cfg)
+    assert stop.value.exit_code == 130 and "after the last training step" in str(stop.value)
+    run = tmp_path / run_id(cfg)
+    assert not (run / "summary.json").exists()
+    monkeypatch.setattr(Trainer, "run_epoch_callbacks", real)
+    assert run_experiment(smoke(tmp_path, "data.num_workers=0", "resume=true"))["status"] == "complete"
+
+
 @pytest.mark.parametrize("backend", ["tensor", "pil"])
 def test_resume_after_sigterm_matches_uninterrupted_run(tmp_path, sigterm_at_step, backend):
     """SIGTERM in the middle of epoch 2 of 3 (with a SwAV queue in use): the resumed run ends with the

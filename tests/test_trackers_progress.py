@@ -100,7 +100,7 @@ def test_sweep_announces_trial_n_of_n(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(trials, "run_experiment",
                         lambda *a, **k: {"metrics": {"knn_top1": 50.0}, "cost": {"wall_s": 1.0}})
-    args = ["sweep=swav_prototypes_epsilon", "method=swav", "budget=smoke", f"results={tmp_path}", "study=s",
+    args = ["sweep=swav_prototypes_epsilon", "method=swav", "budget=smoke", f"results={tmp_path}", "study_name=s",
             "n_trials=2", "report=false"]
     assert guarded(sweep.main, args) == 0
     out = capsys.readouterr().out
