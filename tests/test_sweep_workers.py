@@ -148,9 +148,9 @@ def test_postgres_worker_killed_between_trials_loses_nothing(postgres, tmp_path)
 
 
 def test_postgres_ctrl_c_stops_a_worker_cleanly_and_its_trial_goes_back_in_the_queue(postgres, tmp_path):
-    _, logs, procs = run_workers(tmp_path, postgres.url, "sigint", n=1)
-    assert wait_for_line(logs[0], "] trial ", procs[0])
-    time.sleep(0.5)
+    # Long enough that the signal lands in training (smoke's 8 steps end within 0.5 s on an idle machine).
+    _, logs, procs = run_workers(tmp_path, postgres.url, "sigint", n=1, extra=("train.epochs=300",))
+    assert wait_for_line(logs[0], "epoch=1 ", procs[0])
     procs[0].send_signal(signal.SIGINT)
     assert procs[0].wait(timeout=120) == 130
     out = log_of(logs[0])
