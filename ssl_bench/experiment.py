@@ -40,7 +40,7 @@ from ssl_bench.results import (
 )
 from ssl_bench.syncbn import convert_sync_batchnorm
 from ssl_bench.tracking import log_with, start_trackers
-from ssl_bench.train import Trainer, default_num_workers, peak_memory_mb
+from ssl_bench.train import StopOnSignal, Trainer, default_num_workers, peak_memory_mb
 
 
 def versions() -> dict[str, str]:
@@ -177,53 +177,57 @@ def _run(cfg: DictConfig, acc: Accelerator, rid: str, run_dir: Path, epoch_callb
         f"{backend} multi-crop, precision {acc.mixed_precision} ({source})\n"
         f"  config: {run_dir}/config.yaml" + ("" if cfg.print_config else " (print_config=true prints it)")
         + (f"\n  resumed at epoch {trainer.state.epoch + 1}, batch {trainer.state.batch}" if resumed else ""))
-    baseline_path = run_dir / "baseline.json"
-    eval_s = 0.0
-    if cfg.eval.random_baseline and not baseline_path.exists() and trainer.state.step == 0:
-        cached = read_baselines(baseline_file(cfg, acc, run_dir.parent), acc).get(cache_tag("knn", [0]))
-        if cached is not None:  # the same floor, computed by an earlier run (another method, same settings)
-            base = flat_knn(cached["knn"])
-        else:
-            say("kNN of the randomly initialised backbone (baseline) ...")
-            t0 = time.time()
-            base = trainer.knn("final")
-            eval_s += time.time() - t0
+    # Ctrl-C / SIGTERM outside the training loop (which checkpoints and stops itself): one line, exit 130.
+    with StopOnSignal("interrupted before training (the random-init baseline); nothing was trained") as stop:
+        baseline_path = run_dir / "baseline.json"
+        eval_s = 0.0
+        if cfg.eval.random_baseline and not baseline_path.exists() and trainer.state.step == 0:
+            cached = read_baselines(baseline_file(cfg, acc, run_dir.parent), acc).get(cache_tag("knn", [0]))
+            if cached is not None:  # the same floor, computed by an earlier run (another method, same settings)
+                base = flat_knn(cached["knn"])
+            else:
+                say("kNN of the randomly initialised backbone (baseline) ...")
+                t0 = time.time()
+                base = trainer.knn("final")
+                eval_s += time.time() - t0
+            if acc.is_main_process:
+                write_json(baseline_path, base)
+        state = trainer.fit()
+        stop.message = ("interrupted during the final evaluation; training is finished and its checkpoint "
+                        "saved; resume=true evaluates it")
+        say(f"final evaluation: {', '.join(dict.fromkeys(['knn', *cfg.eval.protocols]))} ...")
+        t_final = time.time()
+        # kNN (flat knn_top1* keys) + eval.protocols over eval.seeds, with their random-init floor (metrics.random).
+        final = final_evaluation(cfg, acc, trainer.unwrapped.backbone, run_dir, workers,
+                                 random_knn=read_json(baseline_path) if baseline_path.exists() else None)
+        summary = {
+            "run_id": rid, "configuration_id": configuration_id(cfg), "status": "complete",
+            "method": cfg.method.name, "dataset": cfg.dataset.name, "budget": cfg.choices.budget,
+            "backbone": cfg.backbone.name, "seed": cfg.seed, "epochs": cfg.train.epochs,
+            "batch_size": cfg.data.batch_size, "overrides": list(cfg.overrides), "tags": dict(cfg.tags),
+            # The precision used: train.precision, else accelerate's setting.
+            "precision": acc.mixed_precision,
+            "metrics": dict(final),
+            "cost": {"wall_s": state.wall_s + eval_s + (time.time() - t_final),
+                     "train_s": state.train_s, "images_seen": state.images,
+                     "images_per_s": state.images / max(1e-9, state.train_s),
+                     "peak_mem_mb": peak_memory_mb(acc.device), "num_processes": n, "device": str(acc.device)},
+            "versions": versions(),
+        }
+        if baseline_path.exists():
+            summary["metrics"].update({f"random_{k}": v for k, v in read_json(baseline_path).items()})
+        rows = read_metrics(run_dir) if acc.is_main_process else []
+        if rows:
+            last = rows[-1]
+            for key in ("loss", "assign_entropy", "prototypes_used", "monitor_knn_top1"):
+                if key in last:
+                    summary["metrics"][f"final_{key}" if key != "monitor_knn_top1" else key] = last[key]
+            if last.get("prototypes_used") == 1:
+                summary["collapsed"] = True
+                say("warning: assignments collapsed to a single prototype in the last epoch")
         if acc.is_main_process:
-            write_json(baseline_path, base)
-    state = trainer.fit()
-    say(f"final evaluation: {', '.join(dict.fromkeys(['knn', *cfg.eval.protocols]))} ...")
-    t_final = time.time()
-    # kNN (flat knn_top1* keys) + eval.protocols over eval.seeds, with their random-init floor (metrics.random).
-    final = final_evaluation(cfg, acc, trainer.unwrapped.backbone, run_dir, workers,
-                             random_knn=read_json(baseline_path) if baseline_path.exists() else None)
-    summary = {
-        "run_id": rid, "configuration_id": configuration_id(cfg), "status": "complete",
-        "method": cfg.method.name, "dataset": cfg.dataset.name, "budget": cfg.choices.budget,
-        "backbone": cfg.backbone.name, "seed": cfg.seed, "epochs": cfg.train.epochs,
-        "batch_size": cfg.data.batch_size, "overrides": list(cfg.overrides), "tags": dict(cfg.tags),
-        # The precision used: train.precision, else accelerate's setting.
-        "precision": acc.mixed_precision,
-        "metrics": dict(final),
-        "cost": {"wall_s": state.wall_s + eval_s + (time.time() - t_final),
-                 "train_s": state.train_s, "images_seen": state.images,
-                 "images_per_s": state.images / max(1e-9, state.train_s),
-                 "peak_mem_mb": peak_memory_mb(acc.device), "num_processes": n, "device": str(acc.device)},
-        "versions": versions(),
-    }
-    if baseline_path.exists():
-        summary["metrics"].update({f"random_{k}": v for k, v in read_json(baseline_path).items()})
-    rows = read_metrics(run_dir) if acc.is_main_process else []
-    if rows:
-        last = rows[-1]
-        for key in ("loss", "assign_entropy", "prototypes_used", "monitor_knn_top1"):
-            if key in last:
-                summary["metrics"][f"final_{key}" if key != "monitor_knn_top1" else key] = last[key]
-        if last.get("prototypes_used") == 1:
-            summary["collapsed"] = True
-            say("warning: assignments collapsed to a single prototype in the last epoch")
-    if acc.is_main_process:
-        write_json(run_dir / "summary.json", summary)
-        say("\n".join([headline(summary), *reference_lines(cfg, summary, run_dir),
-                        f"wall {state.wall_s:.0f} s, {summary['cost']['images_per_s']:.0f} images/s, peak memory "
-                        f"{summary['cost']['peak_mem_mb']:.0f} MB", f"record: {run_dir}/summary.json"]))
+            write_json(run_dir / "summary.json", summary)
+            say("\n".join([headline(summary), *reference_lines(cfg, summary, run_dir),
+                            f"wall {state.wall_s:.0f} s, {summary['cost']['images_per_s']:.0f} images/s, peak memory "
+                            f"{summary['cost']['peak_mem_mb']:.0f} MB", f"record: {run_dir}/summary.json"]))
     return summary

@@ -72,6 +72,30 @@ class _Interrupt:
             signal.signal(sig, h)
 
 
+class StopOnSignal:
+    """Outside the training loop (the random-init baseline, the final evaluation, the record) there is no state to
+    checkpoint, so SIGTERM/SIGINT stop at once: TrainingStopped(``message``, 130), which the entry points print as
+    one line (Ctrl-C here used to print a KeyboardInterrupt traceback). Like the loop's own handler it replaces an
+    inherited SIG_IGN (a background job of a script), so a run obeys ``kill -INT`` the same in every phase.
+    ``message`` says what is kept; set it as the run moves on."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> StopOnSignal:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:  # noqa: ANN001
+        raise TrainingStopped(self.message, 130)
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, h in self._old.items():
+            signal.signal(sig, h)
+
+
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20

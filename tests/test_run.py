@@ -124,6 +124,48 @@ def test_a_signal_after_the_last_step_still_stops_the_run_before_evaluation(tmp_
     assert run_experiment(smoke(tmp_path, "data.num_workers=0", "resume=true"))["status"] == "complete"
 
 
+@pytest.mark.parametrize("inherited", ["default", "ignored"])
+def test_ctrl_c_during_the_final_evaluation_is_one_line_and_130(tmp_path, monkeypatch, capsys, inherited):
+    """SIGINT while the trained backbone is evaluated stops the run with one ``stopped:`` line and 130 (it used to
+    print a KeyboardInterrupt traceback), also when the process started with SIGINT ignored (a script's background
+    job, where it used to be ignored and the run went on); no record is written, and resume=true evaluates the
+    finished training without training again."""
+    import signal
+
+    from ssl_bench.evaluation import protocols
+
+    real = protocols.extract_features
+    calls = []
+
+    def features_then_sigint(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(protocols, "extract_features", features_then_sigint)
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN if inherited == "ignored" else signal.default_int_handler)
+    try:
+        args = ["budget=smoke", f"output_dir={tmp_path}", "data.num_workers=0", "eval.random_baseline=false"]
+        assert guarded(main, args) == 130
+    finally:
+        assert signal.getsignal(signal.SIGINT) == (signal.SIG_IGN if inherited == "ignored"
+                                                   else signal.default_int_handler)  # given back
+        signal.signal(signal.SIGINT, old)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert [line for line in err.splitlines() if line.startswith("stopped:")] == [
+        "stopped: interrupted during the final evaluation; training is finished and its checkpoint saved; "
+        "resume=true evaluates it"]
+    run = tmp_path / run_id(smoke(tmp_path, "data.num_workers=0", "eval.random_baseline=false"))
+    assert not (run / "summary.json").exists()
+    trained = json.loads((run / "checkpoint" / "loop.json").read_text())
+    assert guarded(main, [*args, "resume=true"]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "complete" and "knn_top1" in summary["metrics"]
+    assert json.loads((run / "checkpoint" / "loop.json").read_text()) == trained  # evaluated, not trained again
+
+
 @pytest.mark.parametrize("backend", ["tensor", "pil"])
 def test_resume_after_sigterm_matches_uninterrupted_run(tmp_path, sigterm_at_step, backend):
     """SIGTERM in the middle of epoch 2 of 3 (with a SwAV queue in use): the resumed run ends with the
