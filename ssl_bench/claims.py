@@ -242,7 +242,8 @@ def inverse_u(test: dict[str, Any], cells: dict[tuple[str, str], Cell], metric: 
     order = _need(cells, test["variants"])
     order.sort(key=lambda c: test["variants"].index(c.variant))
     stats = [c.stat(metric) for c in order]
-    rows = [[c.variant, str(s.n), num(s.mean), f"{num(s.lo)}–{num(s.hi)}"] for c, s in zip(order, stats, strict=True)]
+    rows = [[c.variant, str(s.n), num(s.mean), f"{num(s.lo)}–{num(s.hi)}" if s.n > 1 else "—"]
+            for c, s in zip(order, stats, strict=True)]
     header = ["variant", "n", "mean", "95% CI"]
     if any(s.n < 2 for s in stats):
         return Outcome(NOT_RUN, rows, header)

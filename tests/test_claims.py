@@ -79,6 +79,9 @@ def test_inverse_u_verdicts():
     assert cl.inverse_u(test, rising, "knn_top1").verdict == NOT_REPRODUCED
     flat = cells(cell("k10", [80.0, 79.2, 80.5]), cell("k100", [80.2, 79.0, 80.4]), cell("k1000", [79.9, 79.3, 80.3]))
     assert cl.inverse_u(test, flat, "knn_top1").verdict == INCONCLUSIVE
+    partial = cl.inverse_u(test, cells(cell("k10", [78.0, 77.2]), cell("k100", [80.0]), cell("k1000", [])), "knn_top1")
+    assert partial.verdict == NOT_RUN
+    assert [r[-1] for r in partial.rows] == ["72.5–82.7", "—", "—"]  # t(1): 77.6 +- 12.71 x 0.4; none from one seed
 
 
 def test_interaction_verdicts():
