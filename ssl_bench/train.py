@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import torch
 from accelerate import Accelerator
@@ -52,48 +52,49 @@ class LoopState:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class _Interrupt:
-    """Turns SIGTERM/SIGINT into a flag the loop polls, so it can save a checkpoint and stop cleanly."""
+class _OnSignal:
+    """While inside, SIGTERM and SIGINT go to ``_handle``; the previous handlers come back on exit. Both replace an
+    inherited SIG_IGN (a script's background job), so a run obeys ``kill -INT`` the same way in every phase."""
 
     def __init__(self) -> None:
-        self.flag = False
         self._old: dict[int, Any] = {}
 
-    def __enter__(self) -> _Interrupt:
+    def __enter__(self) -> Self:
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._old[sig] = signal.signal(sig, self._handle)
         return self
+
+    def _handle(self, signum, frame) -> None:  # noqa: ANN001
+        raise NotImplementedError
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, h in self._old.items():
+            signal.signal(sig, h)
+
+
+class _Interrupt(_OnSignal):
+    """Turns SIGTERM/SIGINT into a flag the loop polls, so it can save a checkpoint and stop cleanly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flag = False
 
     def _handle(self, signum, frame) -> None:  # noqa: ANN001
         self.flag = True
 
-    def __exit__(self, *exc: object) -> None:
-        for sig, h in self._old.items():
-            signal.signal(sig, h)
 
-
-class StopOnSignal:
+class StopOnSignal(_OnSignal):
     """Outside the training loop (the random-init baseline, the final evaluation, the record) there is no state to
     checkpoint, so SIGTERM/SIGINT stop at once: TrainingStopped(``message``, 130), which the entry points print as
-    one line (Ctrl-C here used to print a KeyboardInterrupt traceback). Like the loop's own handler it replaces an
-    inherited SIG_IGN (a background job of a script), so a run obeys ``kill -INT`` the same in every phase.
-    ``message`` says what is kept; set it as the run moves on."""
+    one line (Ctrl-C here used to print a KeyboardInterrupt traceback). ``message`` says what is kept; set it as
+    the run moves on."""
 
     def __init__(self, message: str) -> None:
+        super().__init__()
         self.message = message
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> StopOnSignal:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._old[sig] = signal.signal(sig, self._handle)
-        return self
 
     def _handle(self, signum, frame) -> None:  # noqa: ANN001
         raise TrainingStopped(self.message, 130)
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, h in self._old.items():
-            signal.signal(sig, h)
 
 
 def peak_memory_mb(device: torch.device) -> float:
