@@ -120,7 +120,9 @@ def save(fig: plt.Figure, out: Path, stem: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{stem}.png", out / f"{stem}.svg"]
     fig.savefig(paths[0], dpi=130, bbox_inches="tight")
-    fig.savefig(paths[1], bbox_inches="tight", metadata={"Date": None})
+    # A fixed salt for the SVG's clip-path ids (random by default), so regenerating a figure rewrites the same bytes.
+    with plt.rc_context({"svg.hashsalt": "ssl_bench"}):
+        fig.savefig(paths[1], bbox_inches="tight", metadata={"Date": None})
     plt.close(fig)
     return paths
 
