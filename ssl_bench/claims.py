@@ -372,8 +372,11 @@ def claim_figure(claim: dict[str, Any], cells: dict[tuple[str, str], Cell], out_
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import seaborn as sns
 
-    from ssl_bench.report import colour
+    from ssl_bench.report import THEME, colour
+
+    sns.set_theme(**THEME)
 
     done = [c for c in cells.values() if c.summaries]
     if not done:

@@ -41,6 +41,7 @@ from ssl_bench.cli import guarded  # noqa: E402
 from ssl_bench.config import ConfigError  # noqa: E402
 from ssl_bench.overrides import Command, Key, help_requested, writable_folder  # noqa: E402
 from ssl_bench.report import (  # noqa: E402
+    THEME,
     budget_caption,
     colour,
     crops_label,
@@ -331,7 +332,7 @@ def plot(results_dir: Path, study: str | None = None, out: Path | None = None, s
     """Draw every figure and write the report; returns the files written."""
     runs, epochs = load_runs(results_dir, study, sweeps, compare_dir)
     out = out or (results_dir / "figures" / (study or ""))
-    sns.set_theme(style="whitegrid", context="notebook")
+    sns.set_theme(**THEME)
     written: list[Path] = []
     title = f"study '{study}'" if study else "every configuration"
     report = [f"# Results: {title}\n",

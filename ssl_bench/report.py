@@ -27,6 +27,9 @@ CONFIDENCE = 0.95
 # by its place in this order.
 METHOD_ORDER = ("swav", "simclr", "deepclusterv2", "selav2", "carl")
 _COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#F0E442", "#000000")
+# The seaborn theme of every figure (plot, sweep report, claims), set by each before it draws: a figure must not
+# depend on which other figures the same process drew first.
+THEME = {"style": "whitegrid", "context": "notebook"}
 
 
 def display(method: str) -> str:

@@ -109,3 +109,21 @@ def test_a_claim_with_some_comparisons_not_run_reports_the_ones_that_ran():
     out = cl.gain(test, cs, "knn_top1")
     assert out.verdict == f"{REPRODUCED} on 1 of 2 comparisons"
     assert [r[-1] for r in out.rows] == [REPRODUCED, NOT_RUN]
+
+
+def test_a_claim_figure_does_not_depend_on_what_the_process_drew_before(tmp_path):
+    """ssl_bench.claims alone and ssl_bench.reference (which draws the other figures first, setting seaborn's
+    theme) must write the same bytes; the claims figures used to come out without the grid when drawn alone."""
+    import matplotlib as mpl
+    import seaborn as sns
+
+    claim = {"id": 1}
+    cs = cells(cell("a", [80.0, 79.0, 80.5]), cell("b", [79.0, 78.1, 79.4]))
+    mpl.rcdefaults()
+    alone = cl.claim_figure(claim, cs, tmp_path / "alone").read_bytes()
+    sns.set_theme(style="dark", context="poster")
+    try:
+        after = cl.claim_figure(claim, cs, tmp_path / "after").read_bytes()
+    finally:
+        mpl.rcdefaults()
+    assert alone == after

@@ -24,7 +24,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
-from ssl_bench.report import t_interval  # noqa: E402
+from ssl_bench.report import THEME, t_interval  # noqa: E402
 from ssl_bench.results import read_summary, record_dirs, write_atomic  # noqa: E402
 
 METRIC_LABELS = {"knn_top1": "kNN top-1 (%)", "metrics.knn_top1": "kNN top-1 (%)",
@@ -332,7 +332,7 @@ def write_report(study: optuna.Study, meta: dict[str, Any], out_dir: Path,
     df.to_csv(out_dir / "trials.csv", index=False)
     write_atomic(out_dir / "trials.md", markdown(df))
     out["table"] = out_dir / "trials.md"
-    sns.set_theme(style="whitegrid", context="notebook")
+    sns.set_theme(**THEME)
     params = [c[len("params."):] for c in df.columns if c.startswith("params.")]
     if params:
         out["metric vs parameters"] = plot_metric_vs_params(df, meta, study.study_name,
