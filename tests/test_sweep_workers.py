@@ -217,3 +217,20 @@ def test_a_trial_that_completed_before_it_was_failed_as_lost_is_not_retried(tmp_
     _retry_stale(study, study.trials[0])
     assert [t.state.name for t in study.trials] == ["COMPLETE"]
     assert redact("postgresql://me:secret@db/optuna") == "postgresql://me:***@db/optuna"
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")
+def test_a_queued_cell_whose_trial_is_still_suggesting_counts_as_taken(tmp_path):
+    """A worker that starts while another's trial has suggested only some of its params must not queue that cell
+    again: the cell is read from the trial's fixed_params (this raced once in CI, a cell trained by two trials)."""
+    import optuna
+
+    from ssl_bench.sweep.storage import _cell, make_storage
+
+    study = optuna.create_study(study_name="partial", storage=make_storage(f"sqlite:///{tmp_path / 's.db'}"))
+    study.enqueue_trial({"a": 8, "b": 1})
+    trial = study.ask()
+    trial.suggest_int("a", 0, 16)  # "b" not suggested yet
+    running = study.trials[0]
+    assert running.state.name == "RUNNING" and running.params == {"a": 8}
+    assert _cell(running, ["a", "b"]) == (8, 1)

@@ -371,7 +371,9 @@ def open_study(sw: Sweep) -> optuna.Study:
 
 
 def _cell(t: optuna.trial.FrozenTrial, names: list[str]) -> tuple | None:
-    params = t.params or t.system_attrs.get("fixed_params") or {}
+    # A queued cell's fixed_params first: a trial still suggesting has only some of its params, and read from those
+    # alone its cell looked free, so a worker starting then queued it a second time (a rare CI failure).
+    params = {**t.params, **(t.system_attrs.get("fixed_params") or {})}
     return tuple(params[n] for n in names) if all(n in params for n in names) else None
 
 
