@@ -24,3 +24,19 @@ class TrainingStopped(RuntimeError):
         super().__init__(message)
         self.exit_code = exit_code
         self.pruned = pruned  # stopped on purpose by an epoch callback (e.g. a sweep's pruner)
+
+
+class UnreadableRecord(ConfigError):
+    """A run folder's record (summary.json, config.yaml, metrics.jsonl) cannot be read: cut short, not JSON/YAML,
+    or not a record. The message is one line naming the file and what is wrong. Readers of many records skip
+    the folder with a warning instead (ssl_bench.skipped); with strict=true it is an error (exit 2)."""
+
+    def __init__(self, path: object, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+class WriteFailed(RuntimeError):
+    """Writing a file failed in the world around the suite (a full disk, a quota, a read-only or vanished folder).
+    The message is one line naming the path and the error; nothing half-written is left. Exit 1."""

@@ -15,9 +15,12 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from ssl_bench import skipped
 from ssl_bench.errors import ConfigError
 
 KINDS = ("str", "int", "float", "bool", "list[str]", "list[int]", "list[float]")
+# Every command that reads run records takes it (see ssl_bench.skipped); check=true implies it.
+STRICT_HELP = "a run folder whose record cannot be read is an error (exit 2), not a warning and a skip"
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,8 @@ class Command:
         width = max(len(a) for a, _ in rows)
         lines = [self.usage.rstrip(), "", "Keys of its own (key=default):"]
         lines += [f"  {a:<{width}}  {b}" for a, b in rows]
+        if "strict" not in {k.name for k in self.keys}:
+            lines += ["", f"  {'strict=false':<{width}}  {STRICT_HELP}"]
         if self.overrides:
             lines += ["", self.overrides]
         if self.footer:
@@ -74,10 +79,14 @@ class Command:
             if key in keys:
                 own[key] = convert(keys[key], value)
                 given.add(key)
+            elif key == "strict":
+                skipped.set_strict(convert(Key("strict", "bool", False, STRICT_HELP), value))
             elif self.overrides is None:
                 raise ConfigError(f"unknown key '{key}' for {self.name}; valid keys: {', '.join(keys)}")
             else:
                 rest.append(a)
+        if own.get("check") is True:  # a check (reference, claims) must not pass by leaving a record out
+            skipped.set_strict()
         return own, rest, given
 
 

@@ -21,24 +21,50 @@ import pandas as pd
 import yaml
 from omegaconf import DictConfig
 
+from ssl_bench import skipped
 from ssl_bench.config import KNN_K, ConfigError
+from ssl_bench.errors import UnreadableRecord, WriteFailed
 from ssl_bench.identity import configuration_id, differences, run_id, run_name
 from ssl_bench.report import crops_label, fmt_stat, label, t_interval
 
 
-def write_atomic(path: str | Path, text: str) -> None:
+def write_atomic(path: str | Path, text: str | bytes) -> None:
+    """Write ``path`` whole or not at all (temporary file + rename). A failure of the disk (full, quota, read-only)
+    is WriteFailed, one line naming the path; the temporary file is removed and an older ``path`` is kept."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
-        with os.fdopen(fd, "w") as f:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise WriteFailed(f"cannot write {path}: {os_error(exc)}") from exc
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def os_error(exc: OSError) -> str:
+    """'[Errno 28] No space left on device' without the file name the message already has."""
+    return f"[Errno {exc.errno}] {exc.strerror}" if exc.errno is not None and exc.strerror else str(exc)
+
+
+def save_figure(fig: Any, path: str | Path, **kw: Any) -> Path:
+    """``fig.savefig(path, **kw)`` written atomically (a full disk leaves no half figure; WriteFailed)."""
+    import io
+
+    path = Path(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=kw.pop("format", path.suffix.lstrip(".") or "png"), **kw)
+    write_atomic(path, buf.getvalue())
+    return path
 
 
 def write_json(path: str | Path, data: Any) -> None:
@@ -51,15 +77,44 @@ def _jsonable(x: Any) -> Any:
     return str(x)
 
 
+def _text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except UnicodeDecodeError as exc:
+        raise UnreadableRecord(path, f"not text (byte {exc.start} is not UTF-8): damaged") from None
+    except OSError as exc:
+        raise UnreadableRecord(path, f"cannot be read: {os_error(exc)}") from None
+
+
 def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())
+    """A JSON file; one that is cut short or not JSON is UnreadableRecord (one line naming it)."""
+    path = Path(path)
+    text = _text(path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        cut = " (cut short?)" if not text.rstrip().endswith(("}", "]")) else ""
+        raise UnreadableRecord(path, f"not valid JSON{cut}: {exc.msg} at line {exc.lineno} column {exc.colno}"
+                               ) from None
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
+    """metrics.jsonl's rows (one per finished epoch); a line that is not a JSON object is UnreadableRecord."""
     p = Path(run_dir) / "metrics.jsonl"
     if not p.exists():
         return []
-    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    lines = [line for line in _text(p).splitlines() if line.strip()]
+    rows = []
+    for i, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        if not isinstance(row, dict) or "epoch" not in row:
+            where = "the last line" if i == len(lines) else f"line {i}"
+            raise UnreadableRecord(p, f"{where} (of {len(lines)}) is not a JSON epoch row (cut short?)")
+        rows.append(row)
+    return rows
 
 
 def write_metrics(run_dir: str | Path, rows: list[dict]) -> None:
@@ -104,12 +159,44 @@ def _normalise(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_summary(run: str | Path) -> dict[str, Any]:
-    """A record's summary.json with its metric names normalised (see :func:`_normalise`)."""
-    return _normalise(read_json(Path(run) / "summary.json"))
+    """A record's summary.json with its metric names normalised (see :func:`_normalise`); UnreadableRecord if it
+    cannot be read."""
+    path = Path(run) / "summary.json"
+    data = read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("metrics", {}), dict):
+        raise UnreadableRecord(path, "not a run summary (a JSON object with metrics)")
+    return _normalise(data)
 
 
 def read_config(run: str | Path) -> dict[str, Any]:
-    return yaml.safe_load((Path(run) / "config.yaml").read_text())
+    """A record's config.yaml; UnreadableRecord if it is not YAML or not a run's config."""
+    path = Path(run) / "config.yaml"
+    try:
+        data = yaml.safe_load(_text(path))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise UnreadableRecord(path, f"not valid YAML{where}: {getattr(exc, 'problem', None) or 'damaged'}"
+                               ) from None
+    if not (isinstance(data, dict) and all(isinstance(data.get(k), dict) and data[k].get("name")
+                                           for k in ("method", "dataset"))):
+        raise UnreadableRecord(path, "not a run's config (no method.name and dataset.name)")
+    return data
+
+
+def readable(run: str | Path) -> bool:
+    """Whether ``run``'s record (those of summary.json, config.yaml, metrics.jsonl it has) can be read. One that
+    cannot is skipped (one warning line; see ssl_bench.skipped), or, in strict mode, an error."""
+    try:
+        if (Path(run) / "summary.json").exists():
+            read_summary(run)
+        if (Path(run) / "config.yaml").exists():
+            read_config(run)
+        read_metrics(run)
+    except UnreadableRecord as exc:
+        skipped.skip(run, exc)
+        return False
+    return True
 
 
 def load(path: str | Path = "results", sweeps: bool = True) -> pd.DataFrame:
@@ -122,11 +209,17 @@ def load(path: str | Path = "results", sweeps: bool = True) -> pd.DataFrame:
     runs = record_dirs(path)
     if not runs:
         raise ConfigError(f"no run records (summary.json) under {path}; run ssl_bench.run or ssl_bench.compare first")
-    rows, extra = [], []
+    rows, extra, left_out = [], [], {}
     for run in runs:
-        rec = read_summary(run)
-        cfg = read_config(run)
-        diffs = {k: v for k, (_, v) in differences(cfg).items()}
+        try:
+            rec = read_summary(run)
+            cfg = read_config(run)
+            read_metrics(run)  # the figures read it: a run is left out of every table and figure, or of none
+            diffs = {k: v for k, (_, v) in differences(cfg).items()}
+        except UnreadableRecord as exc:
+            skipped.skip(run, exc)
+            left_out[str(run)] = str(exc)
+            continue
         rec = {k: v for k, v in rec.items() if k not in ("fingerprint", "overrides")}
         rec.update(path=str(run), configuration_id=configuration_id(cfg),
                    configuration=label(rec.get("method", cfg["method"]["name"]), diffs),
@@ -134,11 +227,15 @@ def load(path: str | Path = "results", sweeps: bool = True) -> pd.DataFrame:
                    config={k: v for k, v in cfg.items() if k != "overrides"})
         rows.append(rec)
         extra.append(diffs)
+    if not rows:
+        raise ConfigError(f"no readable run record under {path}: all {len(runs)} are damaged (see the warnings)")
     df = pd.json_normalize(rows, sep=".")
     df["differences"] = extra
     if not sweeps:
         df = df[df["sweep"] == ""]
-    return df.reset_index(drop=True)
+    df = df.reset_index(drop=True)
+    df.attrs["skipped"] = left_out  # folder -> what is wrong, for a caller's "n runs skipped"
+    return df
 
 
 def load_epochs(path: str | Path = "results") -> pd.DataFrame:
@@ -146,12 +243,16 @@ def load_epochs(path: str | Path = "results") -> pd.DataFrame:
     on each row."""
     frames = []
     for run in record_dirs(path):
-        rec = read_json(run / "summary.json")
-        df = pd.json_normalize(read_metrics(run), sep=".")
+        try:
+            rec, rows, cfg = read_summary(run), read_metrics(run), read_config(run)
+        except UnreadableRecord as exc:
+            skipped.skip(run, exc)
+            continue
+        df = pd.json_normalize(rows, sep=".")
         for key in ("run_id", "method", "dataset", "budget", "seed"):
             df[key] = rec.get(key)
         df["path"] = str(run)
-        df["configuration_id"] = configuration_id(read_config(run))
+        df["configuration_id"] = configuration_id(cfg)
         frames.append(df)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
@@ -195,7 +296,7 @@ def reference_lines(cfg: DictConfig, summary: dict[str, Any], run_dir: Path,
     if not ref_runs.is_dir() or Path(run_dir).resolve().is_relative_to(ref_runs.resolve()):
         return []
     cid = configuration_id(cfg)
-    found = [d for d in sorted(ref_runs.glob(f"*-s*-{cid}")) if (d / "summary.json").exists()]
+    found = [d for d in sorted(ref_runs.glob(f"*-s*-{cid}")) if (d / "summary.json").exists() and readable(d)]
     if not found:
         return []
     refs = {int(read_json(d / "summary.json")["seed"]): read_summary(d)["metrics"] for d in found}
@@ -223,6 +324,8 @@ def migrate(src: str | Path, dst: str | Path | None = None) -> list[tuple[Path, 
     dst = Path(dst or src)
     moved = []
     for run in record_dirs(src):
+        if not readable(run):
+            continue  # left where it is, with a warning
         cfg = read_config(run)
         new = dst / run_name(cfg)
         if new.resolve() != run.resolve():
@@ -235,9 +338,13 @@ def migrate(src: str | Path, dst: str | Path | None = None) -> list[tuple[Path, 
 
 
 def main(argv: list[str]) -> int:
-    """``python -m ssl_bench.results migrate SRC [DST]``: give records their readable names."""
+    """``python -m ssl_bench.results migrate SRC [DST] [strict=true]``: give records their readable names."""
+    if "strict=true" in argv:
+        skipped.set_strict()
+        argv = [a for a in argv if a != "strict=true"]
     if len(argv) not in (2, 3) or argv[0] != "migrate":
-        raise ConfigError("usage: python -m ssl_bench.results migrate SRC [DST]  (moves old records to readable names)")
+        raise ConfigError("usage: python -m ssl_bench.results migrate SRC [DST] [strict=true]  (moves old records to "
+                          "readable names; strict=true: a damaged record is an error, not skipped)")
     for old, new in migrate(argv[1], argv[2] if len(argv) == 3 else None):
         print(f"{old} -> {new}")
     return 0

@@ -24,8 +24,9 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
+from ssl_bench import skipped  # noqa: E402
 from ssl_bench.report import THEME, t_interval  # noqa: E402
-from ssl_bench.results import read_summary, record_dirs, write_atomic  # noqa: E402
+from ssl_bench.results import read_summary, readable, record_dirs, save_figure, write_atomic  # noqa: E402
 
 METRIC_LABELS = {"knn_top1": "kNN top-1 (%)", "metrics.knn_top1": "kNN top-1 (%)",
                  "knn_top1_k20": "kNN top-1, k=20 (%)", "knn_top1_k200": "kNN top-1, k=200 (%)",
@@ -54,7 +55,8 @@ def record_index(runs_dir: Path | None) -> dict[str, Path]:
     renamed since the study noted its path)."""
     if runs_dir is None or not runs_dir.is_dir():
         return {}
-    return {str(json.loads((d / "summary.json").read_text()).get("run_id")): d for d in record_dirs(runs_dir)}
+    # A damaged record is skipped with one warning (ssl_bench.skipped); its trial's row has no metrics.
+    return {str(read_summary(d).get("run_id")): d for d in record_dirs(runs_dir) if readable(d)}
 
 
 def record_metrics(path: str | None, run_id: str | None = None, index: dict[str, Path] | None = None
@@ -63,7 +65,7 @@ def record_metrics(path: str | None, run_id: str | None = None, index: dict[str,
     p = Path(path) if path else None
     if (p is None or not p.exists()) and run_id and index and run_id in index:
         p = index[run_id] / "summary.json"
-    if p is None or not p.exists():
+    if p is None or not p.exists() or not readable(p.parent):
         return {}
     summary = read_summary(p.parent)
     metrics = summary.get("metrics", {})
@@ -181,7 +183,7 @@ def plot_metric_vs_params(df: pd.DataFrame, meta: dict[str, Any], study: str, pa
         fig.legend(handles, labels, loc="lower center", ncol=len(handles), frameon=False)
     fig.suptitle(f"{label} vs each parameter\n{context(meta, study)}", fontsize=11)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
     return path
 
@@ -251,7 +253,7 @@ def plot_heatmap(df: pd.DataFrame, meta: dict[str, Any], study: str, x: str, y: 
     ax.set_title(f"{label}: mean per cell, n = trials (± 95% CI where n ≥ 2)\n"
                  f"{context(meta, study)}{grey}", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
     return path
 
@@ -289,7 +291,7 @@ def plot_importances(study: optuna.Study, meta: dict[str, Any], path: Path) -> t
     ax.set_title(f"Parameter importances (optuna.importance), {len(complete)} complete trials\n"
                  f"{context(meta, study.study_name)}", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
     return path, ""
 
@@ -315,7 +317,7 @@ def plot_history(df: pd.DataFrame, meta: dict[str, Any], study: str, path: Path)
     ax.legend(fontsize=8)
     ax.set_title(f"{label} per trial\n{context(meta, study)}", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
     return path
 
@@ -329,8 +331,8 @@ def write_report(study: optuna.Study, meta: dict[str, Any], out_dir: Path,
     out: dict[str, Path | str] = {}
     if df.empty:
         return {"note": "no finished trial yet"}
-    df.to_csv(out_dir / "trials.csv", index=False)
-    write_atomic(out_dir / "trials.md", markdown(df))
+    write_atomic(out_dir / "trials.csv", df.to_csv(index=False))
+    write_atomic(out_dir / "trials.md", markdown(df) + skipped.note())
     out["table"] = out_dir / "trials.md"
     sns.set_theme(**THEME)
     params = [c[len("params."):] for c in df.columns if c.startswith("params.")]
