@@ -40,7 +40,17 @@ from ssl_bench.results import (
 )
 from ssl_bench.syncbn import convert_sync_batchnorm
 from ssl_bench.tracking import log_with, start_trackers
-from ssl_bench.train import StopOnSignal, Trainer, default_num_workers, peak_memory_mb
+from ssl_bench.train import (
+    CHECKPOINT,
+    CHECKPOINT_PREV,
+    CHECKPOINT_TMP,
+    StopOnSignal,
+    Trainer,
+    default_num_workers,
+    peak_memory_mb,
+)
+
+CHECKPOINTS = (CHECKPOINT, CHECKPOINT_PREV, CHECKPOINT_TMP)
 
 
 def versions() -> dict[str, str]:
@@ -125,7 +135,7 @@ def run_experiment(cfg: DictConfig, epoch_callbacks: list[Callable[[int, dict], 
                   + "".join(f"\n{line}" for line in reference_lines(cfg, summary, run_dir))
                   + f"\nrecord: {run_dir}/summary.json")
         return read_json(run_dir / "summary.json")
-    if (run_dir / "checkpoint").exists() and not (cfg.resume or cfg.overwrite):
+    if any((run_dir / c).exists() for c in CHECKPOINTS) and not (cfg.resume or cfg.overwrite):
         raise ConfigError(f"{run_dir} holds an unfinished run: resume=true continues it, "
                           f"overwrite=true starts it over")
     configure_progress(cfg.train.progress)

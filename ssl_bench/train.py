@@ -3,11 +3,14 @@ method for a loss, steps, and calls the method's hooks. Same code on CPU, one GP
 
 Checkpoints (``<run>/checkpoint/``) hold Accelerate's state (model with the method's global state,
 optimiser, RNG), each process's local method state (queues) and the loop position; they are written to
-a temporary folder and renamed, so an interrupted save never replaces a good checkpoint.
+a temporary folder with a manifest of checksums written last, then renamed, and the previous checkpoint is kept
+(``checkpoint.prev``) until a newer one is complete: an interrupted save never replaces a good checkpoint, and a
+damaged one (a copy cut short) is detected on resume, which falls back on the previous one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 import os
@@ -27,11 +30,11 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, IterableDataset, Subset
 from tqdm.auto import tqdm
 
-from ssl_bench.config import knn_ks
+from ssl_bench.config import ConfigError, knn_ks
 from ssl_bench.data import EvalDataset, eval_transform
 from ssl_bench.data.streaming import StreamedItems
 from ssl_bench.distributed import all_reduce_
-from ssl_bench.errors import DataNotFound, TrainingStopped
+from ssl_bench.errors import DataNotFound, TrainingStopped, WriteFailed
 from ssl_bench.evaluation import extract_features, knn_eval
 from ssl_bench.methods.base import Context
 from ssl_bench.models import apply_speed_options
@@ -97,6 +100,101 @@ class StopOnSignal(_OnSignal):
         raise TrainingStopped(self.message, 130)
 
 
+# A run's checkpoints: the newest, the one before it (kept until a newer one is complete) and one being written.
+CHECKPOINT, CHECKPOINT_PREV, CHECKPOINT_TMP = "checkpoint", "checkpoint.prev", "checkpoint.tmp"
+MANIFEST = "manifest.json"
+# Tests: SSL_BENCH_DIE_IN_CHECKPOINT=<where>[:<n>] ends the process (os._exit, as kill -9 would) at that point of the
+# n-th checkpoint write (default the first): after_state (model and optimiser written, nothing else) or
+# after_manifest (complete, not yet renamed into place).
+DIE_ENV = "SSL_BENCH_DIE_IN_CHECKPOINT"
+_saves: dict[str, int] = {}
+
+
+def _die_if_asked(where: str) -> None:
+    spec = os.environ.get(DIE_ENV, "")
+    if not spec or spec.split(":")[0] != where:
+        return
+    _saves[where] = _saves.get(where, 0) + 1
+    if _saves[where] == int(spec.split(":")[1] if ":" in spec else 1):
+        os._exit(137)
+
+
+def _first_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.errno is not None and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}[Errno {exc.errno}] {exc.strerror}"
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _disk_error(exc: BaseException) -> bool:
+    """Whether writing failed for the disk's sake (an OSError, or torch's / safetensors' wrapping of one)."""
+    if isinstance(exc, OSError | WriteFailed):
+        return True
+    text = str(exc).lower()
+    return any(w in text for w in ("no space", "errno", "file write failed", "ioerror", "disk quota", "read-only"))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_manifest(folder: Path) -> None:
+    """manifest.json: size and sha256 of every file of the checkpoint, written last (atomically)."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    write_json(folder / MANIFEST, {str(p.relative_to(folder)): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+                                   for p in files})
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """What is wrong with a checkpoint folder (None: complete and every file as written). One without a manifest
+    (written before checkpoints had one) is taken as complete when it has its loop position."""
+    if not folder.is_dir():
+        return "missing"
+    manifest = folder / MANIFEST
+    if not manifest.exists():
+        if folder.name == CHECKPOINT_TMP:
+            return "incomplete (its write was interrupted)"
+        return None if (folder / "loop.json").exists() else "incomplete (no loop.json)"
+    try:
+        files = read_json(manifest)
+    except ConfigError as exc:
+        return f"its {MANIFEST} is damaged ({exc})"
+    for name, want in sorted(files.items()):
+        p = folder / name
+        if not p.is_file():
+            return f"{name} is missing"
+        if p.stat().st_size != want["bytes"]:
+            return f"{name} has {p.stat().st_size} bytes, {want['bytes']} were written (cut short?)"
+        if _sha256(p) != want["sha256"]:
+            return f"{name} differs from its checksum (damaged)"
+    return None
+
+
+def usable_checkpoint(run_dir: Path) -> tuple[Path | None, list[str]]:
+    """The newest complete, verified checkpoint of ``run_dir`` and a note per newer one that is damaged. A complete
+    checkpoint.tmp (killed between its manifest and its rename) is the newest. (None, []) when the run has no
+    checkpoint at all; a ConfigError (one line) when it has some and none is usable."""
+    notes, problems = [], []
+    for name in (CHECKPOINT_TMP, CHECKPOINT, CHECKPOINT_PREV):
+        folder = run_dir / name
+        if not folder.exists():
+            continue
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            return folder, notes
+        problems.append(f"{name}: {problem}")
+        if name != CHECKPOINT_TMP:  # an interrupted write is normal after a kill, not news; a damaged checkpoint is
+            notes.append(f"checkpoint {folder} is unusable: {problem}")
+    if problems:
+        raise ConfigError(f"no usable checkpoint in {run_dir} ({'; '.join(problems)}): start the run over with "
+                          "overwrite=true")
+    return None, []
+
+
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -138,7 +236,7 @@ class Trainer:
         self.total_steps = self.opt_steps_per_epoch * cfg.train.epochs
         self.warmup_steps = int(round(cfg.optim.warmup_epochs * self.opt_steps_per_epoch))
         self.state = LoopState()
-        self.ckpt_dir = run_dir / "checkpoint"
+        self.ckpt_dir = run_dir / CHECKPOINT
         self.tracking = bool(tracker_names(cfg.train))
 
     def _stream_loader(self, num_workers: int) -> DataLoader:
@@ -197,32 +295,67 @@ class Trainer:
 
     # -- checkpoints -----------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
-        """Write everything to checkpoint.tmp, then swap it in (main process renames)."""
-        tmp = self.run_dir / "checkpoint.tmp"
-        if self.acc.is_main_process and tmp.exists():
-            shutil.rmtree(tmp)
-        self.acc.wait_for_everyone()
-        self.acc.save_state(str(tmp))
-        method = self.unwrapped.method
-        torch.save(method.local_state_dict(), tmp / f"method_local_{self.acc.process_index}.pt")
-        self.acc.wait_for_everyone()
-        if self.acc.is_main_process:
-            write_json(tmp / "loop.json", self.state.__dict__)
-            old = self.run_dir / "checkpoint.old"
-            if self.ckpt_dir.exists():
-                os.replace(self.ckpt_dir, old)
-            os.replace(tmp, self.ckpt_dir)
-            shutil.rmtree(old, ignore_errors=True)
+        """Write everything to checkpoint.tmp, its manifest (a sha256 per file) last, then rotate: the current
+        checkpoint becomes checkpoint.prev and checkpoint.tmp the current one (main process renames). At every
+        moment one complete, verifiable checkpoint exists, so a kill or a full disk mid-write loses at most the
+        epoch in progress. A disk error is one line (WriteFailed); the half-written checkpoint.tmp is removed."""
+        tmp = self.run_dir / CHECKPOINT_TMP
+        try:
+            if self.acc.is_main_process and tmp.exists():
+                shutil.rmtree(tmp)
+            self.acc.wait_for_everyone()
+            self.acc.save_state(str(tmp))
+            _die_if_asked("after_state")
+            method = self.unwrapped.method
+            torch.save(method.local_state_dict(), tmp / f"method_local_{self.acc.process_index}.pt")
+            self.acc.wait_for_everyone()
+            if self.acc.is_main_process:
+                write_json(tmp / "loop.json", self.state.__dict__)
+                write_manifest(tmp)  # last: a checkpoint without it is incomplete
+                _die_if_asked("after_manifest")
+                prev = self.run_dir / CHECKPOINT_PREV
+                if self.ckpt_dir.exists():
+                    if prev.exists():
+                        shutil.rmtree(prev)
+                    os.replace(self.ckpt_dir, prev)
+                os.replace(tmp, self.ckpt_dir)
+        except (OSError, RuntimeError, WriteFailed) as exc:
+            if not _disk_error(exc):
+                raise
+            if self.acc.is_main_process:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise WriteFailed(f"cannot write the checkpoint {tmp}: {_first_line(exc)}; the previous checkpoint is "
+                              "kept (resume=true continues from it)") from exc
         self.acc.wait_for_everyone()
 
     def load_checkpoint(self) -> bool:
-        if not (self.ckpt_dir / "loop.json").exists():
+        """Load the newest usable checkpoint (see :func:`usable_checkpoint`); False when there is none at all. A
+        damaged newest one is named in one line, with the older one resumed from; none usable is a ConfigError."""
+        from accelerate.utils import broadcast_object_list
+
+        box: list[Any] = [None]
+        if self.acc.is_main_process:  # one verdict for every process, so all load the same slot
+            try:
+                found, notes = usable_checkpoint(self.run_dir)
+                box[0] = (str(found) if found else None, notes, None)
+            except ConfigError as exc:
+                box[0] = (None, [], str(exc))
+        if self.acc.num_processes > 1:
+            broadcast_object_list(box)
+        found_s, notes, error = box[0]
+        if error:
+            raise ConfigError(error)
+        if found_s is None:
             return False
-        self.acc.load_state(str(self.ckpt_dir))
-        local = self.ckpt_dir / f"method_local_{self.acc.process_index}.pt"
+        found = Path(found_s)
+        self.acc.load_state(str(found))
+        local = found / f"method_local_{self.acc.process_index}.pt"
         if local.exists():
             self.unwrapped.method.load_local_state_dict(torch.load(local, weights_only=False))
-        self.state = LoopState(**read_json(self.ckpt_dir / "loop.json"))
+        self.state = LoopState(**read_json(found / "loop.json"))
+        if notes:
+            self.log(f"warning: {'; '.join(notes)}; resuming from {found} (epoch {self.state.epoch + 1}, batch "
+                     f"{self.state.batch}, step {self.state.step})")
         return True
 
     # -- evaluation ------------------------------------------------------------------------------
