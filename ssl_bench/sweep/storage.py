@@ -235,6 +235,76 @@ def _rdb_url(url: str) -> str:
     return url
 
 
+def check_sqlite(path: Path) -> None:
+    """A study file cut short (a copy that stopped half-way) is one line naming it, before Optuna reads it (which
+    may fail on any later query, with a traceback)."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=120)
+        try:
+            found = [row[0] for row in con.execute("PRAGMA quick_check").fetchall()]
+        finally:
+            con.close()
+        problem = None if found == ["ok"] else "; ".join(map(str, found[:2]))
+    except sqlite3.DatabaseError as exc:
+        problem = str(exc)
+    if problem:
+        raise ConfigError(f"the study file {path} is damaged ({problem}; cut short?): restore it from a copy, or move "
+                          "it away to start the study over (finished trials' run records are found and reused)")
+
+
+def repair_journal(path: Path, lock: Any = None) -> None:
+    """A journal whose last entry is cut short (its writer killed mid-line, a copy that stopped): the cut bytes move
+    to <journal>.cut and the study continues from the last complete entry, with one warning line (left as it
+    was, the next entry would be appended onto the cut one, damaging both). A damaged entry before the last is one
+    line naming the file and the line (ConfigError). Done under the journal's lock: a line being written by a live
+    worker is not cut."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    import json
+    import sys
+
+    if lock is not None:
+        lock.acquire()
+    try:
+        data = path.read_bytes()
+        *lines, tail = data.split(b"\n")
+        for i, line in enumerate(lines, 1):
+            if line.strip():
+                try:
+                    json.loads(line)
+                except ValueError:
+                    raise ConfigError(f"the study journal {path} is damaged at line {i} of {len(lines) + bool(tail)} "
+                                      "(not a JSON entry): restore it from a copy, or move it away to start the "
+                                      "study over") from None
+        if not tail.strip():
+            return
+        try:
+            json.loads(tail)
+            complete = True
+        except ValueError:
+            complete = False
+        with open(path, "r+b") as f:
+            if complete:  # only its newline is missing
+                f.seek(0, os.SEEK_END)
+                f.write(b"\n")
+            else:
+                with open(path.with_name(path.name + ".cut"), "ab") as kept:
+                    kept.write(tail + b"\n")
+                f.truncate(len(data) - len(tail))
+            f.flush()
+            os.fsync(f.fileno())
+        if not complete:
+            print(f"warning: the study journal {path} ended with a cut entry ({len(tail)} bytes, kept in "
+                  f"{path.name}.cut): the study continues from its last complete entry", file=sys.stderr)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
 def make_storage(url: str, heartbeat: int = 60, grace: int | None = None) -> optuna.storages.BaseStorage:
     """An Optuna storage from a URL: an RDB URL (SQLite, PostgreSQL, MySQL) or journal:///path/file.log. Every
     running trial sends a heartbeat each ``heartbeat`` seconds; one silent for ``grace`` seconds (null: 3 x
@@ -248,7 +318,9 @@ def make_storage(url: str, heartbeat: int = 60, grace: int | None = None) -> opt
             from optuna.storages.journal import JournalFileBackend
 
             lock = _KernelLock(path)
-            return _JournalStorage(JournalFileBackend(path, lock if lock.works() else None), heartbeat, grace)
+            works = lock.works()
+            repair_journal(Path(path), lock if works else None)
+            return _JournalStorage(JournalFileBackend(path, lock if works else None), heartbeat, grace)
         if "://" not in url:
             raise ConfigError(f"storage={url}: expected an Optuna storage URL: sqlite:///file.db, "
                               f"postgresql://user:pass@host/db, mysql+pymysql://user:pass@host/db or "
@@ -256,6 +328,7 @@ def make_storage(url: str, heartbeat: int = 60, grace: int | None = None) -> opt
         engine_kwargs: dict[str, Any] = {}
         if url.startswith("sqlite:///"):
             Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            check_sqlite(Path(url[len("sqlite:///"):]))
             engine_kwargs = {"connect_args": {"timeout": 120}}  # several local workers write to one file
         elif url.startswith(("postgresql", "postgres", "mysql")):
             engine_kwargs = {"pool_pre_ping": True}  # a server restarted between trials: reconnect, not fail
