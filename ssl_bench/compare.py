@@ -12,6 +12,7 @@ one variant with different budgets are refused, naming the keys that differ.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import math
 import re
@@ -24,6 +25,7 @@ import pandas as pd
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from ssl_bench import cells
 from ssl_bench.budget import budget_diff, budget_fingerprint, budget_items, describe_diff
 from ssl_bench.cli import guarded
 from ssl_bench.config import NON_CONFIGURATION_KEYS, ConfigError, ConfigGroupDir, compose, group_options
@@ -34,13 +36,22 @@ from ssl_bench.overrides import Command, Key, help_requested, writable_folder
 from ssl_bench.registry import registry
 from ssl_bench.report import (
     ALPHA,
+    BETTER,
+    DEFAULT_MARGIN,
+    EQUIVALENT,
+    STATS,
+    UNDERPOWERED,
+    WORSE,
+    Decision,
     Paired,
     Stat,
     budget_caption,
     crops_label,
+    decide,
     display,
     fmt_delta,
     fmt_stat,
+    interval90,
     linear_protocol,
     markdown_table,
     method_order,
@@ -49,20 +60,33 @@ from ssl_bench.report import (
     num,
     paired,
     protocol,
+    seeds_needed,
     t_interval,
-    verdict,
     with_holm,
 )
-from ssl_bench.results import _get, find_run_dir, read_config, read_metrics, read_summary, write_atomic, write_json
+from ssl_bench.results import (
+    _get,
+    find_run_dir,
+    read_config,
+    read_metrics,
+    read_summary,
+    readable,
+    write_atomic,
+    write_json,
+)
+from ssl_bench.skipped import note as skipped_note
 
 STUDY_DIR = ConfigGroupDir("study")  # experiments/study and the user's config folders
 MATCHES = ("epochs", "images", "wall")
 DEFAULT_REFERENCE = "swav"  # the centre of the suite: every other method is tested against it
+MAX_SEEDS = 8  # seeds=auto: the cap on a cell's seeds (CPU hours: 8 demo runs of a cell take ~35 min on 2 cores)
 COMMAND = Command(
     "ssl_bench.compare", __doc__.split("\n\nEvery run")[0],
     (Key("methods", "list[str]", None, "methods to compare (null: the study's, else every registered one)"),
-     Key("seeds", "list[int]", None, "training seeds of every method (null: the study's, else [0]); evaluation "
-         "seeds are eval.seeds"),
+     Key("max_seeds", "int", None, f"seeds=auto: the most seeds a cell gets (null: the study's, else {MAX_SEEDS})"),
+     Key("seeds", "list[int]", None, "training seeds of every method (null: the study's, else [0]); seeds=auto: the "
+         "study's seeds as a pilot, then as many as the pilot's variance says decide the margin (max_seeds); "
+         "evaluation seeds are eval.seeds"),
      Key("study", "str", None, "experiments/study/<name>.yaml: methods, seeds and named variants (override lists)"),
      Key("match", "str", "epochs", "epochs: final kNN after the budget's epochs; images / wall: also the online "
          "kNN monitor at the most images seen / seconds every run reached", MATCHES),
@@ -70,7 +94,9 @@ COMMAND = Command(
      Key("results", "str", "results", "runs go to <results>/runs (unless output_dir=), tables to "
          "<results>/compare/<name>/"),
      Key("name", "str", None, "folder of the comparison (null: <study|compare>-<dataset>-<budget>[-extras])"),
-     Key("reference", "str", None, f"the method every other is tested against (null: {DEFAULT_REFERENCE})")),
+     Key("reference", "str", None, f"the method every other is tested against (null: {DEFAULT_REFERENCE})"),
+     Key("margin", "float", None, "equivalence margin in accuracy points (TOST) and the effect the seeds must "
+         f"decide (null: the study's margin, else {DEFAULT_MARGIN})")),
     overrides="Every other key=value is an ordinary run override, given to every run; <method>:key=value (e.g. "
               "swav:method.epsilon=0.03) is one for that method only.",
     footer="Every run" + __doc__.split("\n\nEvery run", 1)[1])
@@ -130,6 +156,10 @@ class Plan:
     out_dir: Path
     overrides: list[str]
     runs: list[PlannedRun]
+    margin: float = DEFAULT_MARGIN
+    design: str = ""  # seeds=auto: the design in words (pilot, re-estimation, final n)
+    auto: bool = False
+    max_seeds: int = MAX_SEEDS
 
 
 # -- parsing ------------------------------------------------------------------------------------------
@@ -139,7 +169,7 @@ def load_study(name: str) -> dict[str, Any]:
     if not path.exists():
         raise ConfigError(f"unknown study '{name}'; valid choices: {', '.join(group_options('study'))}")
     data = yaml.safe_load(path.read_text()) or {}
-    known = {"description", "methods", "seeds", "overrides", "variants", "baseline"}
+    known = {"description", "methods", "seeds", "overrides", "variants", "baseline", "margin", "max_seeds"}
     unknown = set(data) - known
     if unknown:
         raise ConfigError(f"{path}: unknown keys {', '.join(sorted(unknown))}; valid: {', '.join(sorted(known))}")
@@ -171,8 +201,10 @@ def _auto_name(study: str | None, cfg: DictConfig, overrides: list[str]) -> str:
 
 
 def parse(argv: list[str]) -> Plan:
-    """Read the command line and compose (validate) every run's config; nothing is trained or written."""
-    own, rest, _ = COMMAND.parse(argv)
+    """Read the command line and compose (validate) every run's config; nothing is trained or written. With
+    ``seeds=auto`` the plan holds the pilot's runs; :func:`auto_seeds` extends it."""
+    auto = "seeds=auto" in argv
+    own, rest, _ = COMMAND.parse([a for a in argv if a != "seeds=auto"])
     common: list[str] = []
     per_method: dict[str, list[str]] = {}
     for a in rest:
@@ -202,6 +234,10 @@ def parse(argv: list[str]) -> Plan:
         raise ConfigError(f"seeds must be integers, e.g. seeds=[0,1,2]: {exc}") from exc
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"seeds lists a seed twice: {seeds}")
+    max_seeds = int(own["max_seeds"] if own["max_seeds"] is not None else study.get("max_seeds", MAX_SEEDS))
+    if auto and (len(seeds) < 2 or max_seeds < len(seeds)):
+        raise ConfigError(f"seeds=auto needs a pilot of at least 2 seeds (the study's seeds: {seeds}) and "
+                          f"max_seeds >= the pilot (max_seeds={max_seeds})")
     reference = own.get("reference") or (DEFAULT_REFERENCE if DEFAULT_REFERENCE in methods else methods[0])
     if reference not in methods:
         raise ConfigError(f"reference={reference} is not among the compared methods; valid choices: "
@@ -239,8 +275,12 @@ def parse(argv: list[str]) -> Plan:
                     cfg.overrides = overrides
                 runs.append(PlannedRun(v.name, m, s, cfg))
     name = own.get("name") or _auto_name(study_name, runs[0].cfg, [*study_common, *common])
+    margin = float(own["margin"] if own["margin"] is not None else study.get("margin", DEFAULT_MARGIN))
+    if not margin > 0:
+        raise ConfigError(f"margin={margin}: the equivalence margin must be a positive number of accuracy points")
     plan = Plan(name, study_name, str(study.get("description", "")).strip(), methods, seeds, variants, baseline,
-                reference, match, allow_mixed, results_dir / "compare" / name, [*study_common, *common], runs)
+                reference, match, allow_mixed, results_dir / "compare" / name, [*study_common, *common], runs, margin,
+                auto=auto, max_seeds=max_seeds)
     check_budgets([(r.variant, f"{r.method} s{r.seed}", budget_items(r.cfg)) for r in runs], plan)
     return plan
 
@@ -274,13 +314,62 @@ def check_budgets(entries: list[tuple[str, str, dict[str, Any]]], plan: Plan) ->
     return problems
 
 
+# -- seeds=auto -----------------------------------------------------------------------------------------
+def with_seeds(plan: Plan, seeds: list[int]) -> Plan:
+    """The plan with every (variant, method) at ``seeds`` (configs copied from its first run, the seed changed)."""
+    first: dict[tuple[str, str], PlannedRun] = {}
+    for r in plan.runs:
+        first.setdefault((r.variant, r.method), r)
+    runs = []
+    for (v, m), r0 in first.items():
+        for s in seeds:
+            cfg = copy.deepcopy(r0.cfg)
+            cfg.seed = s
+            cfg.overrides = [o if not o.startswith("seed=") else f"seed={s}" for o in r0.cfg.overrides]
+            runs.append(PlannedRun(v, m, s, cfg))
+    return dataclasses.replace(plan, seeds=list(seeds), runs=runs)
+
+
+def auto_seeds(plan: Plan) -> tuple[int, str]:
+    """From the pilot's records: the seeds that decide ±plan.margin with 80% power for every comparison of the
+    table (report.seeds_needed on the sd of its paired differences: the variance only, never the differences'
+    mean, so the re-estimation does not peek at the effects), capped at plan.max_seeds; and the design in words."""
+    pilot_runs = run_rows(plan)
+    if not pilot_runs["status"].isin(DONE).all():
+        return len(plan.seeds), f"seeds=auto: the pilot of {len(plan.seeds)} seeds is not complete yet; n = pilot."
+    table = summarise(cell_rows(pilot_runs), plan)
+    needs = []
+    for _, r in table.iterrows():
+        for c in ACCURACIES:
+            for prefix in (f"{c}_vs_ref", f"{c}_vs_baseline"):
+                if pd.notna(r.get(f"{prefix}_sd")) and r.get(f"{prefix}_n", 0) >= 2:
+                    needs.append((seeds_needed(float(r[f"{prefix}_sd"]), plan.margin),
+                                  f"{r['method_name']}{'' if len(plan.variants) == 1 else f' [{r.variant}]'} "
+                                  f"{ACCURACIES[c]} {'vs the reference' if 'ref' in prefix else 'gain'}, sd "
+                                  f"{r[f'{prefix}_sd']:.2f}"))
+    pilot = len(plan.seeds)
+    if not needs:
+        return pilot, f"seeds=auto: the pilot of {pilot} seeds has no paired differences yet; n = {pilot}."
+    need, which = max(needs)
+    n = max(pilot, min(need, plan.max_seeds))
+    over = sum(k > plan.max_seeds for k, _ in needs)
+    design = (f"seeds=auto: a pilot of {pilot} seeds ({' '.join(map(str, plan.seeds))}); from the sd of each "
+              f"comparison's paired differences (the variance only, not the differences themselves) the seeds that "
+              f"decide ±{plan.margin:g} at 80% power: at most {need if need <= 999 else '>999'} ({which}); capped at "
+              f"max_seeds = {plan.max_seeds}: n = {n}." + (
+                  f" {over} of {len(needs)} comparisons would need more than {plan.max_seeds} and are reported as "
+                  f"underpowered with the n they need." if over else ""))
+    return n, design
+
+
 # -- running ------------------------------------------------------------------------------------------
-def execute(plan: Plan, train: bool = True) -> dict[str, str]:
+def execute(plan: Plan, train: bool = True, require_all: bool = True) -> dict[str, str]:
     """Run the planned runs one after another; returns run_id -> 'reused' | 'trained' | 'resumed' | 'diverged'.
-    With ``train=False`` every record must exist already (tables from records only)."""
+    With ``train=False`` every record must exist already (tables from records only), unless ``require_all`` is
+    false: then a missing one is reported as 'not trained yet' (the seeds a design added after its pilot)."""
     states = [r.state() for r in plan.runs]
     n = len(plan.runs)
-    if not train and states.count("complete") < n:
+    if not train and require_all and states.count("complete") < n:
         missing = [r.run_id for r, st in zip(plan.runs, states, strict=True) if st != "complete"]
         raise ConfigError(f"comparison {plan.name}: {len(missing)} of {n} records missing under "
                           f"{plan.runs[0].cfg.output_dir} (first: {missing[0]}); train them with ssl_bench.compare")
@@ -294,6 +383,9 @@ def execute(plan: Plan, train: bool = True) -> dict[str, str]:
         cfg = run.cfg
         if state == "complete":
             status[run.run_id] = "reused"
+            continue
+        if not train:
+            status[run.run_id] = "not trained yet"
             continue
         if state == "interrupted" and not cfg.resume:
             cfg = compose([*list(cfg.overrides), "resume=true"])
@@ -318,10 +410,11 @@ def run_rows(plan: Plan, status: dict[str, str] | None = None) -> pd.DataFrame:
         d = r.run_dir
         row: dict[str, Any] = {"variant": r.variant, "method": r.method, "seed": r.seed, "run_id": r.run_id,
                                "path": str(d)}
-        cfg = read_config(d) if (d / "config.yaml").exists() else OmegaConf.to_container(r.cfg)
+        ok = readable(d)  # a damaged record: one warning, and the run counts as unreadable (ssl_bench.skipped)
+        cfg = read_config(d) if ok and (d / "config.yaml").exists() else OmegaConf.to_container(r.cfg)
         row.update(budget_fp=budget_fingerprint(cfg), configuration_id=configuration_id(cfg), crops=crops_label(cfg),
-                   _items=budget_items(cfg), _cfg=cfg, _epochs=read_metrics(d))
-        if (d / "summary.json").exists():
+                   _items=budget_items(cfg), _cfg=cfg, _epochs=read_metrics(d) if ok else [])
+        if ok and (d / "summary.json").exists():
             s = read_summary(d)
             m, c = s.get("metrics", {}), s.get("cost", {})
             row.update(status=status.get(r.run_id, "complete"), dataset=s.get("dataset"), budget=s.get("budget"),
@@ -330,8 +423,9 @@ def run_rows(plan: Plan, status: dict[str, str] | None = None) -> pd.DataFrame:
                        linear_top1=_get(m, "linear.top1"), random_linear_top1=_get(m, "random.linear.top1"),
                        wall_s=c.get("wall_s"), images_per_s=c.get("images_per_s"), peak_mem_mb=c.get("peak_mem_mb"),
                        images_seen=c.get("images_seen"), collapsed=bool(s.get("collapsed", False)))
+            row["versions.git"] = (s.get("versions") or {}).get("git")
         else:
-            row.update(status=status.get(r.run_id, "missing"), dataset=cfg["dataset"]["name"],
+            row.update(status=status.get(r.run_id, "missing" if ok else "unreadable"), dataset=cfg["dataset"]["name"],
                        budget=r.cfg.choices.budget, epochs=cfg["train"]["epochs"],
                        batch_size=cfg["data"]["batch_size"])
         rows.append(row)
@@ -371,29 +465,50 @@ DONE = ("reused", "trained", "resumed", "complete")
 ACCURACIES = {"knn_top1": "kNN top-1", "linear_top1": "linear top-1"}
 
 
-def _per_seed(g: pd.DataFrame, col: str) -> dict[int, float]:
-    if col not in g:
-        return {}
-    return {int(s): float(v) for s, v in zip(g["seed"], g[col], strict=True) if pd.notna(v)}
+def cell_rows(runs: pd.DataFrame) -> pd.DataFrame:
+    """The planned runs with their cells (ssl_bench.cells): a cell holding a stale record is refused (its runs'
+    status becomes 'refused'); a (variant, method) whose records are of two configurations is an error."""
+    runs = cells.assign(runs)
+    for (v, m), g in runs.groupby(["variant", "method"], sort=False):
+        if g["cell"].nunique() > 1:
+            raise ConfigError(f"variant '{v}', method {m}: its records are of {g['cell'].nunique()} configurations "
+                              f"({', '.join(sorted(set(g['cell'])))}); a cell pools one configuration")
+    bad = set(runs.loc[runs["stale"] != "", "cell"])
+    runs.loc[runs["cell"].isin(bad) & runs["status"].isin(DONE), "status"] = "refused"
+    return runs
+
+
+def refusal_lines(runs: pd.DataFrame) -> list[str]:
+    """One line per refused cell (a stale record in it), naming its runs."""
+    out = []
+    for (v, m), g in runs[runs["stale"] != ""].groupby(["variant", "method"], sort=False):
+        out.append(f"refused: {display(m)} [{v}]: today's code does not reproduce "
+                   f"{', '.join(Path(p).name for p in g['path'])} (python -m ssl_bench.reference verify; retrain them)")
+    return out
 
 
 def summarise(runs: pd.DataFrame, plan: Plan) -> pd.DataFrame:
-    """The comparison table: one row per (variant, method) = one configuration; for every accuracy its mean, sd,
-    n and 95% t-interval over seeds, the paired difference to the reference method of the same variant (and, with
-    a study baseline, to the baseline variant of the same method) with Holm-corrected paired t-tests."""
+    """The comparison table: one row per (variant, method) = one cell (one configuration, ssl_bench.cells); for
+    every accuracy its mean, sd, n and 95% t-interval over seeds, the paired difference to the reference method of the
+    same variant (and, with a study baseline, to the baseline variant of the same method) with Holm-corrected paired
+    t-tests, TOST against ±plan.margin, the minimum detectable effect and the verdict (ssl_bench.report.decide)."""
+    if "cell" not in runs:
+        runs = cell_rows(runs)
     done = runs[runs["status"].isin(DONE)]
     rows = []
     for v in plan.variants:
         for m in plan.methods:
-            g = done[(done["variant"] == v.name) & (done["method"] == m)]
             every = runs[(runs["variant"] == v.name) & (runs["method"] == m)]
+            g = done[done["cell"].isin(set(every["cell"]))]
+            g = g[g["path"].isin(set(every["path"]))]
             row: dict[str, Any] = {"variant": v.name, "method": m, "method_name": display(m),
                                    "configuration_id": "/".join(sorted(set(every["configuration_id"]))),
                                    "n_seeds": len(g), "seeds": " ".join(str(s) for s in g["seed"]),
                                    "budget": every["budget"].iloc[0],
                                    "budget_fp": "/".join(sorted(set(every["budget_fp"]))),
                                    "crops": every["crops"].iloc[0], "epochs": every["epochs"].iloc[0],
-                                   "batch_size": every["batch_size"].iloc[0]}
+                                   "batch_size": every["batch_size"].iloc[0],
+                                   "commits": " ".join(sorted(set(g["commit"])))}
             for col in (*ACCURACIES, "random_knn_top1", "random_linear_top1", "matched_top1", "wall_s",
                         "images_per_s", "peak_mem_mb"):
                 st = t_interval(g[col] if col in g else [])
@@ -405,9 +520,11 @@ def summarise(runs: pd.DataFrame, plan: Plan) -> pd.DataFrame:
             row["images_seen"] = g["images_seen"].mean() if len(g) else math.nan
             bad = every[~every["status"].isin(DONE)]
             row["missing"] = " ".join(f"s{s}:{st}" for s, st in zip(bad["seed"], bad["status"], strict=True))
+            row["refused"] = " ".join(Path(p).name for p, why in zip(every["path"], every["stale"], strict=True)
+                                      if why)
             row["collapsed"] = int(g["collapsed"].sum()) if "collapsed" in g else 0
             row["run_ids"] = " ".join(every["run_id"])
-            row["_seeds"] = {col: _per_seed(g, col) for col in ACCURACIES}
+            row["_seeds"] = {col: cells.per_seed(g, col) for col in ACCURACIES}
             rows.append(row)
     table = pd.DataFrame(rows)
     for col in ACCURACIES:
@@ -421,33 +538,44 @@ def summarise(runs: pd.DataFrame, plan: Plan) -> pd.DataFrame:
                 continue
             base = ref["_seeds"].iloc[0][col]
             tests = with_holm([paired(base, table.at[i, "_seeds"][col]) for i in idx])
-            _store(table, idx, f"{col}_vs_ref", tests)
+            _store(table, idx, f"{col}_vs_ref", tests, plan.margin)
         if plan.baseline:  # each variant against the baseline variant, per method (e.g. the multi-crop gain)
             idx = [i for i in table.index if table.at[i, "variant"] != plan.baseline]
             base = {m: table[(table["variant"] == plan.baseline) & (table["method"] == m)]["_seeds"]
                     for m in plan.methods}
             tests = with_holm([paired(base[table.at[i, "method"]].iloc[0][col], table.at[i, "_seeds"][col])
                                for i in idx])
-            _store(table, idx, f"{col}_vs_baseline", tests)
-    # Rank within each variant by mean kNN top-1 (ties share the better rank).
-    if "knn_top1_mean" in table:
-        table["rank"] = table.groupby("variant", sort=False)["knn_top1_mean"].rank(ascending=False, method="min")
+            _store(table, idx, f"{col}_vs_baseline", tests, plan.margin)
     return table
 
 
-def _store(table: pd.DataFrame, idx: list, prefix: str, tests: list[Paired]) -> None:
+def _store(table: pd.DataFrame, idx: list, prefix: str, tests: list[Paired], margin: float) -> None:
     for i, t in zip(idx, tests, strict=True):
+        d = decide(t, margin)
+        lo90, hi90 = interval90(t)
         table.loc[i, [f"{prefix}_diff", f"{prefix}_ci_lo", f"{prefix}_ci_hi", f"{prefix}_n", f"{prefix}_p",
-                      f"{prefix}_p_holm"]] = [t.diff.mean, t.diff.lo, t.diff.hi, t.n, t.p, t.p_holm]
+                      f"{prefix}_p_holm", f"{prefix}_ci90_lo", f"{prefix}_ci90_hi", f"{prefix}_p_tost",
+                      f"{prefix}_margin", f"{prefix}_mde", f"{prefix}_n_needed", f"{prefix}_sd"]] = [
+            t.diff.mean, t.diff.lo, t.diff.hi, t.n, t.p, t.p_holm, lo90, hi90, d.p_tost, margin, d.mde, d.n_needed,
+            t.diff.sd]
         table.loc[i, f"{prefix}_significant"] = t.significant
-        table.loc[i, f"{prefix}_verdict"] = verdict(t)
+        table.loc[i, f"{prefix}_decision"] = d.word if t.n >= 2 else ""
+        table.loc[i, f"{prefix}_verdict"] = d.text()
+
+
+def _decision(r: pd.Series, prefix: str) -> Decision | None:
+    t = _test(r, prefix)
+    if t is None:
+        return None
+    return Decision(str(r.get(f"{prefix}_decision") or ""), t, float(r[f"{prefix}_margin"]),
+                    float(r[f"{prefix}_p_tost"]), float(r[f"{prefix}_mde"]), int(r[f"{prefix}_n_needed"]))
 
 
 def _test(r: pd.Series, prefix: str) -> Paired | None:
     if f"{prefix}_diff" not in r or pd.isna(r.get(f"{prefix}_n")):
         return None
-    return Paired(int(r[f"{prefix}_n"]), Stat(int(r[f"{prefix}_n"]), r[f"{prefix}_diff"], math.nan,
-                                               r[f"{prefix}_ci_lo"], r[f"{prefix}_ci_hi"]),
+    n = int(r[f"{prefix}_n"])
+    return Paired(n, Stat(n, r[f"{prefix}_diff"], r[f"{prefix}_sd"], r[f"{prefix}_ci_lo"], r[f"{prefix}_ci_hi"]),
                   r[f"{prefix}_p"], r[f"{prefix}_p_holm"])
 
 
@@ -458,33 +586,42 @@ def _cell(r: pd.Series, col: str, digits: int = 1) -> str:
     return fmt_stat(Stat(int(n), r[f"{col}_mean"], r[f"{col}_sd"], r[f"{col}_ci_lo"], r[f"{col}_ci_hi"]), digits)
 
 
+def verdict_words(margin: float, family: str) -> str:
+    """How the verdicts are reached, for captions (compare tables and the claims report)."""
+    return (f"Verdicts: *better* / *worse* by Δ when the paired t-test is significant after Holm's correction over "
+            f"{family} (α = {ALPHA}); else *equivalent within ±{margin:g}* when TOST puts the 90% CI of Δ inside "
+            f"±{margin:g} points; else *underpowered*, with the number of seeds that would decide ±{margin:g} at "
+            f"80% power given the observed sd of the paired differences. MDE: the smallest true difference the "
+            f"t-test finds with 80% power at this n.")
+
+
 def table_markdown(table: pd.DataFrame, runs: pd.DataFrame, plan: Plan, matched: str | None,
                    warnings: list[str]) -> str:
-    """The comparison as Markdown: a caption naming protocol, budget, statistics and the reference, the table
-    (ranked within each variant), the verdicts in words and, with a baseline variant, the gain table."""
+    """The comparison as Markdown: a caption naming protocol, budget, statistics and the reference, the table (in
+    the suite's order: no ranking by noise), the verdicts in words and, with a baseline variant, the gain table."""
     cfg = runs["_cfg"].iloc[0]
     multi = len(plan.variants) > 1
     accs = [c for c in ACCURACIES if f"{c}_mean" in table and table[f"{c}_mean"].notna().any()]
     ref = display(plan.reference)
-    header = (["variant"] if multi else []) + ["rank", "method"]
+    header = (["variant"] if multi else []) + ["method"]
     for c in accs:
-        header += [f"{ACCURACIES[c]} (%)", f"Δ {ACCURACIES[c]} vs {ref} (pt, paired)", "verdict"]
+        header += [f"{ACCURACIES[c]} (%)", f"Δ {ACCURACIES[c]} vs {ref} (pt, paired, 95% CI)", "verdict"]
     header += ["matched kNN top-1 (%) (epoch)"] if matched else []
     header += ["random init kNN (%)"] + (["random init linear (%)"] if "linear_top1" in accs else [])
     header += ["crops", "wall (s)", "images/s", "peak mem (MB)", "seeds"]
     rows = []
-    order = table.sort_values(["rank"], kind="stable") if "rank" in table else table
-    order = pd.concat([order[order["variant"] == v.name] for v in plan.variants])
+    order = pd.concat([table[table["variant"] == v.name] for v in plan.variants])
     for _, r in order.iterrows():
         row = [r["variant"]] if multi else []
-        name = r["method_name"] + (f" (missing {r['missing']})" if r["missing"] else "") + (
+        name = r["method_name"] + (f" (refused: stale {r['refused']})" if r.get("refused") else
+                                   f" (missing {r['missing']})" if r["missing"] else "") + (
             f" ({r['collapsed']} collapsed)" if r["collapsed"] else "")
-        row += ["—" if pd.isna(r.get("rank")) else f"{int(r['rank'])}", name]
+        row += [name]
         for c in accs:
-            t = _test(r, f"{c}_vs_ref")
+            d = _decision(r, f"{c}_vs_ref")
             row += [_cell(r, c)]
             row += ["reference", "—"] if r["method"] == plan.reference else (
-                [fmt_delta(t), verdict(t)] if t else ["—", "—"])
+                [fmt_delta(d.test), d.text()] if d else ["—", "—"])
         if matched:
             row.append(f"{_cell(r, 'matched_top1')} ({r.get('matched_epoch_mean', math.nan):.3g})")
         row += [num(r.get("random_knn_top1_mean"))] + ([num(r.get("random_linear_top1_mean"))]
@@ -500,13 +637,20 @@ def table_markdown(table: pd.DataFrame, runs: pd.DataFrame, plan: Plan, matched:
               if len({int(r[f"{c}_n"]) for c in accs if pd.notna(r.get(f"{c}_n"))}) > 1]
     caption = (f"**{plan.name}**: {d}\n\n{budget_caption(list(runs['_cfg']), runs['budget'].iloc[0])} "
                f"Accuracy: {protocol(cfg)}" + (f"; linear: {linear_protocol(cfg)}" if "linear_top1" in accs else "")
-               + ". Cells: mean ± sample sd over seeds (n seeds; 95% CI from Student's t). Rank: by mean kNN top-1 "
-               f"within the variant. Δ: each method minus {ref} on the same seeds (same seed = same data order and "
-               f"crops), mean and 95% CI of the per-seed differences; verdict: paired t-test, Holm-corrected over "
-               f"the {max(0, len(plan.methods) - 1)} comparisons of each accuracy and variant, α = {ALPHA}."
+               + f". {STATS} Δ: each method minus {ref} on the same seeds (same seed = same data order and crops), "
+               f"mean and 95% CI of the per-seed differences. "
+               + verdict_words(plan.margin, f"the {max(0, len(plan.methods) - 1)} comparisons of each protocol and "
+                                            f"variant") + " Rows are in the suite's order, not ranked."
                + n_warning(ns))
+    if plan.design:
+        caption += f" **Seeds**: {plan.design}"
     if uneven:
         caption += " **Protocols with different n**: " + "; ".join(uneven) + "."
+    refused = [r for _, r in table.iterrows() if r.get("refused")]
+    if refused:
+        caption += (" **Refused cells** (records today's code does not reproduce; `python -m ssl_bench.reference "
+                    "verify`, then retrain them): " + "; ".join(f"{r['method_name']}: {r['refused']}" for r in refused)
+                    + ".")
     if matched:
         caption += (f" Matched: {monitor_protocol(cfg)}, read {matched} at the last epoch every run reached "
                     f"(mean epoch in brackets).")
@@ -519,26 +663,28 @@ def table_markdown(table: pd.DataFrame, runs: pd.DataFrame, plan: Plan, matched:
 
 
 def _verdicts(table: pd.DataFrame, plan: Plan, accs: list[str]) -> str:
-    """The comparisons in words: which differences are significant, and that the others are not."""
+    """The comparisons in words, per protocol: which are better / worse, equivalent, underpowered."""
     lines = []
+    ref = display(plan.reference)
     for v in plan.variants:
         g = table[(table["variant"] == v.name) & (table["method"] != plan.reference)]
         where = f" [{v.name}]" if len(plan.variants) > 1 else ""
         for c in accs:
-            sig = [r for _, r in g.iterrows() if r.get(f"{c}_vs_ref_significant") is True]
-            tested = [r for _, r in g.iterrows() if pd.notna(r.get(f"{c}_vs_ref_n"))]
-            if not tested:
+            ds = [(r, _decision(r, f"{c}_vs_ref")) for _, r in g.iterrows()]
+            ds = [(r, d) for r, d in ds if d is not None and d.test.n >= 2]
+            if not ds:
                 continue
-            n = sorted({int(r[f"{c}_vs_ref_n"]) for r in tested})
-            if sig:
-                said = "; ".join(f"{r['method_name']} {r[f'{c}_vs_ref_diff']:+.1f} pt "
-                                 f"(Holm p={r[f'{c}_vs_ref_p_holm']:.3g})" for r in sig)
-                rest = len(tested) - len(sig)
-                lines.append(f"- {ACCURACIES[c]}{where}: significantly different from {display(plan.reference)}: "
-                             f"{said}" + (f"; the other {rest}: no significant difference" if rest else "") + ".")
-            else:
-                lines.append(f"- {ACCURACIES[c]}{where}: no significant difference from {display(plan.reference)} "
-                             f"at n={'/'.join(map(str, n))} (paired t-test, Holm).")
+            parts = []
+            for word, say in ((BETTER, "better than"), (WORSE, "worse than"), (EQUIVALENT, "equivalent to"),
+                              (UNDERPOWERED, "undecided against")):
+                these = [(r, d) for r, d in ds if d.word == word]
+                if these:
+                    parts.append(f"{say} {ref}: " + ", ".join(
+                        f"{r['method_name']} ({fmt_delta(d.test)}" + (
+                            f"; n={d.n_needed if d.n_needed <= 999 else '>999'} would decide)"
+                            if word == UNDERPOWERED else ")") for r, d in these))
+            n = "/".join(map(str, sorted({d.test.n for _, d in ds})))
+            lines.append(f"- {ACCURACIES[c]}{where}, n={n}, margin ±{plan.margin:g}: " + "; ".join(parts) + ".")
     return "\n".join(lines) + "\n" if lines else ""
 
 
@@ -549,7 +695,7 @@ def _baseline_table(table: pd.DataFrame, plan: Plan, accs: list[str]) -> str:
     for c in accs:
         header += [f"{ACCURACIES[c]}: {plan.baseline}"]
         for o in others:
-            header += [f"{ACCURACIES[c]}: {o}", "gain (pt, paired)", "verdict"]
+            header += [f"{ACCURACIES[c]}: {o}", "gain (pt, paired, 95% CI)", "verdict"]
     rows = []
     for m in plan.methods:
         g = table[table["method"] == m].set_index("variant")
@@ -557,11 +703,12 @@ def _baseline_table(table: pd.DataFrame, plan: Plan, accs: list[str]) -> str:
         for c in accs:
             row.append(_cell(g.loc[plan.baseline], c))
             for o in others:
-                t = _test(g.loc[o], f"{c}_vs_baseline")
-                row += [_cell(g.loc[o], c), fmt_delta(t) if t else "—", verdict(t) if t else "—"]
+                d = _decision(g.loc[o], f"{c}_vs_baseline")
+                row += [_cell(g.loc[o], c), fmt_delta(d.test) if d else "—", d.text() if d else "—"]
         rows.append(row)
     return (f"Gain over the baseline variant '{plan.baseline}', per method, paired by seed; Holm-corrected over the "
-            f"{len(plan.methods) * len(others)} comparisons of each accuracy.\n\n" + markdown_table(header, rows))
+            f"{len(plan.methods) * len(others)} comparisons of each protocol; TOST against ±{plan.margin:g}.\n\n"
+            + markdown_table(header, rows))
 
 
 def write_outputs(plan: Plan, runs: pd.DataFrame, table: pd.DataFrame, md: str, matched: str | None,
@@ -582,15 +729,25 @@ def write_outputs(plan: Plan, runs: pd.DataFrame, table: pd.DataFrame, md: str, 
 
 
 def compare(plan: Plan, train: bool = True, verbose: bool = True) -> pd.DataFrame:
-    """Run (or reuse) every run of the plan, check the budgets of the records and write the table."""
+    """Run (or reuse) every run of the plan, check the budgets of the records and write the table. With
+    ``seeds=auto`` the pilot runs first, then the seeds it asks for (:func:`auto_seeds`)."""
     status = execute(plan, train)
+    if plan.auto:
+        n, design = auto_seeds(plan)
+        print(design)
+        more = plan.seeds + [s for s in range(max(plan.seeds) + 1, 10**6) if s not in plan.seeds][:n - len(plan.seeds)]
+        plan = dataclasses.replace(with_seeds(plan, more), design=design)
+        status.update(execute(plan, train, require_all=False))
     runs = run_rows(plan, status)
     # The records are the truth: check their saved configs again, not only what was composed.
     warnings = check_budgets([(r["variant"], f"{r['method']} s{r['seed']}", r["_items"]) for _, r in runs.iterrows()],
                              plan)
+    runs = cell_rows(runs)
+    for line in refusal_lines(runs):
+        print(line, file=sys.stderr)
     matched = add_matched(runs, plan.match)
     table = summarise(runs, plan)
-    md = table_markdown(table, runs, plan, matched, warnings)
+    md = table_markdown(table, runs, plan, matched, warnings) + skipped_note([str(r.run_dir) for r in plan.runs])
     write_outputs(plan, runs, table, md, matched, warnings)
     if verbose:
         print(md)

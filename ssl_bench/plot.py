@@ -22,7 +22,6 @@ labels with units and legends, never hashes.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from pathlib import Path
@@ -36,7 +35,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from ssl_bench.budget import budget_items  # noqa: E402
+from ssl_bench import cells  # noqa: E402
 from ssl_bench.cli import guarded  # noqa: E402
 from ssl_bench.config import ConfigError  # noqa: E402
 from ssl_bench.overrides import Command, Key, help_requested, writable_folder  # noqa: E402
@@ -57,7 +56,8 @@ from ssl_bench.report import (  # noqa: E402
     t_interval,
 )
 from ssl_bench.report import label as config_label  # noqa: E402
-from ssl_bench.results import load, load_epochs, read_config, read_json, write_atomic  # noqa: E402
+from ssl_bench.results import load, load_epochs, read_config, read_json, save_figure, write_atomic  # noqa: E402
+from ssl_bench.skipped import note as skipped_note  # noqa: E402
 
 ACC = {"metrics.knn_top1": "kNN top-1 accuracy (%)", "metrics.linear.top1": "linear probe top-1 accuracy (%)"}
 
@@ -70,12 +70,12 @@ def load_runs(results_dir: Path, study: str | None = None, sweeps: bool = False,
     ``<results_dir>/compare``)."""
     # <results>/runs only: results/ also holds the shipped reference/, whose records must not pool with yours.
     runs_dir = results_dir / "runs" if (results_dir / "runs").is_dir() else results_dir
-    df = load(runs_dir, sweeps=sweeps)
+    df = cells.assign(load(runs_dir, sweeps=sweeps))
     df["_cfg"] = [read_config(p) for p in df["path"]]
     df["crops"] = [crops_label(c) for c in df["_cfg"]]
     df["local_n"] = [c["crops"]["local"]["n"] for c in df["_cfg"]]
     df["train_epochs"] = [c["train"]["epochs"] for c in df["_cfg"]]
-    df["group"] = df["configuration"]
+    df["group"] = df["cell_label"]
     df["variant"] = [config_label(m, d, with_method=False)
                      for m, d in zip(df["method"], df["differences"], strict=True)]
     if study:
@@ -89,7 +89,7 @@ def load_runs(results_dir: Path, study: str | None = None, sweeps: bool = False,
     epochs = load_epochs(runs_dir)
     if not epochs.empty:
         epochs = epochs[epochs["path"].isin(df["path"])]
-        epochs = epochs.merge(df[["path", "group", "variant"]], on="path", how="left")
+        epochs = epochs.merge(df[["path", "group", "variant", "cell"]], on="path", how="left")
         epochs["epoch"] = epochs["epoch"] + 1  # 1-based: "after epoch 1"
     return df, epochs
 
@@ -111,6 +111,8 @@ def _study_variants(df: pd.DataFrame, compare_dir: Path, study: str) -> pd.DataF
     df = df[names.isin(variant)].copy()
     df["group"] = [display(m) + (f", {variant[Path(p).name]}" if variant[Path(p).name] else "")
                    for m, p in zip(df["method"], df["path"], strict=True)]
+    shared = df.groupby("group")["cell"].transform("nunique") > 1  # one label, two cells: name the cell
+    df.loc[shared, "group"] = df.loc[shared, "group"] + " [" + df.loc[shared, "cell"] + "]"
     df["variant"] = [variant[Path(p).name] or "budget as defined" for p in df["path"]]
     return df
 
@@ -120,17 +122,17 @@ def save(fig: plt.Figure, out: Path, stem: str) -> list[Path]:
     """Write <stem>.png and <stem>.svg (the caption goes to report.md, not into the image)."""
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{stem}.png", out / f"{stem}.svg"]
-    fig.savefig(paths[0], dpi=130, bbox_inches="tight")
+    save_figure(fig, paths[0], dpi=130, bbox_inches="tight")  # atomic: a full disk leaves no half figure
     # A fixed salt for the SVG's clip-path ids (random by default), so regenerating a figure rewrites the same bytes.
     with plt.rc_context({"svg.hashsalt": "ssl_bench"}):
-        fig.savefig(paths[1], bbox_inches="tight", metadata={"Date": None})
+        save_figure(fig, paths[1], bbox_inches="tight", metadata={"Date": None})
     plt.close(fig)
     return paths
 
 
 def _groups(g: pd.DataFrame) -> list[tuple[str, str]]:
-    """(group label, method) in display order: by method, then label."""
-    pairs = list(dict.fromkeys(zip(g["group"], g["method"], strict=True)))
+    """(group label, method) in display order: by method, then label; each label is one cell (ssl_bench.cells)."""
+    pairs = [(s["group"].iloc[0], s["method"].iloc[0]) for _, s in cells.split(g)]
     order = method_order(g["method"])
     return sorted(pairs, key=lambda p: (order.index(p[1]), p[0]))
 
@@ -195,10 +197,11 @@ def lines(g: pd.DataFrame, ep: pd.DataFrame, out: Path, budget: str, x: str) -> 
     for ax in flat[len(variants):]:
         ax.set_visible(False)
     for ax, v in zip(flat, variants, strict=False):
-        for m in method_order(ep["method"]):
-            e = ep[(ep["variant"] == v) & (ep["method"] == m)]
-            if e.empty:
-                continue
+        panel = ep[ep["variant"] == v]
+        for key in sorted(set(panel["cell"]), key=lambda k: (method_order(ep["method"]).index(
+                panel.loc[panel["cell"] == k, "method"].iloc[0]), k)):
+            e = panel[panel["cell"] == key]  # one line is one cell
+            m = e["method"].iloc[0]
             agg = e.groupby("epoch").agg(x=(x, "mean"), n=("monitor_knn_top1", "size"))
             band = [t_interval(vals) for _, vals in e.groupby("epoch")["monitor_knn_top1"]]
             ax.plot(agg["x"], [b.mean for b in band], "-", marker="o", markersize=3.5, color=colour(m),
@@ -218,7 +221,7 @@ def lines(g: pd.DataFrame, ep: pd.DataFrame, out: Path, budget: str, x: str) -> 
     what = "epochs" if x == "epoch" else "wall-clock time"
     fig.suptitle(f"Online kNN vs {what}, budget '{budget}', {g['dataset'].iloc[0]}", fontsize=11)
     fig.tight_layout()
-    n = g.groupby(["group", "method"]).size()
+    n = g.groupby("cell").size()
     cap = (f"One panel per variant (the keys that differ from the budget as defined), one line per method: each "
            f"line is one configuration. Lines: mean over seeds (n = {n.min()}"
            f"{'' if n.min() == n.max() else f'-{n.max()}'} per configuration); band: 95% confidence interval over "
@@ -230,14 +233,6 @@ def lines(g: pd.DataFrame, ep: pd.DataFrame, out: Path, budget: str, x: str) -> 
     return save(fig, out, f"{stem}_{budget}"), cap
 
 
-def _varying(g: pd.DataFrame, key: str) -> list[pd.DataFrame]:
-    """Sets of configurations equal but for ``key`` (and the method), with at least two values of it."""
-    sig = [json.dumps({k: v for k, v in budget_items(c).items() if k != key}, sort_keys=True, default=str)
-           for c in g["_cfg"]]
-    g = g.assign(_sig=sig, _val=[json.dumps(budget_items(c).get(key)) for c in g["_cfg"]])
-    return [s for _, s in g.groupby("_sig", sort=False) if s["_val"].nunique() > 1]
-
-
 MARKERS = ("o", "s", "D", "^", "v", "P", "X")
 
 
@@ -246,7 +241,7 @@ def by_value(g: pd.DataFrame, out: Path, budget: str, key: str, stem: str, xlabe
     """Per method (x, in its colour), the accuracy at each value of ``key`` (marker), mean and 95% CI; one
     figure per set of configurations equal but for ``key`` and the method."""
     made = []
-    for i, s in enumerate(_varying(g, key)):
+    for i, s in enumerate(cells.varying(g, key)):
         s = s.assign(_x=[value(c) for c in s["_cfg"]])
         xs = sorted(set(s["_x"]), key=lambda v: (isinstance(v, str), v))
         methods = method_order(s["method"])
@@ -331,6 +326,11 @@ def plot(results_dir: Path, study: str | None = None, out: Path | None = None, s
          compare_dir: Path | None = None) -> list[Path]:
     """Draw every figure and write the report; returns the files written."""
     runs, epochs = load_runs(results_dir, study, sweeps, compare_dir)
+    runs, refusals = cells.usable(runs)
+    for line in refusals:
+        print(line, file=sys.stderr)
+    if runs.empty:
+        raise ConfigError(f"every cell under {results_dir} is refused: {refusals[0]}")
     out = out or (results_dir / "figures" / (study or ""))
     sns.set_theme(**THEME)
     written: list[Path] = []
@@ -343,6 +343,7 @@ def plot(results_dir: Path, study: str | None = None, out: Path | None = None, s
               "and the 95% confidence interval (Student t)."
               + ("" if sweeps or study else " Sweep trials are left out (see their sweep reports; sweeps=true "
                                             "includes them).") + "\n"]
+    report += [f"**{line}**\n" for line in refusals]
     for (budget, dataset), g in runs.groupby(["budget", "dataset"], sort=False):
         cfg = g["_cfg"].iloc[0]
         report.append(f"## Budget `{budget}`, {dataset}\n\n{budget_caption(list(g['_cfg']), budget)}\n\n"
@@ -367,7 +368,7 @@ def plot(results_dir: Path, study: str | None = None, out: Path | None = None, s
             written += paths
             report.append(f"### Accuracy vs training length\n\n{_img(paths, out)}\n{cap}\n\n"
                           f"{_value_table(rows, 'epochs')}")
-    write_atomic(out / "report.md", "\n".join(report))
+    write_atomic(out / "report.md", "\n".join(report) + skipped_note())
     written.append(out / "report.md")
     return written
 

@@ -2,6 +2,7 @@
 
     python -m ssl_bench.reference            # rewrite results/reference/{compare,figures} from its runs/
     python -m ssl_bench.reference check=true # regenerate into a temporary folder; exit 1 if a table differs
+    python -m ssl_bench.reference verify     # retrain each record's first epoch; exit 1 if today's code differs
 
 Both include results/claims.md (ssl_bench.claims: the papers' claims, from the claim studies' records).
 
@@ -31,7 +32,7 @@ from ssl_bench.claims import write as write_claims
 from ssl_bench.cli import guarded
 from ssl_bench.config import ConfigError
 from ssl_bench.overrides import Command, Key, help_requested
-from ssl_bench.results import REFERENCE_DIR
+from ssl_bench.results import REFERENCE_DIR, read_json
 
 ROOT = REFERENCE_DIR.parent.parent
 
@@ -90,6 +91,16 @@ def _regenerate(data: dict[str, Any], out: Path, ref: Path, rel: Path) -> list[P
     return written
 
 
+def stale_records(ref: Path = REFERENCE_DIR) -> dict[str, str]:
+    """Shipped records the verification ledger marks stale (or whose config no longer composes the same)."""
+    from ssl_bench.cells import LEDGER, STALE_STATES
+
+    p = ref / LEDGER
+    entries = read_json(p).get("records", {}) if p.exists() else {}
+    return {k: v.get("why", "") for k, v in entries.items()
+            if v.get("status") in STALE_STATES and (ref / "runs" / k / "summary.json").exists()}
+
+
 def check(ref: Path = REFERENCE_DIR) -> list[str]:
     """Regenerate into a temporary folder; the tables (*.md, *.csv) that differ from the committed ones, or are
     missing on either side."""
@@ -109,6 +120,8 @@ def check(ref: Path = REFERENCE_DIR) -> list[str]:
                     problems.append(f"{p.relative_to(ref)}: committed but no longer generated")
         if ref.resolve() == REFERENCE_DIR.resolve() and not claims_check():
             problems.append("results/claims.md: differs from the records (python -m ssl_bench.claims)")
+        for name, why in stale_records(ref).items():
+            problems.append(f"runs/{name}: today's code does not reproduce it ({why}); retrain it")
         return problems
 
 
@@ -119,7 +132,92 @@ COMMAND = Command(
     footer=__doc__.split("\n\n", 2)[2])
 
 
+def pending(ref: Path = REFERENCE_DIR) -> list[tuple[str, list[str]]]:
+    """The runs the shipped tables and claims still need, pilot seeds first: (why, the run's overrides) for each
+    planned run without a record or with a stale one. Designs (seeds=auto) are read from the pilots' records, so
+    running this again after the pilots finish lists the seeds they ask for."""
+    from ssl_bench import claims as cl
+    from ssl_bench import compare as cmp
+
+    rel = ref.relative_to(ROOT) if ref.is_relative_to(ROOT) else ref
+    plans = []
+    for argv in manifest(ref).get("compare") or []:
+        plan = cmp.parse([*argv, f"results={rel}"])
+        if plan.auto:
+            n, _ = cmp.auto_seeds(plan)
+            plan = cmp.with_seeds(plan, [*plan.seeds, *range(max(plan.seeds) + 1, max(plan.seeds) + 1 + n -
+                                                             len(plan.seeds))])
+        plans.append((plan, None))
+    data = cl.read_claims()
+    common = [str(x) for x in data.get("common") or []]
+    for claim in data.get("claims") or []:
+        seeds, _ = cl.design(claim, data, ref)
+        plan = cmp.parse([f"study={claim['study']}", *common, f"seeds=[{','.join(map(str, seeds))}]",
+                          f"results={rel}"])
+        plans.append((plan, cl.claim_variants(claim["test"])))
+    stale = stale_records(ref)
+    out: dict[str, tuple[int, str, list[str]]] = {}
+    for plan, variants in plans:
+        for r in plan.runs:
+            if variants is not None and r.variant not in variants:
+                continue
+            d = ROOT / r.run_dir if not r.run_dir.is_absolute() else r.run_dir
+            why = ("stale: " + stale[d.name]) if d.name in stale else (
+                "" if (d / "summary.json").exists() else "interrupted" if (d / "checkpoint").exists() else "missing")
+            if why:
+                overrides = [o for o in r.cfg.overrides if not o.startswith("output_dir=")]
+                out.setdefault(d.name, (r.seed, why, overrides + (["overwrite=true"] if why.startswith("stale")
+                                                                  else [])))
+    return [(why, o) for _, why, o in sorted(out.values(), key=lambda x: x[0])]
+
+
+VERIFY = Command(
+    "ssl_bench.reference verify", "Retrain the first epoch of shipped records at their seeds and compare the logged "
+    "numbers (ssl_bench.verify); the verdicts go to results/reference/verification.json.\n\n"
+    "    python -m ssl_bench.reference verify [sample=all|ci] [runs=[name,...]] [threads=N]",
+    (Key("sample", "str", "all", "all: every record; ci: one record per method (the budget as defined, lowest "
+         "seed), as the test suite checks", ("all", "ci")),
+     Key("runs", "list[str]", None, "only these run folders (names under results/reference/runs)"),
+     Key("threads", "int", None, "torch threads (null: each record's own, for an exact comparison; another count "
+         "compares with a tolerance)"),
+     Key("write", "bool", True, "record each verdict in verification.json")),
+    footer="Exit 1 when today's code does not reproduce a record, naming the records to retrain. Equal numbers are "
+           "required with the record's thread count on a CPU; other thread counts use a relative tolerance (float "
+           "order), reported as approximate.")
+
+
+def verify_main(argv: list[str]) -> int:
+    from ssl_bench import verify
+    from ssl_bench.results import record_dirs
+
+    if help_requested(argv):
+        print(VERIFY.help())
+        return 0
+    own, _, _ = VERIFY.parse(argv)
+    runs = record_dirs(REFERENCE_DIR / "runs")
+    if own["runs"]:
+        names = {d.name: d for d in runs}
+        unknown = [n for n in own["runs"] if n not in names]
+        if unknown:
+            raise ConfigError(f"runs: no record '{unknown[0]}' under {REFERENCE_DIR / 'runs'}")
+        runs = [names[n] for n in own["runs"]]
+    elif own["sample"] not in VERIFY.keys[0].choices:
+        raise ConfigError(f"sample={own['sample']}; valid choices: {', '.join(VERIFY.keys[0].choices)}")
+    elif own["sample"] == "ci":
+        runs = verify.sample(runs)
+    checks = verify.verify(REFERENCE_DIR, runs, own["threads"], write=own["write"])
+    for line in verify.summary_lines(checks):
+        print(line)
+    return 1 if any(c.status in (verify.STALE, verify.CONFIG_CHANGED) for c in checks) else 0
+
+
 def main(argv: list[str]) -> int:
+    if argv and argv[0] == "verify":
+        return verify_main(argv[1:])
+    if argv and argv[0] == "pending":  # one run a line: its overrides, then '# why'
+        for why, overrides in pending():
+            print(" ".join(overrides) + f"  # {why}")
+        return 0
     if help_requested(argv):
         print(COMMAND.help())
         return 0

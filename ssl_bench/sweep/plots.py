@@ -24,7 +24,10 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
-from ssl_bench import skipped  # noqa: E402
+from ssl_bench import (
+    cells,  # noqa: E402
+    skipped,  # noqa: E402
+)
 from ssl_bench.report import THEME, t_interval  # noqa: E402
 from ssl_bench.results import read_summary, readable, record_dirs, save_figure, write_atomic  # noqa: E402
 
@@ -208,6 +211,7 @@ def plot_heatmap(df: pd.DataFrame, meta: dict[str, Any], study: str, x: str, y: 
     name what happened to their trials. No cell is marked best: one trial per cell cannot tell seed noise apart."""
     xs, xcats, xbinned = _axis(df, meta, x)
     ys, ycats, ybinned = _axis(df, meta, y)
+    df = df.assign(_cell=cells.trial_cells(df))  # a trial's configuration: every swept parameter
     values = np.full((len(ycats), len(xcats)), np.nan)
     notes = np.full((len(ycats), len(xcats)), "", dtype=object)
     for i, yc in enumerate(ycats):
@@ -217,7 +221,9 @@ def plot_heatmap(df: pd.DataFrame, meta: dict[str, Any], study: str, x: str, y: 
             if len(done):
                 st = t_interval(done["value"])
                 values[i, j] = st.mean
-                notes[i, j] = f"{st.mean:.1f}" + (f" ± {st.half:.1f}" if st.n >= 2 else "") + f"\n(n={st.n})"
+                k = done["_cell"].nunique()  # a binned square or a third parameter: several configurations
+                notes[i, j] = f"{st.mean:.1f}" + (f" ± {st.half:.1f}" if st.n >= 2 and k == 1 else "") + (
+                    f"\n(n={st.n})" if k == 1 else f"\n({k} configs,\n{st.n} trials)")
             elif len(cell):
                 last = cell.iloc[-1]
                 if last["state"] == "pruned":

@@ -1,0 +1,210 @@
+"""Do the shipped records still come from today's code? Retrain the first epoch of a record's configuration at its
+seed and compare the logged numbers with the record's.
+
+A record keeps the code state it was trained with (``versions`` in summary.json: the commit and the library
+versions). Training is deterministic on one device with a fixed thread count (crops, order and initialisation
+all come from the seed), so today's code either reproduces a record's first epoch or it does not: the loss of
+epoch 1 (the mean over its steps) must be *equal*. A tolerance is used only where the float order may differ:
+another thread count or device than the record's (``TOLERANCE``, relative); such a check is reported as
+"approximate", never as exact.
+
+The ledger ``<reference>/verification.json`` keeps each record's last verdict (``reproduces`` / ``stale`` /
+``config changed`` / ``not checked``) with the code it was checked against; tables refuse a cell that holds a
+stale run (:mod:`ssl_bench.cells`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ssl_bench.cells import LEDGER
+from ssl_bench.errors import ConfigError, TrainingStopped
+from ssl_bench.results import read_config, read_json, read_metrics, read_summary, record_dirs, write_json
+
+# Relative tolerance on the epoch-1 loss when the thread count or device differ from the record's (float order):
+# a change of code moves it by far more (e.g. 4.19936 vs 4.19980, 1e-4), float order by about 1e-6.
+TOLERANCE = 2e-5
+# Epoch-1 numbers compared besides the loss (exactly, or with TOLERANCE), when both sides have them.
+ALSO = ("assign_entropy", "prototypes_used", "monitor_knn_top1", "lambda_e")
+REPRODUCES, STALE, CONFIG_CHANGED, NOT_CHECKED = "reproduces", "stale", "config changed", "not checked"
+
+
+@dataclass
+class Check:
+    """One record against today's code."""
+
+    run: str
+    status: str  # REPRODUCES | STALE | CONFIG_CHANGED | NOT_CHECKED
+    trained_with: str  # the record's commit
+    checked_with: str  # today's commit
+    exact: bool  # same threads and device as the record: equality required
+    recorded: dict[str, float]
+    retrained: dict[str, float]
+    why: str = ""
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        loss = (f"epoch-1 loss {self.recorded.get('loss', math.nan):.6f} recorded, "
+                f"{self.retrained.get('loss', math.nan):.6f} now" if self.retrained else "")
+        how = "exact" if self.exact else f"approximate, relative tolerance {TOLERANCE:g}"
+        return f"{self.status:<14} {self.run}: " + "; ".join(x for x in (loss, self.why, how) if x)
+
+
+def _record_threads(cfg: dict[str, Any]) -> int:
+    return int((cfg.get("train") or {}).get("num_threads") or 0)
+
+
+def _same(a: float, b: float, exact: bool) -> bool:
+    if exact:
+        return a == b
+    return math.isclose(a, b, rel_tol=TOLERANCE, abs_tol=1e-9)
+
+
+def _stop_after(epochs: int) -> Callable[[int, dict], str | None]:
+    return lambda epoch, row: f"verification: {epochs} epoch(s) retrained" if epoch + 1 >= epochs else None
+
+
+def check_record(run_dir: Path, work: Path, threads: int | None = None, log: io.TextIOBase | None = None) -> Check:
+    """Retrain the first epoch of ``run_dir``'s configuration at its seed in ``work`` and compare."""
+    from ssl_bench.config import compose
+    from ssl_bench.experiment import run_experiment, versions
+    from ssl_bench.identity import configuration_id, run_id
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "summary.json").exists():
+        return Check(run_dir.name, NOT_CHECKED, "?", "?", True, {}, {}, why="no record (summary.json) there")
+    summary, cfg_rec, rows = read_summary(run_dir), read_config(run_dir), read_metrics(run_dir)
+    now = versions().get("git", "?")
+    base = Check(run_dir.name, NOT_CHECKED, (summary.get("versions") or {}).get("git", "?"), now, True, {}, {})
+    if not rows:
+        base.why = "the record has no per-epoch metrics"
+        return base
+    procs = int((summary.get("cost") or {}).get("num_processes") or 1)
+    if procs != 1:
+        base.why = f"trained on {procs} processes: verify it with accelerate launch on as many"
+        return base
+    rec_threads = _record_threads(cfg_rec)
+    use_threads = threads or rec_threads or (os.cpu_count() or 1)
+    overrides = [o for o in summary.get("overrides") or [] if not o.startswith(("output_dir=", "train.num_threads=",
+                                                                                 "resume=", "overwrite="))]
+    try:
+        cfg = compose([*overrides, f"output_dir={work}", f"train.num_threads={use_threads}", "train.progress=false"])
+    except ConfigError as exc:
+        base.status, base.why = CONFIG_CHANGED, f"its overrides no longer compose: {exc}"
+        return base
+    recorded_id = configuration_id(cfg_rec)
+    if configuration_id(cfg) != recorded_id:
+        base.status = CONFIG_CHANGED
+        base.why = (f"its overrides now give configuration {configuration_id(cfg)}, not the record's "
+                    f"{recorded_id} (a default changed)")
+        return base
+    base.exact = (rec_threads == use_threads and str((summary.get("cost") or {}).get("device", "cpu")) == "cpu"
+                  and summary.get("versions", {}).get("torch") == versions().get("torch"))
+    target = work / run_id(cfg)
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    if (run_dir / "baseline.json").exists():  # the floor is not training: reuse the record's, skip its kNN
+        shutil.copy(run_dir / "baseline.json", target / "baseline.json")
+    t0 = time.time()
+    with contextlib.redirect_stdout(log or io.StringIO()), contextlib.redirect_stderr(log or io.StringIO()):
+        try:
+            run_experiment(cfg, epoch_callbacks=[_stop_after(1)])
+        except TrainingStopped as exc:
+            if not exc.pruned:
+                base.why = f"the retrained run stopped: {exc}"
+                return base
+    base.seconds = time.time() - t0
+    new = read_metrics(target)
+    shutil.rmtree(target, ignore_errors=True)
+    if not new:
+        base.why = "the retrained epoch wrote no metrics"
+        return base
+    old0, new0 = rows[0], new[0]
+    keys = ["loss", *[k for k in ALSO if k in old0 and k in new0]]
+    base.recorded = {k: float(old0[k]) for k in keys}
+    base.retrained = {k: float(new0[k]) for k in keys}
+    differ = [k for k in keys if not _same(base.recorded[k], base.retrained[k], base.exact)]
+    base.status = STALE if differ else REPRODUCES
+    if differ:
+        base.why = "differs in " + ", ".join(f"{k} ({base.recorded[k]:.6g} vs {base.retrained[k]:.6g})" for k in differ)
+    return base
+
+
+def ledger_path(reference: Path) -> Path:
+    return Path(reference) / LEDGER
+
+
+def read_ledger(reference: Path) -> dict[str, dict[str, Any]]:
+    """run folder name -> its last check (empty when never verified)."""
+    p = ledger_path(reference)
+    return read_json(p).get("records", {}) if p.exists() else {}
+
+
+def write_ledger(reference: Path, checks: Iterable[Check]) -> None:
+    """Merge ``checks`` into the ledger (one entry per record, the newest wins); records that no longer exist drop."""
+    entries = read_ledger(reference)
+    for c in checks:
+        entries[c.run] = {k: v for k, v in asdict(c).items() if k not in ("run", "seconds")}
+    runs = {d.name for d in record_dirs(Path(reference) / "runs")}
+    entries = {k: v for k, v in sorted(entries.items()) if k in runs}
+    write_json(ledger_path(reference), {
+        "about": "ssl_bench.verify: each shipped record's first epoch retrained with the code named in checked_with "
+                 "and compared with the record (python -m ssl_bench.reference verify)",
+        "tolerance": {"exact": "same thread count, device and torch: equal numbers",
+                      "approximate": f"other threads or device: relative {TOLERANCE:g}"},
+        "records": entries})
+
+
+def sample(runs: list[Path], per_method: int = 1) -> list[Path]:
+    """The CI sample: the first ``per_method`` records of each method whose name has no overrides (the budget as
+    defined), seed 0 first."""
+    out: dict[str, list[Path]] = {}
+    for d in sorted(runs, key=lambda p: (p.name.split("-s")[-1], p.name)):
+        method = d.name.split("-", 1)[0]
+        if "=" in d.name or len(out.setdefault(method, [])) >= per_method:
+            continue
+        out[method].append(d)
+    return [d for ds in out.values() for d in ds]
+
+
+def verify(reference: Path, runs: list[Path] | None = None, threads: int | None = None, write: bool = True,
+           say: Callable[[str], None] = print) -> list[Check]:
+    """Check ``runs`` (default: every record under ``reference/runs``), printing one line each; the ledger is
+    updated after every record (an interrupted verify keeps what it checked)."""
+    runs = runs if runs is not None else record_dirs(Path(reference) / "runs")
+    checks: list[Check] = []
+    with tempfile.TemporaryDirectory(prefix="ssl_bench-verify-") as tmp:
+        log_path = Path(tmp) / "runs.log"
+        for i, d in enumerate(runs, 1):
+            with open(log_path, "a") as log:
+                c = check_record(d, Path(tmp) / "runs", threads, log)
+            checks.append(c)
+            say(f"[{i}/{len(runs)}] {c.line()} ({c.seconds:.0f} s)")
+            sys.stdout.flush()
+            if write:
+                write_ledger(reference, [c])
+    return checks
+
+
+def summary_lines(checks: list[Check]) -> list[str]:
+    """The closing lines: counts, and which records to retrain (with the command that does it)."""
+    by: dict[str, list[Check]] = {}
+    for c in checks:
+        by.setdefault(c.status, []).append(c)
+    lines = ["verified: " + ", ".join(f"{len(v)} {k}" for k, v in sorted(by.items()))]
+    bad = by.get(STALE, []) + by.get(CONFIG_CHANGED, [])
+    if bad:
+        lines.append(f"today's code does not reproduce {len(bad)} record(s); retrain them (overwrite=true) with the "
+                     f"command in their summary.json 'overrides': " + ", ".join(c.run for c in bad))
+    return lines
