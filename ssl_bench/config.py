@@ -51,7 +51,10 @@ NON_CONFIGURATION_KEYS = ("resume", "overwrite", "output_dir", "run_id", "tags",
                           "eval.splits_dir", "eval.feature_memory_mb", "eval.baseline_cache", "eval.batch_size",
                           # Speed options: the same computation in another order or layout (tests: equal results
                           # within float round-off, as with more threads).
-                          "train.compile", "train.compile_backend", "train.channels_last", "optim.fused")
+                          "train.compile", "train.compile_backend", "train.channels_last", "optim.fused",
+                          # Measurements after each epoch that only read the model (tests: equal weights and losses
+                          # with health and guardrails on or off); stop ends a run, it never changes its numbers.
+                          "health", "train.guardrails")
 # The k of the headline kNN metric: ``knn_top1`` is always the weighted kNN top-1 at this k (computed even when
 # eval.knn_k does not list it); every other k is recorded as ``knn_top1_k<k>``.
 KNN_K = 20
@@ -203,6 +206,9 @@ class TrainConfig:
     compile_backend: str = "inductor"
     # Backbone weights and crops in channels-last (NHWC) memory format: faster convolutions on tensor cores.
     channels_last: bool = False
+    # Guardrails after each epoch (ssl_bench/health.py, thresholds in health.*): warn = one line naming the usual
+    # causes and keys, and an entry in the record; stop = the same, then stop the run; off = nothing.
+    guardrails: str = "warn"
 
 
 @dataclass
@@ -272,6 +278,28 @@ class EvalConfig:
 
 
 @dataclass
+class HealthConfig:
+    """Is the run learning? Measured after each epoch without touching training (ssl_bench/health.py): a run's
+    weights and losses are the same with any of these settings."""
+
+    # Label-free health (effective rank, alignment, uniformity, std) on this many pretraining images drawn with
+    # data.subset_seed, two augmented views each from their own seed (0 = off).
+    samples: int = 256
+    # Online linear probe (online_linear_top1) fitted each epoch on the kNN monitor's features and labels
+    # (eval.monitor_train_subset, tested on eval.monitor_test_subset; off without the monitor).
+    linear_probe: bool = True
+    probe_steps: int = 100
+    probe_lr: float = 0.1
+    # Guardrails (train.guardrails): the loss within this fraction of ln(K) for this many epochs in a row ...
+    uniform_tolerance: float = 0.01
+    uniform_epochs: int = 2
+    # ... fewer prototypes in use than this fraction of K ...
+    min_prototypes_fraction: float = 0.1
+    # ... an effective rank of the backbone features below this.
+    min_rank: float = 2.0
+
+
+@dataclass
 class RunConfig:
     method: Any = MISSING
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
@@ -283,6 +311,7 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
     seed: int = 0
     # Continue the run from its last checkpoint.
     resume: bool = False
@@ -303,6 +332,7 @@ PRECISIONS = ("no", "fp16", "bf16")
 AUGMENT_BACKENDS = ("auto", "pil", "tensor", "hybrid", "device_decode")
 COMPILE_BACKENDS = ("inductor", "aot_eager", "eager")
 FUSED_OPTIMIZERS = ("sgd", "adamw")
+GUARDRAILS = ("warn", "stop", "off")
 
 
 def _register() -> None:
@@ -619,6 +649,12 @@ def validate(cfg: DictConfig) -> None:
            f"fused works with {', '.join(FUSED_OPTIMIZERS)}")
     _check(cfg.data.batch_size > 0, f"data.batch_size must be > 0, got {cfg.data.batch_size}")
     _check(cfg.train.epochs > 0, f"train.epochs must be > 0, got {cfg.train.epochs}")
+    _check(cfg.train.guardrails in GUARDRAILS, f"unknown train.guardrails '{cfg.train.guardrails}'; valid choices: "
+           f"{', '.join(GUARDRAILS)}")
+    h = cfg.health
+    _check(h.samples >= 0 and h.probe_steps >= 0 and h.uniform_epochs >= 1 and h.probe_lr > 0,
+           "health.samples and health.probe_steps must be >= 0, health.uniform_epochs >= 1, health.probe_lr > 0")
+    _check(h.samples != 1, "health.samples must be 0 (off) or >= 2: uniformity needs pairs of images")
     _check(cfg.train.grad_accum >= 1, f"train.grad_accum must be >= 1, got {cfg.train.grad_accum}")
     _check(cfg.train.checkpoint_every >= 0, "train.checkpoint_every must be >= 0 (0: only at the end)")
     _check(cfg.optim.lr > 0, f"optim.lr must be > 0, got {cfg.optim.lr}")

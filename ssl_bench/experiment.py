@@ -22,6 +22,7 @@ from ssl_bench.config import ConfigError
 from ssl_bench.data import EvalDataset, eval_transform, fixed_subset, load_split, pretrain_dataset
 from ssl_bench.evaluation import final_evaluation, flat_knn
 from ssl_bench.evaluation.protocols import baseline_file, cache_tag, read_baselines
+from ssl_bench.health import HEALTH_KEYS
 from ssl_bench.identity import configuration_id
 from ssl_bench.methods.base import build_method
 from ssl_bench.models import ProjectionHead, SSLModel, build_backbone
@@ -229,9 +230,11 @@ def _run(cfg: DictConfig, acc: Accelerator, rid: str, run_dir: Path, epoch_callb
         rows = read_metrics(run_dir) if acc.is_main_process else []
         if rows:
             last = rows[-1]
-            for key in ("loss", "assign_entropy", "prototypes_used", "monitor_knn_top1"):
+            for key in ("loss", "assign_entropy", "prototypes_used", "monitor_knn_top1", *HEALTH_KEYS):
                 if key in last:
                     summary["metrics"][f"final_{key}" if key != "monitor_knn_top1" else key] = last[key]
+            # Every guardrail that fired (ssl_bench/health.py), with its epoch; [] when none did.
+            summary["guardrails"] = [{"epoch": r["epoch"], **g} for r in rows for g in r.get("guardrails", [])]
             if last.get("prototypes_used") == 1:
                 summary["collapsed"] = True
                 say("warning: assignments collapsed to a single prototype in the last epoch")

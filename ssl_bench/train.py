@@ -36,6 +36,7 @@ from ssl_bench.data.streaming import StreamedItems
 from ssl_bench.distributed import all_reduce_
 from ssl_bench.errors import DataNotFound, TrainingStopped, WriteFailed
 from ssl_bench.evaluation import extract_features, knn_eval
+from ssl_bench.health import HealthSample, NonFiniteWatch, check_guardrails, linear_probe_top1
 from ssl_bench.methods.base import Context
 from ssl_bench.models import apply_speed_options
 from ssl_bench.optim import build_optimizer, lr_at, set_lr
@@ -238,6 +239,13 @@ class Trainer:
         self.state = LoopState()
         self.ckpt_dir = run_dir / CHECKPOINT
         self.tracking = bool(tracker_names(cfg.train))
+        # Health: a fixed sample read after each epoch, and hooks that only keep references to the step's outputs
+        # (naming a non-finite loss's first non-finite tensor); neither draws a random number training uses.
+        h = cfg.get("health")
+        self.health = (HealthSample(cfg, train_set.base, accelerator.device, h.samples)
+                       if h is not None and h.samples and self.stream is None and hasattr(train_set, "base") else None)
+        self.watch = None if cfg.train.get("compile", False) else NonFiniteWatch(self._unwrapped)
+        self._monitor_features: tuple | None = None
 
     def _stream_loader(self, num_workers: int) -> DataLoader:
         """The loader of a streamed dataset. Each process already reads its own part of the stream (HFStream),
@@ -369,6 +377,8 @@ class Trainer:
                               desc=f"{which} kNN train features")
         te = extract_features(backbone, pair[1], self.acc, e.batch_size, self.num_workers,
                               desc=f"{which} kNN test features")
+        if which == "monitor":  # the online linear probe is fitted on the same features
+            self._monitor_features = (tr, te)
         return knn_eval((*tr, *te), list(ks or knn_ks(e)), e.knn_temperature, self.cfg.dataset.num_classes or None)
 
     # -- the loop --------------------------------------------------------------------------------
@@ -407,6 +417,8 @@ class Trainer:
                     t0, step_before = time.time(), self.state.step
                     if self.augment is not None:
                         batch = self.augment(batch)
+                    if self.watch is not None:
+                        self.watch.clear()
                     loss, stats = self.train_step(batch)
                     bs = batch["index"].shape[0] * acc.num_processes
                     self.state.batch += 1
@@ -418,8 +430,10 @@ class Trainer:
                                          device=acc.device)
                     all_reduce_(flags, "max")
                     if flags[0]:
+                        first = ("" if self.watch is None or math.isfinite(losses[-1])
+                                 else f"; first non-finite: {self.watch.culprit(batch)}")
                         raise TrainingStopped(
-                            f"loss became {losses[-1]} at epoch {epoch + 1}, step {self.state.step}; stopped. "
+                            f"loss became {losses[-1]} at epoch {epoch + 1}, step {self.state.step}{first}; stopped. "
                             f"The last good checkpoint (if any) is kept in {self.ckpt_dir}", 1)
                     bar.update(1)
                     self.log_step(losses, step_before)
@@ -446,27 +460,50 @@ class Trainer:
                 if cfg.eval.monitor_train_subset and cfg.eval.monitor_test_subset:
                     k = min(20, cfg.eval.monitor_train_subset)
                     row["monitor_knn_top1"] = self.knn("monitor", [k])[f"knn_top1_k{k}"]
+                row.update(self.health_row())
                 self.state.epoch += 1
                 self.state.batch = 0
                 self.state.wall_s = time.time() - start_wall
                 row["wall_s"] = self.state.wall_s
                 rows.append(row)
+                if cfg.train.guardrails != "off" and (found := check_guardrails(rows, cfg)):
+                    row["guardrails"] = found
+                    for g in found:
+                        self.log(f"guardrail {g['check']} (epoch {epoch + 1}): {g['message']}")
                 if acc.is_main_process:
                     write_metrics(self.run_dir, rows)
                     if self.tracking:  # at the optimiser step, the axis of the per-step values
                         acc.log(scalars({k: v for k, v in row.items() if k != "step"}, "epoch/"), step=self.state.step)
-                self.log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+                self.log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
+                                  if k != "guardrails"))  # each guardrail has its own line above
                 last = self.state.epoch == cfg.train.epochs
                 every = cfg.train.checkpoint_every
                 if last or (every and self.state.epoch % every == 0):
                     self.save_checkpoint()
                 self.run_epoch_callbacks(epoch, row)
+                if cfg.train.guardrails == "stop" and row.get("guardrails"):
+                    g = row["guardrails"][0]
+                    raise TrainingStopped(f"guardrail {g['check']} after epoch {epoch + 1}: {g['message']} "
+                                          "(train.guardrails=warn only warns)", 1)
             # A signal after the last step's poll (during the last epoch's monitor or checkpoint) still stops the
             # run before its evaluation, as one during training does; the final checkpoint is saved.
             if all_reduce_(torch.tensor([float(interrupt.flag)], device=acc.device), "max").item():
                 raise TrainingStopped("interrupted after the last training step; checkpoint saved; continue with "
                                       "resume=true", 130)
         return self.state
+
+    def health_row(self) -> dict[str, float]:
+        """The epoch's health keys (health_*) and the online linear probe's top-1 (online_linear_top1), read from
+        the model without changing it."""
+        out: dict[str, float] = {}
+        h = self.cfg.get("health")
+        if self.health is not None:
+            out.update(self.health.measure(self.unwrapped, self.acc, self.cfg.eval.batch_size))
+        feats, self._monitor_features = self._monitor_features, None
+        classes = int(self.cfg.dataset.num_classes or 0)
+        if h is not None and h.linear_probe and h.probe_steps and feats is not None and classes > 1:
+            out["online_linear_top1"] = linear_probe_top1(feats[0], feats[1], classes, h.probe_steps, h.probe_lr)
+        return out
 
     def log_step(self, losses: list[float], step_before: int) -> None:
         """Loss (mean over this process's batches since the last log) and lr to the trackers, every
