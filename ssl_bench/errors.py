@@ -32,6 +32,9 @@ class UnreadableRecord(ConfigError):
     the folder with a warning instead (ssl_bench.skipped); with strict=true it is an error (exit 2)."""
 
     def __init__(self, path: object, problem: str) -> None:
+        import os
+
+        path = os.path.abspath(str(path))  # named whole: readers may hold it relative to another folder
         super().__init__(f"{path}: {problem}")
         self.path = path
         self.problem = problem

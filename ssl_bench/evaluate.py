@@ -53,7 +53,7 @@ from ssl_bench.evaluation.protocols import baseline_file, splits_root
 from ssl_bench.models import build_backbone
 from ssl_bench.overrides import Command, Key, help_requested, writable_file
 from ssl_bench.progress import configure as configure_progress
-from ssl_bench.results import read_json, write_json
+from ssl_bench.results import read_json, relative_to_results, write_json
 
 COMMAND = Command(
     "ssl_bench.evaluate", __doc__.split("\n\nProtocols")[0],
@@ -229,7 +229,9 @@ def evaluate_checkpoint(cfg: DictConfig, accelerator: Accelerator, src: Source, 
                         splits_dir=splits, num_workers=default_num_workers(cfg),
                         baselines=baseline_file(cfg, accelerator,
                                                 src.run_dir.parent if src.run_dir is not None else None))
-    entry = {"protocols": protocols, "dataset": cfg.dataset.name, "seeds": seeds, "checkpoint": str(src.weights),
+    # A run's weights are named relative to its results folder (records move between machines).
+    named = relative_to_results(src.weights, src.run_dir.parent.parent) if src.run_dir is not None else str(src.weights)
+    entry = {"protocols": protocols, "dataset": cfg.dataset.name, "seeds": seeds, "checkpoint": named,
              "arguments": list(argv or []), "wall_s": round(time.time() - t0, 2),
              "num_processes": accelerator.num_processes, "device": str(accelerator.device),
              "time": time.strftime("%Y-%m-%dT%H:%M:%S")}

@@ -32,6 +32,7 @@ from ssl_bench.results import (
     find_run_dir,
     headline,
     one_line,
+    portable,
     read_json,
     read_metrics,
     read_summary,
@@ -177,7 +178,7 @@ def _run(cfg: DictConfig, acc: Accelerator, rid: str, run_dir: Path, epoch_callb
     cfg.train.precision = acc.mixed_precision
     if acc.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
+        write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(portable(cfg)))
         start_trackers(cfg, acc, rid, run_dir)
     resumed = cfg.resume and trainer.load_checkpoint()
     say = print if acc.is_main_process else (lambda *a, **k: None)
@@ -215,7 +216,7 @@ def _run(cfg: DictConfig, acc: Accelerator, rid: str, run_dir: Path, epoch_callb
             "run_id": rid, "configuration_id": configuration_id(cfg), "status": "complete",
             "method": cfg.method.name, "dataset": cfg.dataset.name, "budget": cfg.choices.budget,
             "backbone": cfg.backbone.name, "seed": cfg.seed, "epochs": cfg.train.epochs,
-            "batch_size": cfg.data.batch_size, "overrides": list(cfg.overrides), "tags": dict(cfg.tags),
+            "batch_size": cfg.data.batch_size, "overrides": list(portable(cfg).overrides), "tags": dict(cfg.tags),
             # The precision used: train.precision, else accelerate's setting.
             "precision": acc.mixed_precision,
             "metrics": dict(final),

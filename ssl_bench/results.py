@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 import yaml
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from ssl_bench import skipped
 from ssl_bench.config import KNN_K, ConfigError
@@ -123,7 +123,11 @@ def write_metrics(run_dir: str | Path, rows: list[dict]) -> None:
 
 
 # The records the project ships (the comparisons it publishes), apart from a user's own results/runs.
-REFERENCE_DIR = Path(__file__).resolve().parent.parent / "results" / "reference"
+# SSL_BENCH_REFERENCE=<checkout>/results/reference points reference and claims at a copy (tests damage copies,
+# never the shipped records); claims.md is then written two folders above it.
+REFERENCE_ENV = "SSL_BENCH_REFERENCE"
+REFERENCE_DIR = Path(os.environ.get(REFERENCE_ENV) or Path(__file__).resolve().parent.parent / "results" /
+                     "reference").resolve()
 
 
 def record_dirs(path: str | Path) -> list[Path]:
@@ -132,6 +136,37 @@ def record_dirs(path: str | Path) -> list[Path]:
     if (path / "summary.json").exists():
         return [path]
     return sorted(p.parent for p in path.rglob("summary.json"))
+
+
+# Keys of a run config that hold a path: a record keeps them relative to its results folder (see portable).
+PATH_KEYS = ("output_dir", "eval.splits_dir")
+
+
+def relative_to_results(path: str | Path, results_dir: str | Path) -> str:
+    """``path`` as a record keeps it: relative to the results folder when inside it (records are copied between
+    machines, where the writer's absolute paths mean nothing), else as given."""
+    p, root = Path(path).expanduser().absolute(), Path(results_dir).expanduser().absolute()
+    return str(p.relative_to(root)) if p.is_relative_to(root) else str(path)
+
+
+def portable(cfg: DictConfig) -> DictConfig:
+    """The config a run records (config.yaml, and summary.json's overrides): its paths relative to the results
+    folder (the folder above output_dir, which also holds baselines/ and splits/), e.g. ``output_dir: runs``. Paths
+    are not part of a configuration (NON_CONFIGURATION_KEYS), so its id is unchanged; records written with
+    absolute paths read the same."""
+    from omegaconf import OmegaConf
+
+    root = Path(str(cfg.output_dir)).expanduser().absolute().parent
+    out = cfg.copy()
+    with open_dict(out):
+        for key in PATH_KEYS:
+            value = OmegaConf.select(out, key)
+            if value:
+                OmegaConf.update(out, key, relative_to_results(value, root))
+        if out.get("overrides"):
+            out.overrides = [f"{k}={relative_to_results(v, root)}" if k.lstrip("+") in PATH_KEYS and v else o
+                             for o in out.overrides for k, _, v in [o.partition("=")]]
+    return out
 
 
 def find_run_dir(cfg: DictConfig) -> Path:
@@ -314,7 +349,41 @@ def reference_lines(cfg: DictConfig, summary: dict[str, Any], run_dir: Path,
             text += f" | reference, same seed {same:.2f} (difference {yours - same:+.2f})"
         text += f" | reference {fmt_stat(stat, 2)} (difference {yours - stat.mean:+.2f})"
         lines.append(text)
+    seed = int(summary.get("seed", cfg.seed))
+    same_seed = [d for d in found if int(read_json(d / "summary.json")["seed"]) == seed]
+    if same_seed and len(lines) > 1:
+        lines.append("  " + same_seed_note(cfg, summary, same_seed[0]))
     return lines
+
+
+def same_seed_note(cfg: DictConfig, summary: dict[str, Any], ref_dir: Path) -> str:
+    """Why your run and the reference record of the same seed can differ (threads, device, precision, library
+    versions, code), or that they should be equal, so that a gap can be read."""
+    ref, ref_cfg = read_summary(ref_dir), read_config(ref_dir)
+    mine_v, ref_v = summary.get("versions") or {}, ref.get("versions") or {}
+    reasons = []
+    t_mine, t_ref = cfg.train.num_threads, (ref_cfg.get("train") or {}).get("num_threads")
+    if t_mine != t_ref:
+        reasons.append(f"threads (yours train.num_threads={t_mine}, the reference's {t_ref}: another summation order)")
+    for what, a, b in (("device", (summary.get("cost") or {}).get("device"), (ref.get("cost") or {}).get("device")),
+                       ("processes", (summary.get("cost") or {}).get("num_processes"),
+                        (ref.get("cost") or {}).get("num_processes")),
+                       ("precision", summary.get("precision"), ref.get("precision")),
+                       ("torch", mine_v.get("torch"), ref_v.get("torch"))):
+        if a != b:
+            reasons.append(f"{what} (yours {a}, the reference's {b})")
+    ledger = ref_dir.parent.parent / "verification.json"
+    checked = (read_json(ledger).get("records", {}).get(ref_dir.name, {}) if ledger.exists() else {})
+    if mine_v.get("git") != ref_v.get("git") and not (checked.get("status") == "reproduces"
+                                                      and checked.get("checked_with") == mine_v.get("git")):
+        reasons.append(f"code (yours {mine_v.get('git')}, the reference trained at {ref_v.get('git')}"
+                       + (f", verified to reproduce at {checked.get('checked_with')}" if checked.get("status") ==
+                          "reproduces" else ", not verified against yours") + ")")
+    if reasons:
+        return ("same seed, yet the two can differ through " + "; ".join(reasons)
+                + ": a gap within the reference's seed spread says nothing about the method")
+    return ("same seed, threads, device, precision, torch and code as the reference: the numbers should be equal; "
+            "a gap means the code or a library changed (python -m ssl_bench.reference verify)")
 
 
 def migrate(src: str | Path, dst: str | Path | None = None) -> list[tuple[Path, Path]]:
@@ -323,9 +392,8 @@ def migrate(src: str | Path, dst: str | Path | None = None) -> list[tuple[Path, 
     changed (summary.json keeps the run_id it was written with). Returns (old, new) pairs."""
     dst = Path(dst or src)
     moved = []
-    for run in record_dirs(src):
-        if not readable(run):
-            continue  # left where it is, with a warning
+    # Every record read first: a damaged one is left where it is (a warning), or, strict, stops before any move.
+    for run in [r for r in record_dirs(src) if readable(r)]:
         cfg = read_config(run)
         new = dst / run_name(cfg)
         if new.resolve() != run.resolve():

@@ -140,9 +140,11 @@ def _show_job_config(overrides: list[str], package: str | None) -> None:
     """``--cfg job [-p package]``: what the run would record (Hydra's own view lacks the choices and overrides the
     record keeps, and the precision the run uses); ``--cfg hydra`` and ``--cfg all`` stay Hydra's."""
     from ssl_bench.identity import run_id
+    from ssl_bench.results import portable
 
     cfg = recorded_config(overrides)
     header = f"# {Path(cfg.output_dir) / run_id(cfg) / 'config.yaml'}: the config this run records"
+    cfg = portable(cfg)  # as config.yaml keeps it: paths relative to the results folder
     if package:
         node = OmegaConf.select(cfg, package)
         if node is None:

@@ -37,7 +37,7 @@ def skip(run: str | Path, exc: UnreadableRecord) -> None:
     if strict():
         raise exc
     skipped: dict[str, str] = _state["skipped"]  # type: ignore[assignment]
-    key = str(Path(run))
+    key = str(Path(run).resolve())  # one folder, however a reader named it (relative, absolute)
     if key not in skipped:
         skipped[key] = str(exc)
         print(f"warning: skipped {exc} (strict=true makes this an error)", file=sys.stderr)
@@ -53,7 +53,7 @@ def note(paths: list[str] | None = None) -> str:
     none."""
     runs = sorted(skipped())
     if paths is not None:
-        runs = [r for r in runs if any(Path(r).is_relative_to(p) for p in paths)]
+        runs = [r for r in runs if any(Path(r).is_relative_to(Path(p).resolve()) for p in paths)]
     if not runs:
         return ""
     names = ", ".join(Path(r).name for r in runs)

@@ -428,7 +428,7 @@ def test_random_init_floor_is_computed_once_and_reused_by_identical_evaluations(
     r1, r2 = first["metrics"]["random"], second["metrics"]["random"]
     for protocol in ("knn", "linear"):
         assert r2[protocol]["top1"] == r1[protocol]["top1"]
-        assert r2[protocol]["settings"]["source"] == f"cache {cache}"
+        assert r2[protocol]["settings"]["source"] == f"cache baselines/{cache.name}"  # relative: portable
     assert second["metrics"]["random_knn_top1"] == first["metrics"]["random_knn_top1"]
     calls.clear()
     run_experiment(compose([*base, "method=simclr", "seed=1"]))

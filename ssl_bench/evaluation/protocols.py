@@ -376,7 +376,9 @@ def evaluate_all(cfg: DictConfig, accelerator, backbone: nn.Module, *, protocols
                                 "source": "baseline.json (before training)"}
                     part = fresh[tag] = {"knn": {**rec, "settings": settings}}
                 elif tag in cached:  # finetune gives finetune_1pct, finetune_10pct: keep every key it gave
-                    part = {k: {**v, "settings": {**v.get("settings", {}), "source": f"cache {baselines}"}}
+                    # The cache file relative to the results folder: a record names no path of the writer's machine.
+                    source = f"cache {baselines.parent.name}/{baselines.name}"
+                    part = {k: {**v, "settings": {**v.get("settings", {}), "source": source}}
                             for k, v in cached[tag].items()}
                 else:
                     part = fresh[tag] = ev.evaluate(model, "random_init", [p], seeds)
