@@ -136,8 +136,8 @@ class PlannedRun:
         """'complete' (a summary exists), 'interrupted' (a checkpoint, no summary) or 'new'."""
         if (self.run_dir / "summary.json").exists():
             return "complete"
-        if (self.run_dir / "checkpoint").exists():
-            return "interrupted"
+        if any((self.run_dir / c).exists() for c in ("checkpoint", "checkpoint.prev", "checkpoint.tmp")):
+            return "interrupted"  # any slot: resume=true picks the newest one that verifies
         return "new"
 
 
@@ -423,6 +423,8 @@ def run_rows(plan: Plan, status: dict[str, str] | None = None) -> pd.DataFrame:
                        linear_top1=_get(m, "linear.top1"), random_linear_top1=_get(m, "random.linear.top1"),
                        wall_s=c.get("wall_s"), images_per_s=c.get("images_per_s"), peak_mem_mb=c.get("peak_mem_mb"),
                        images_seen=c.get("images_seen"), collapsed=bool(s.get("collapsed", False)))
+            if m.get("final_health_rank_backbone") is not None:  # ssl_bench/health.py; older records have none
+                row["final_rank"] = m["final_health_rank_backbone"]
             row["versions.git"] = (s.get("versions") or {}).get("git")
         else:
             row.update(status=status.get(r.run_id, "missing" if ok else "unreadable"), dataset=cfg["dataset"]["name"],
@@ -510,7 +512,7 @@ def summarise(runs: pd.DataFrame, plan: Plan) -> pd.DataFrame:
                                    "batch_size": every["batch_size"].iloc[0],
                                    "commits": " ".join(sorted(set(g["commit"])))}
             for col in (*ACCURACIES, "random_knn_top1", "random_linear_top1", "matched_top1", "wall_s",
-                        "images_per_s", "peak_mem_mb"):
+                        "images_per_s", "peak_mem_mb", "final_rank"):
                 st = t_interval(g[col] if col in g else [])
                 if st.n:
                     row.update({f"{col}_mean": st.mean, f"{col}_sd": st.sd, f"{col}_n": st.n,
@@ -608,7 +610,8 @@ def table_markdown(table: pd.DataFrame, runs: pd.DataFrame, plan: Plan, matched:
         header += [f"{ACCURACIES[c]} (%)", f"Δ {ACCURACIES[c]} vs {ref} (pt, paired, 95% CI)", "verdict"]
     header += ["matched kNN top-1 (%) (epoch)"] if matched else []
     header += ["random init kNN (%)"] + (["random init linear (%)"] if "linear_top1" in accs else [])
-    header += ["crops", "wall (s)", "images/s", "peak mem (MB)", "seeds"]
+    rank = "final_rank_mean" in table and table["final_rank_mean"].notna().any()  # records with health only
+    header += ["crops", "wall (s)", "images/s", "peak mem (MB)", *(["final effective rank"] if rank else []), "seeds"]
     rows = []
     order = pd.concat([table[table["variant"] == v.name] for v in plan.variants])
     for _, r in order.iterrows():
@@ -627,7 +630,8 @@ def table_markdown(table: pd.DataFrame, runs: pd.DataFrame, plan: Plan, matched:
         row += [num(r.get("random_knn_top1_mean"))] + ([num(r.get("random_linear_top1_mean"))]
                                                          if "linear_top1" in accs else [])
         row += [r["crops"], num(r.get("wall_s_mean"), 0), num(r.get("images_per_s_mean"), 0),
-                num(r.get("peak_mem_mb_mean"), 0), r["seeds"] or "—"]
+                num(r.get("peak_mem_mb_mean"), 0), *([num(r.get("final_rank_mean"), 1)] if rank else []),
+                r["seeds"] or "—"]
         rows.append(row)
     d = plan.description or f"{len(plan.methods)} methods under one budget"
     ns = [int(r[f"{c}_n"]) for _, r in table.iterrows() for c in accs if pd.notna(r.get(f"{c}_n"))]

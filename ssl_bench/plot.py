@@ -14,6 +14,8 @@ labelled by the keys that differ from its budget as defined, in words. Per budge
   mean over seeds with a 95% CI band;
 - ``multicrop_<budget>``: configurations that differ only in crops.local.n, per method, with 95% CIs;
 - ``accuracy_vs_train_epochs_<budget>``: configurations that differ only in train.epochs;
+- ``health_<budget>``: effective rank, alignment, uniformity, std and the online linear probe after every epoch,
+  one line per configuration with its 95% CI band (ssl_bench/health_plot.py);
 
 into ``<results>/figures/`` (``<results>/figures/<study>/`` for a study), plus ``report.md`` there with the
 tables behind every figure and the captions (protocol, budget, fingerprints). The images carry titles, axis
@@ -38,6 +40,7 @@ import seaborn as sns  # noqa: E402
 from ssl_bench import cells  # noqa: E402
 from ssl_bench.cli import guarded  # noqa: E402
 from ssl_bench.config import ConfigError  # noqa: E402
+from ssl_bench.health_plot import health_curves  # noqa: E402
 from ssl_bench.overrides import Command, Key, help_requested, writable_folder  # noqa: E402
 from ssl_bench.report import (  # noqa: E402
     THEME,
@@ -358,6 +361,10 @@ def plot(results_dir: Path, study: str | None = None, out: Path | None = None, s
             if made:
                 written += made[0]
                 report.append(f"### {name}\n\n{_img(made[0], out)}\n{made[1]}\n")
+        made = health_curves(g, epochs, out, budget, save)  # ssl_bench/health_plot.py
+        if made:
+            written += made[0]
+            report.append(f"### Health per epoch\n\n{_img(made[0], out)}\n{made[1]}\n")
         for paths, cap, rows in by_value(g, out, budget, "crops.local.n", "multicrop", "crops (count x px)",
                                          "Multi-crop ablation", crops_label):
             written += paths

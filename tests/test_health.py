@@ -3,6 +3,7 @@ the promise that none of it changes training (bit-identical weights and losses w
 
 import math
 
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -129,6 +130,12 @@ def test_health_and_probe_and_guardrails_do_not_change_training(tmp_path):
     df = results.load_epochs(tmp_path / "on")
     assert keys <= set(df.columns)
     assert configuration_id(read_config(run_on)) == configuration_id(read_config(run_off))
+    # The figure: one line per configuration, in plot's report.
+    from ssl_bench.plot import plot
+
+    written = plot(tmp_path / "on", out=tmp_path / "figures")
+    assert tmp_path / "figures" / "health_smoke.png" in written
+    assert "### Health per epoch" in (tmp_path / "figures" / "report.md").read_text()
 
 
 def test_a_shipped_record_keeps_its_configuration_id():
@@ -162,3 +169,15 @@ def test_bad_guardrail_and_health_values_are_one_line():
         compose(["budget=smoke", "train.guardrails=loud"])
     with pytest.raises(ConfigError, match="health.samples"):
         compose(["budget=smoke", "health.samples=-1"])
+
+
+def test_compare_tables_gain_the_final_effective_rank(tmp_path):
+    from ssl_bench import compare as cmp
+    from ssl_bench.cli import guarded
+
+    argv = ["methods=[swav,simclr]", "budget=smoke", f"results={tmp_path}", "eval.random_baseline=false"]
+    assert guarded(cmp.main, argv) == 0
+    out = tmp_path / "compare" / "compare-fashion_mnist-smoke-eval.random_baseline=false"
+    assert "final effective rank" in (out / "table.md").read_text()
+    table = pd.read_csv(out / "table.csv")
+    assert (table["final_rank_mean"] >= 1).all()
