@@ -295,8 +295,8 @@ class HealthConfig:
     uniform_epochs: int = 2
     # ... fewer prototypes in use than this fraction of K ...
     min_prototypes_fraction: float = 0.1
-    # ... an effective rank of the backbone features below this.
-    min_rank: float = 2.0
+    # ... an effective rank of the projections or the backbone features below this (1 = a single direction).
+    min_rank: float = 1.5
 
 
 @dataclass

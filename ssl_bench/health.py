@@ -194,11 +194,11 @@ def few_prototypes(used: int, k: int, fraction: float) -> str | None:
     return f"only {used} of {k} prototypes in use (< {fraction:.0%}): the assignments are collapsing"
 
 
-def low_rank(rank: float, floor: float) -> str | None:
-    """A message when the effective rank of the backbone features is below ``floor``."""
+def low_rank(rank: float, floor: float, what: str = "backbone features") -> str | None:
+    """A message when the effective rank of ``what`` is below ``floor``."""
     if not math.isfinite(rank) or rank >= floor:
         return None
-    return f"effective rank of the backbone features {rank:.2f} < {floor:g}: the representation uses few directions"
+    return f"effective rank of the {what} {rank:.2f} < {floor:g}: the representation collapses onto few directions"
 
 
 def check_guardrails(rows: list[dict], cfg: DictConfig) -> list[dict[str, str]]:
@@ -218,10 +218,13 @@ def check_guardrails(rows: list[dict], cfg: DictConfig) -> list[dict[str, str]]:
         msg = few_prototypes(int(row["prototypes_used"]), total, h.min_prototypes_fraction) if total else None
         if msg:
             found.append(("few_prototypes", msg, _FEW_PROTOTYPES_CAUSES))
-    if "health_rank_backbone" in row:
-        msg = low_rank(float(row["health_rank_backbone"]), h.min_rank)
-        if msg:
-            found.append(("low_rank", msg, _LOW_RANK_CAUSES))
+    # The projections collapse first (the objective acts on them); either one is reported, the lower first.
+    ranks = sorted((float(row[key]), what) for key, what in (("health_rank_projection", "projections"),
+                                                             ("health_rank_backbone", "backbone features"))
+                   if key in row)
+    msg = low_rank(ranks[0][0], h.min_rank, ranks[0][1]) if ranks else None
+    if msg:
+        found.append(("low_rank", msg, _LOW_RANK_CAUSES))
     return [{"check": name, "message": f"{text}. Usual causes: {_causes(cfg, causes)}"}
             for name, text, causes in found if name not in fired]
 

@@ -73,8 +73,10 @@ def test_each_guardrail_check_on_hand_made_inputs():
     assert uniform_codes([ln, float("nan")], 30) is None
     assert few_prototypes(1, 100, 0.1) and few_prototypes(10, 100, 0.1) is None
     assert low_rank(1.2, 2.0) and low_rank(5.0, 2.0) is None and low_rank(float("nan"), 2.0) is None
+    assert "projections 1.10" in low_rank(1.1, 1.5, "projections")
     cfg = compose(["method=swav", "budget=smoke", "method.num_prototypes=30"])
-    rows = [{"epoch": 0, "loss": ln}, {"epoch": 1, "loss": ln, "prototypes_used": 2, "health_rank_backbone": 1.1}]
+    rows = [{"epoch": 0, "loss": ln}, {"epoch": 1, "loss": ln, "prototypes_used": 2, "health_rank_backbone": 1.1,
+                                         "health_rank_projection": 3.0}]
     found = check_guardrails(rows, cfg)
     assert [g["check"] for g in found] == ["uniform_codes", "few_prototypes", "low_rank"]
     # Causes name the method's own keys with their values, and none it does not have.
@@ -181,3 +183,11 @@ def test_compare_tables_gain_the_final_effective_rank(tmp_path):
     assert "final effective rank" in (out / "table.md").read_text()
     table = pd.read_csv(out / "table.csv")
     assert (table["final_rank_mean"] >= 1).all()
+
+
+def test_swav_with_an_early_queue_unfrozen_prototypes_and_a_huge_lr_trips_low_rank(tmp_path):
+    broken = ["method=swav", "method.queue_start_epoch=0", "method.queue_length=64", "method.freeze_prototypes_iters=0",
+              "optim.lr=5", "train.epochs=2"]
+    summary = run_experiment(smoke(tmp_path, *broken))
+    low = [g for g in summary["guardrails"] if g["check"] == "low_rank"]
+    assert low and "projections" in low[0]["message"] and "optim.lr=5" in low[0]["message"], summary["guardrails"]
