@@ -191,3 +191,8 @@ def test_swav_with_an_early_queue_unfrozen_prototypes_and_a_huge_lr_trips_low_ra
     summary = run_experiment(smoke(tmp_path, *broken))
     low = [g for g in summary["guardrails"] if g["check"] == "low_rank"]
     assert low and "projections" in low[0]["message"] and "optim.lr=5" in low[0]["message"], summary["guardrails"]
+
+
+def test_a_diverging_run_names_the_first_non_finite_tensor(tmp_path):
+    with pytest.raises(TrainingStopped, match="loss became nan .*first non-finite: the backbone features"):
+        run_experiment(smoke(tmp_path, "optim.lr=1e38", "train.epochs=2"))
