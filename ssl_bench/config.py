@@ -372,6 +372,8 @@ MAIN_KEYS = {
     "train.trackers": "Accelerate trackers: tensorboard, wandb, mlflow",
     "train.log_every": "trackers get loss and lr every N steps; 0 = per epoch only",
     "train.progress": "progress bars (only on a terminal)",
+    "train.guardrails": "warn, stop or off: say (or stop) when a run visibly fails, naming causes and keys",
+    "health.samples": "images for the per-epoch label-free health (effective rank, ...); 0 = off",
     "optim.name": "sgd, lars or adamw",
     "optim.lr": "learning rate at the configured global batch (never rescaled)",
     "optim.weight_decay": "weight decay",
