@@ -3,16 +3,18 @@
     python -m ssl_bench.claims                  # write results/claims.md and results/reference/figures/claims/
     python -m ssl_bench.claims check=true       # exit 1 if results/claims.md differs from the regenerated one
 
-The claims, their studies and the verdict rules (fixed before the runs) are in experiments/claims.yaml. Each
+The claims, their studies and the verdict rules (with their dated revisions) are in experiments/claims.yaml. Each
 claim's runs are the planned runs of its study (``ssl_bench.compare``, one configuration per variant, paired
-by seed); nothing is trained here: a claim whose runs are missing is reported as "not run yet" with its
-command. Statistics come from ssl_bench.report (95% t-intervals, paired t-tests, Holm within a claim).
+by seed) at the seeds its pilot asks for (:func:`design`); nothing is trained here: a claim whose runs are missing
+says so, with its command. Statistics come from ssl_bench.report (95% t-intervals, paired t-tests with Holm within a
+claim and over the report, TOST, MDE: better / worse / equivalent / underpowered).
 """
 
 from __future__ import annotations
 
 import math
 import sys
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -207,7 +209,10 @@ def _gain_verdict(d: Decision, expect: int) -> str:
     if d.test.n < 2:
         return NOT_RUN
     if d.word in (BETTER, WORSE):
-        return REPRODUCED if (1 if d.word == BETTER else -1) == expect else f"{NOT_REPRODUCED} (the other way)"
+        if (1 if d.word == BETTER else -1) != expect:
+            return f"{NOT_REPRODUCED} (the other way)"
+        # Significant in the paper's direction but inside ±margin: the effect is real and smaller than the margin.
+        return f"{REPRODUCED} in direction only (within ±{d.margin:g})" if d.within else REPRODUCED
     if d.word == EQUIVALENT:
         return f"{NOT_REPRODUCED} (equivalent within ±{d.margin:g})"
     return _need_more(d)
@@ -588,22 +593,21 @@ def claim_figure(ev: Evaluated, out_dir: Path) -> Path | None:
         ax.axvline(rand.mean, color="grey", ls=":", lw=1)
         ax.annotate("random init", (rand.mean, 1.0), xycoords=("data", "axes fraction"), fontsize=7, color="grey",
                     ha="left", va="bottom")
-    ax.set_yticks(range(len(done)), names)
+    ax.set_yticks(range(len(done)), [textwrap.fill(n, 30) for n in names], fontsize=9)
     ax.invert_yaxis()
     ax.set_xlabel(f"{METRICS[metric]} accuracy (%),\nseeds, mean and 95% CI")
     if comps:
         ax = axes.pop(0)
         margin = comps[0].decision.margin
-        ax.axvspan(-margin, margin, color="0.85", alpha=0.6, lw=0, label=f"±{margin:g} (equivalence margin)")
+        ax.axvspan(-margin, margin, color="0.85", alpha=0.6, lw=0)
         ax.axvline(0, color="0.3", lw=0.8)
         for i, c in enumerate(comps):
             ax.errorbar(c.test.diff.mean, i, xerr=None if c.test.n < 2 else
                         [[c.test.diff.mean - c.test.diff.lo], [c.test.diff.hi - c.test.diff.mean]],
                         fmt="o", color="0.15", capsize=3)
-        ax.set_yticks(range(len(comps)), [c.name for c in comps], fontsize=8)
+        ax.set_yticks(range(len(comps)), [textwrap.fill(c.name, 28) for c in comps], fontsize=8)
         ax.invert_yaxis()
-        ax.set_xlabel(f"paired difference, {METRICS[metric]} (points),\nmean and 95% CI over seeds")
-        ax.legend(fontsize=7, loc="lower right", frameon=False)
+        ax.set_xlabel(f"paired difference, {METRICS[metric]} (points),\nmean and 95% CI; grey: ±{margin:g} margin")
     if curves:
         for key, a, label in (("loss", axes[0], "training loss"),
                               ("assign_entropy", axes[1], "assignment entropy\n(1 = uniform)"),
@@ -657,7 +661,8 @@ def write(out: Path, ref: Path = REFERENCE_DIR, figures: Path | None = None, dat
             "is tested the same way and shown beside it. " + verdict_words(
                 float(data.get("margin", DEFAULT_MARGIN)), "the comparisons of one claim and protocol (each "
                 "claim's own margin; the report-wide Holm over every primary comparison is shown beside it)"),
-            "", "What a verdict says: *reproduced* (significant in the paper's direction); *not reproduced* "
+            "", "What a verdict says: *reproduced* (significant in the paper's direction; *in direction only* when "
+            "TOST also puts the difference inside the margin: real, but smaller than the margin); *not reproduced* "
             "(significant the other way, or equivalent within the margin: an effect of that size is ruled out); "
             "*underpowered* (neither: the n that would decide it is given; seeds are capped at "
             f"{data.get('max_seeds', 8)}); *not run yet*.", ""]

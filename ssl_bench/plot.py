@@ -43,6 +43,7 @@ from ssl_bench.config import ConfigError  # noqa: E402
 from ssl_bench.health_plot import health_curves  # noqa: E402
 from ssl_bench.overrides import Command, Key, help_requested, writable_folder  # noqa: E402
 from ssl_bench.report import (  # noqa: E402
+    STATS,
     THEME,
     budget_caption,
     colour,
@@ -342,8 +343,8 @@ def plot(results_dir: Path, study: str | None = None, out: Path | None = None, s
               "Drawn by `python -m ssl_bench.plot` from the run records (summary.json, config.yaml, metrics.jsonl)"
               + (f" of the comparisons of study `{study}`" if study else "")
               + ". One row, point or line is one configuration (runs equal in everything but the seed); its label "
-              "names the keys that differ from its budget as defined. Cells: mean ± sample sd over seeds, n seeds "
-              "and the 95% confidence interval (Student t)."
+              "names the keys that differ from its budget as defined, and a cell holding a record today's code no "
+              "longer reproduces is refused (ssl_bench.cells). " + STATS
               + ("" if sweeps or study else " Sweep trials are left out (see their sweep reports; sweeps=true "
                                             "includes them).") + "\n"]
     report += [f"**{line}**\n" for line in refusals]

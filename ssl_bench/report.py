@@ -210,6 +210,11 @@ class Decision:
     mde: float
     n_needed: int
 
+    @property
+    def within(self) -> bool:
+        """TOST also puts the difference inside ±margin (with significance: real, but smaller than the margin)."""
+        return math.isfinite(self.p_tost) and self.p_tost < ALPHA
+
     def text(self, better: str = BETTER, worse: str = WORSE) -> str:
         """'better by +1.2 (Holm p=0.004; MDE 0.8)' / 'equivalent within ±0.5 (TOST p=0.01; MDE 0.4)' /
         'underpowered: n=12 would decide ±0.5 (MDE at n=3: 0.9)'."""
@@ -219,6 +224,9 @@ class Decision:
         mde_ = f"MDE {self.mde:.1f}" if math.isfinite(self.mde) else "MDE —"
         if self.word in (BETTER, WORSE):
             word = better if self.word == BETTER else worse
+            if self.within:  # a real difference, and smaller than the margin: say both
+                return (f"{word} by {c.diff.mean:+.{_digits(c)}f}, within ±{self.margin:g} (Holm p={c.p_holm:.2g}; "
+                        f"TOST p={self.p_tost:.2g}; {mde_})")
             return f"{word} by {c.diff.mean:+.{_digits(c)}f} (Holm p={c.p_holm:.2g}; {mde_})"
         if self.word == EQUIVALENT:
             return f"equivalent within ±{self.margin:g} (TOST p={self.p_tost:.2g}; {mde_})"

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ssl_bench.cells import LEDGER
-from ssl_bench.errors import ConfigError, TrainingStopped
+from ssl_bench.errors import ConfigError, TrainingStopped, UnreadableRecord
 from ssl_bench.results import read_config, read_json, read_metrics, read_summary, record_dirs, write_json
 
 # Relative tolerance on the epoch-1 loss when the thread count or device differ from the record's (float order):
@@ -84,7 +84,10 @@ def check_record(run_dir: Path, work: Path, threads: int | None = None, log: io.
     run_dir = Path(run_dir)
     if not (run_dir / "summary.json").exists():
         return Check(run_dir.name, NOT_CHECKED, "?", "?", True, {}, {}, why="no record (summary.json) there")
-    summary, cfg_rec, rows = read_summary(run_dir), read_config(run_dir), read_metrics(run_dir)
+    try:
+        summary, cfg_rec, rows = read_summary(run_dir), read_config(run_dir), read_metrics(run_dir)
+    except UnreadableRecord as exc:  # a damaged record is named, not a crash of the whole verification
+        return Check(run_dir.name, NOT_CHECKED, "?", "?", True, {}, {}, why=str(exc))
     now = versions().get("git", "?")
     base = Check(run_dir.name, NOT_CHECKED, (summary.get("versions") or {}).get("git", "?"), now, True, {}, {})
     if not rows:

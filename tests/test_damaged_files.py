@@ -133,9 +133,14 @@ def assert_one_line(proc: subprocess.CompletedProcess, code: int, named: Path) -
     return err
 
 
+# claims and reference regenerate every table (about a minute each): they read records through the same functions as
+# the others, so they get one damage case; every other entry point gets all three.
+SLOW = ("claims", "reference")
+CATALOGUE = [(case, entry) for case in DAMAGE for entry in ENTRY if entry not in SLOW or case == "summary cut short"]
+
+
 @pytest.mark.parametrize("strict", [False, True], ids=["skip", "strict"])
-@pytest.mark.parametrize("entry", list(ENTRY))
-@pytest.mark.parametrize("case", list(DAMAGE))
+@pytest.mark.parametrize(("case", "entry"), CATALOGUE)
 def test_a_damaged_record_is_one_line_and_the_others_are_read_and_untouched(world, case, entry, strict):
     """Without strict: one warning line naming the file, exit 0, the rest read (and the table says so). With
     strict=true (check=true for reference and claims): one error line, exit 2. Never a traceback; no other record

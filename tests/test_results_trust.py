@@ -174,7 +174,8 @@ def test_shipped_records_pool_only_equal_configurations():
         assert g["configuration"].nunique() == 1 and g["seed"].is_unique
     methods = df[(df["sweep"] == "") & (df["configuration"].isin(["SwAV", "SimCLR", "DeepCluster-v2", "SeLa-v2",
                                                                   "CARL"]))]
-    assert methods.groupby("configuration").size().min() >= 8  # n >= 8 seeds for every shipped method cell
+    # Every shipped method cell has at least its pilot's 3 seeds; seeds=auto adds the ones its variance asks for.
+    assert methods.groupby("configuration").size().min() >= 3
 
 
 def test_plot_reads_your_runs_not_the_shipped_reference_beside_them(tmp_path):

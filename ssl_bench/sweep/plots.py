@@ -28,7 +28,7 @@ from ssl_bench import (
     cells,  # noqa: E402
     skipped,  # noqa: E402
 )
-from ssl_bench.report import THEME, t_interval  # noqa: E402
+from ssl_bench.report import STATS, THEME, t_interval  # noqa: E402
 from ssl_bench.results import read_summary, readable, record_dirs, save_figure, write_atomic  # noqa: E402
 
 METRIC_LABELS = {"knn_top1": "kNN top-1 (%)", "metrics.knn_top1": "kNN top-1 (%)",
@@ -338,7 +338,9 @@ def write_report(study: optuna.Study, meta: dict[str, Any], out_dir: Path,
     if df.empty:
         return {"note": "no finished trial yet"}
     write_atomic(out_dir / "trials.csv", df.to_csv(index=False))
-    write_atomic(out_dir / "trials.md", markdown(df) + skipped.note())
+    write_atomic(out_dir / "trials.md", markdown(df) + "\nOne trial is one configuration at one seed; a heatmap square "
+                 "holding several configurations (binned values, or a third parameter) says so. " + STATS + "\n"
+                 + skipped.note())
     out["table"] = out_dir / "trials.md"
     sns.set_theme(**THEME)
     params = [c[len("params."):] for c in df.columns if c.startswith("params.")]
