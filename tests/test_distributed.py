@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from ssl_bench import results
 from ssl_bench.config import compose
 from ssl_bench.experiment import run_experiment
+from ssl_bench.health import HEALTH_KEYS
 from ssl_bench.identity import run_id
 
 TESTS = Path(__file__).parent
@@ -55,6 +56,10 @@ def test_two_processes_train_what_one_process_trains(runs, name):
         for key in ("monitor_knn_top1", "assign_entropy", "prototypes_used"):
             if key in x:
                 assert y[key] == pytest.approx(x[key], abs=1e-3), key
+        # health is on by default: each process measures the same fixed sample, so the numbers agree too
+        assert set(HEALTH_KEYS) <= x.keys() and set(HEALTH_KEYS) <= y.keys()
+        for key in HEALTH_KEYS:
+            assert y[key] == pytest.approx(x[key], rel=1e-3, abs=1e-3), key
     # the trained weights, the method's global state (prototypes, centroids, pseudo-labels) and the evaluation
     wa, wb = (load_file(d / "checkpoint" / "model.safetensors") for d in (a, b))
     assert wa.keys() == wb.keys()
