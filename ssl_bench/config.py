@@ -340,6 +340,8 @@ def _register() -> None:
     cs.store(name="run_schema", node=RunConfig)
     for name, entry in registry().items():
         cs.store(group="method", name=f"{name}_schema", node=entry.config)
+        if config_file("method", f"{name}.yaml") is None:  # an objective of another package: its dataclass is the
+            cs.store(group="method", name=name, node=entry.config)  # option, as a YAML naming <name>_schema would be
     if "ssl_bench.yaml" not in cs.repo.get("hydra", {}).get("help", {}):
         register_help("")  # config.yaml selects it; its text costs ~0.1 s, so only `ssl_bench.run` generates it
 
@@ -500,8 +502,11 @@ class ConfigGroupDir:
 
 
 def group_options(group: str) -> list[str]:
-    """The options of a config group: the YAML files in <group>/ of every config folder (see config_dirs)."""
+    """The options of a config group: the YAML files in <group>/ of every config folder (see config_dirs); for
+    ``method`` also every registered objective (a plug-in's config group is generated from its dataclass)."""
     options = sorted(Path(name).stem for name in config_files(group))
+    if group == "method" and options:
+        options = sorted({*options, *registry()})
     if not options:
         raise ConfigError(f"no {group} configs: no {group}/*.yaml in "
                           f"{', '.join(str(d) for d in config_dirs())}; reinstall ssl_bench")
