@@ -5,6 +5,7 @@ confidence band; an x marks an epoch where a guardrail fired in some seed."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -77,3 +78,52 @@ def health_curves(g: pd.DataFrame, ep: pd.DataFrame, out: Path, budget: str,
            "uniformity (Wang & Isola 2020), std of the normalised projections; online linear probe fitted each epoch "
            "on the kNN monitor's features. " + budget_caption(list(g["_cfg"]), budget))
     return save(fig, out, f"health_{budget}"), cap
+
+
+# -- guardrail evidence -----------------------------------------------------------------------------------------------
+def replay_guardrails(run: Path) -> list[dict]:
+    """The guardrails today's thresholds fire on a finished run's per-epoch record, epoch by epoch as training would
+    have fired them ([{"epoch", "check", "message"}]). A run recorded before health existed is replayed on the
+    quantities it has (loss, prototypes in use): the uniform-codes and few-prototypes checks."""
+    from omegaconf import OmegaConf
+
+    from ssl_bench.config import HealthConfig
+    from ssl_bench.health import check_guardrails
+    from ssl_bench.results import read_metrics
+
+    cfg = OmegaConf.merge({"health": OmegaConf.structured(HealthConfig)}, OmegaConf.load(run / "config.yaml"))
+    rows: list[dict] = []
+    fired = []
+    for row in read_metrics(run):
+        rows.append(dict(row, guardrails=[]))
+        rows[-1]["guardrails"] = check_guardrails(rows, cfg)
+        fired += [{"epoch": row["epoch"], **g} for g in rows[-1]["guardrails"]]
+    return fired
+
+
+def guardrail_table(runs_dirs: list[Path]) -> str:
+    """A Markdown table: per configuration (ssl_bench.cells), its seeds and the guardrails that fired in each (epoch
+    1-based), recorded during training where the run had them, else replayed on its record with today's
+    thresholds."""
+    from ssl_bench import cells
+    from ssl_bench.report import display
+    from ssl_bench.results import load
+
+    frames = [load(d, sweeps=False) for d in runs_dirs]
+    df = cells.assign(pd.concat([f for f in frames if not f.empty], ignore_index=True))
+    lines = ["| configuration | seeds | runs with a guardrail | guardrails (seed: epoch check) | source |",
+             "| --- | --- | --- | --- | --- |"]
+    order = method_order(df["method"])
+    for _, g in sorted(df.groupby("cell"), key=lambda kv: (order.index(kv[1]["method"].iloc[0]),
+                                                           kv[1]["cell_label"].iloc[0])):
+        fired, sources = [], set()
+        for seed, path in sorted(zip(g["seed"], g["path"], strict=True)):
+            rec = json.loads((Path(path) / "summary.json").read_text()).get("guardrails")
+            gs = rec if rec is not None else replay_guardrails(Path(path))
+            sources.add("recorded" if rec is not None else "replayed")
+            if gs:
+                fired.append(f"{seed}: " + ", ".join(f"{x['epoch'] + 1} {x['check']}" for x in gs))
+        label = g["cell_label"].iloc[0] or display(g["method"].iloc[0])
+        lines.append(f"| {label} | {len(g)} | {len(fired)} of {len(g)} | {'; '.join(fired) or 'none'} | "
+                     f"{' + '.join(sorted(sources))} |")
+    return "\n".join(lines) + "\n"

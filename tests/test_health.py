@@ -24,6 +24,7 @@ from ssl_bench.health import (
     uniform_codes,
     uniformity,
 )
+from ssl_bench.health_plot import guardrail_table, replay_guardrails
 from ssl_bench.identity import configuration_id, run_id
 from ssl_bench.models import ProjectionHead, SmallConvNet, SSLModel
 from ssl_bench.results import REFERENCE_DIR, read_config, read_summary
@@ -165,6 +166,8 @@ def test_carl_without_its_kl_term_trips_a_guardrail_and_stop_stops(tmp_path, cap
     assert f"guardrail {checks[0]}" in capsys.readouterr().out
     rows = results.read_metrics(tmp_path / "warn" / run_id(cfg))
     assert [g["check"] for r in rows for g in r.get("guardrails", [])] == checks
+    # the evidence tables replay guardrails on older records: the replay fires what training fired, when it fired
+    assert replay_guardrails(tmp_path / "warn" / run_id(cfg)) == summary["guardrails"]
     with pytest.raises(TrainingStopped, match=f"guardrail {checks[0]} after epoch"):
         run_experiment(smoke(tmp_path / "stop", *no_kl, "train.guardrails=stop"))
 
@@ -199,3 +202,16 @@ def test_swav_with_an_early_queue_unfrozen_prototypes_and_a_huge_lr_trips_low_ra
 def test_a_diverging_run_names_the_first_non_finite_tensor(tmp_path):
     with pytest.raises(TrainingStopped, match="loss became nan .*first non-finite: the backbone features"):
         run_experiment(smoke(tmp_path, "optim.lr=1e38", "train.epochs=2"))
+
+
+def test_on_the_shipped_records_guardrails_fire_on_the_known_collapses_only():
+    """Today's thresholds replayed on every shipped demo record: they fire on CARL's partial collapses (no KL term,
+    a constant KL weight, 1000 prototypes: a few prototypes in use, results/claims.md claims 7-10) and on no other
+    configuration, the five methods at their defaults included."""
+    table = guardrail_table([REFERENCE_DIR / "runs"])
+    rows = {r.split(" | ")[0].strip("| "): r.split(" | ")[2] for r in table.splitlines()[2:]}
+    firing = {label for label, n in rows.items() if not n.startswith("0 of")}
+    assert firing == {"CARL, 1000 prototypes", "CARL, batch 256, 1000 prototypes", "CARL, batch 32, 1000 prototypes",
+                      "CARL, constant lambda", "CARL, final lambda 0.0, constant lambda, initial lambda 0.0"}, table
+    for label in ("SwAV", "SimCLR", "DeepCluster-v2", "SeLa-v2", "CARL"):
+        assert rows[label].startswith("0 of"), table
