@@ -1,25 +1,28 @@
 """The small interface every objective implements, and the registry of objectives.
 
 A method turns the projections of a batch's crops into a loss and keeps its own state (prototypes,
-queues, memory banks, pseudo-labels). It knows nothing of the loop: the loop calls ``loss`` and the
-optional hooks below with a :class:`Context`. Adding a method is one file in methods/ that calls
-:func:`register`, plus ``experiments/method/<name>.yaml``.
+queues, memory banks, pseudo-labels). It knows nothing of the loop: it is an ``nn.Module`` constructed from
+keyword arguments (its hyperparameters, the fields of its config dataclass, plus the run values it names, see
+:func:`ssl_bench.registry.run_values`), so it works in any PyTorch loop; the ssl_bench loop calls ``loss`` and
+the optional hooks below with a :class:`Context`. Adding a method is one file in methods/ (or in another package,
+registered through the entry-point group ``ssl_bench.methods``) whose class is decorated with :func:`register`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from ssl_bench.distributed import all_reduce_
+from ssl_bench.errors import ConfigError
 
-# The registry lives in a torch-free leaf module (the config imports it); re-exported here for method files.
-from ssl_bench.registry import MethodEntry, register, registry  # noqa: F401
+# The registry and the config adapter live in a torch-free leaf module (the config imports it); re-exported here.
+from ssl_bench.registry import MethodEntry, build_method, register, registry  # noqa: F401
 
 
 @dataclass
@@ -39,13 +42,17 @@ class Context:
 
 
 class Method(nn.Module):
-    """Base class: a loss over crop projections plus optional hooks. Holds no training logic."""
+    """Base class: a loss over crop projections plus optional hooks. Holds no training logic.
 
-    #: set by subclasses that need ``batch["index"]`` or a full-dataset pass.
-    def __init__(self, cfg: DictConfig, embed_dim: int) -> None:
+    Calling the module is calling :meth:`loss`: ``loss, stats = objective([z_view1, z_view2, ...])``.
+    """
+
+    def __init__(self, embed_dim: int) -> None:
         super().__init__()
-        self.cfg = cfg
         self.embed_dim = embed_dim
+
+    def forward(self, z_crops: list[Tensor], batch: dict[str, Tensor] | None = None) -> tuple[Tensor, dict[str, float]]:
+        return self.loss(z_crops, {} if batch is None else batch)
 
     def loss(self, z_crops: list[Tensor], batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         """z for every crop (global crops first), each [B_local, D]; returns (loss, logged stats)."""
@@ -70,13 +77,11 @@ class Method(nn.Module):
 
     def load_local_state_dict(self, state: dict[str, Any]) -> None: ...
 
-    @classmethod
-    def check_config(cls, cfg: DictConfig) -> None:
-        """Cross-section checks (e.g. against the batch size); raise ConfigError with one line."""
 
-
-def build_method(cfg: DictConfig, embed_dim: int) -> Method:
-    return registry()[cfg.method.name].cls(cfg, embed_dim)
+def check_crops(name: str, num_global_crops: int, num_local_crops: int) -> None:
+    """Objectives that compare crops of an image need two of them."""
+    if num_global_crops + num_local_crops < 2:
+        raise ConfigError(f"{name} needs at least 2 crops (crops.global.n + crops.local.n >= 2)")
 
 
 def cross_entropy(targets: Tensor, logits: Tensor) -> Tensor:
@@ -94,3 +99,10 @@ def assignment_stats(counts: Tensor) -> dict[str, float]:
     p = counts / total
     entropy = -(p[p > 0] * p[p > 0].log()).sum() / torch.log(torch.tensor(float(len(counts))))
     return {"assign_entropy": float(entropy) + 0.0, "prototypes_used": int((counts > 0).sum())}  # + 0.0: no "-0"
+
+
+def hyperparameters(config: type, arguments: dict[str, Any]) -> Any:
+    """An objective's config dataclass from its constructor's ``locals()``: the dataclass's range checks run for a
+    plain loop exactly as for a run, and the defaults stay declared once (the constructor reads them from it)."""
+    names = [f.name for f in dataclasses.fields(config) if f.name != "name"]
+    return config(**{k: arguments[k] for k in names})

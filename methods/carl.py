@@ -1,12 +1,6 @@
 """CARL: Consistent Assignment for Representation Learning (Silva & Ramirez Rivera, SAC 2022).
 
-K prototypes C are a linear layer (no bias); each view's projection z gets the energies q = z C (Eq. 2)
-and the assignment distribution p = softmax(q) (Eq. 3). The loss (Eq. 7) is
-
-    L = L_c + lambda_e L_KL,
-    L_c  = -1/B sum_i log <p_i^a, p_i^+>                              (Eq. 4, consistency of two views)
-    L_KL = KL(p_hat || U) = log K + sum_k p_hat_k log p_hat_k,  p_hat = 1/B sum_i p_i   (Eqs. 5-6)
-    lambda_e = b - (b - a) e / E  for e <= E, else a                   (Eq. 8, linear decay)
+The loss and its equation: :class:`CARL` (an ``nn.Module`` usable in any PyTorch loop).
 
 Paper defaults: b = 4, a = 1.5, E = 100 epochs (CIFAR, Sec. 4.2); K = 100 (CIFAR-10), 300 (CIFAR-100,
 STL-10), 3000 (downsampled ImageNet) (A.4).
@@ -38,12 +32,11 @@ import math
 from dataclasses import dataclass
 
 import torch
-from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from ssl_bench.distributed import all_gather
 from ssl_bench.errors import ConfigError
-from ssl_bench.methods.base import Context, Method, assignment_stats, register
+from ssl_bench.methods.base import Context, Method, assignment_stats, check_crops, hyperparameters, register
 
 KL_MODES = ("per_view", "pooled")
 
@@ -102,32 +95,69 @@ def uniform_kl(logits: list[Tensor], mode: str = "per_view") -> Tensor:
     return torch.stack([_kl_to_uniform(_global_mean(p)) for p in probs]).mean()
 
 
+_D = CARLConfig  # the defaults, declared once
+
+
 @register("carl", CARLConfig, display="CARL")
 class CARL(Method):
-    def __init__(self, cfg: DictConfig, embed_dim: int) -> None:
-        super().__init__(cfg, embed_dim)
-        m = cfg.method
+    """CARL: Consistent Assignment for Representation Learning (Silva & Ramirez Rivera, SAC 2022).
+
+    K prototypes C are a linear layer (no bias); each view's projection z gets the energies q = z C (Eq. 2)
+    and the assignment distribution p = softmax(q) (Eq. 3). The loss (Eq. 7) is
+
+        L = L_c + lambda_e L_KL,
+        L_c  = -1/B sum_i log <p_i^a, p_i^+>                              (Eq. 4, consistency of two views)
+        L_KL = KL(p_hat || U) = log K + sum_k p_hat_k log p_hat_k,  p_hat = 1/B sum_i p_i   (Eqs. 5-6)
+        lambda_e = b - (b - a) e / E  for e <= E, else a                   (Eq. 8, linear decay)
+
+    Arguments: ``embed_dim`` and the fields of :class:`CARLConfig` (defaults there); ``num_global_crops`` and
+    ``num_local_crops`` are only checked (at least 2 crops). ``on_epoch_start`` sets lambda_e of the epoch.
+
+    In a plain PyTorch loop:
+
+    >>> import torch
+    >>> from torch import nn
+    >>> from ssl_bench.methods.base import Context
+    >>> from ssl_bench.methods.carl import CARL
+    >>> _ = torch.manual_seed(0)
+    >>> encoder = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 64), nn.ReLU(), nn.Linear(64, 16))
+    >>> carl = CARL(embed_dim=16, num_prototypes=10, lambda_epochs=2)
+    >>> optimizer = torch.optim.SGD([*encoder.parameters(), *carl.parameters()], lr=0.1)
+    >>> images = torch.rand(32, 3, 8, 8)
+    >>> for epoch in range(2):
+    ...     carl.on_epoch_start(Context(epoch=epoch))  # lambda_e of this epoch
+    ...     views = [images + 0.1 * torch.randn_like(images) for _ in range(2)]
+    ...     loss, stats = carl([encoder(v) for v in views])
+    ...     optimizer.zero_grad()
+    ...     loss.backward()
+    ...     optimizer.step()
+    >>> bool(torch.isfinite(loss)), sorted(carl.epoch_stats())
+    (True, ['assign_entropy', 'lambda_e', 'prototypes_used'])
+    """
+
+    def __init__(self, embed_dim: int, *, num_prototypes: int = _D.num_prototypes,
+                 lambda_start: float = _D.lambda_start, lambda_end: float = _D.lambda_end,
+                 lambda_epochs: int = _D.lambda_epochs, kl_mode: str = _D.kl_mode,
+                 num_global_crops: int = 2, num_local_crops: int = 0) -> None:
+        super().__init__(embed_dim)
+        m = self.hp = hyperparameters(CARLConfig, locals())
+        check_crops("carl", num_global_crops, num_local_crops)
         self.prototypes = nn.Linear(embed_dim, m.num_prototypes, bias=False)
         # lambda_e of the current epoch, a buffer so that a run resumed mid-epoch uses the right value.
         lam = kl_weight(0, m.lambda_start, m.lambda_end, m.lambda_epochs)
         self.register_buffer("lambda_e", torch.tensor(lam))
         self._counts = torch.zeros(m.num_prototypes)
 
-    @classmethod
-    def check_config(cls, cfg: DictConfig) -> None:
-        if cfg.crops["global"].n + cfg.crops["local"].n < 2:
-            raise ConfigError("carl needs at least 2 crops (crops.global.n + crops.local.n >= 2)")
-
     def loss(self, z_crops: list[Tensor], batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         logits = [self.prototypes(z) for z in z_crops]
-        l_c, l_kl = consistency_loss(logits), uniform_kl(logits, self.cfg.method.kl_mode)
+        l_c, l_kl = consistency_loss(logits), uniform_kl(logits, self.hp.kl_mode)
         loss = l_c + self.lambda_e * l_kl
         with torch.no_grad():
             self._counts += torch.bincount(logits[0].argmax(1), minlength=len(self._counts)).cpu()
         return loss, {"loss": loss.item(), "loss_consistency": l_c.item(), "loss_kl": l_kl.item()}
 
     def on_epoch_start(self, ctx: Context) -> None:
-        m = self.cfg.method
+        m = self.hp
         self.lambda_e.fill_(kl_weight(ctx.epoch, m.lambda_start, m.lambda_end, m.lambda_epochs))
         self._counts.zero_()
 

@@ -1,9 +1,6 @@
 """DeepCluster-v2 (Caron et al., NeurIPS 2020, appendix D).
 
-Training phase (D.1, Eqs. 8-9): every crop's l2-normalised projection z is classified against fixed
-prototypes, the k-means centroids c, into the sample's pseudo-label q (hard):
-
-    l(z, c, q) = -log softmax(z^T c / tau)_q,     averaged over crops, the batch and H heads.
+The loss and its equation: :class:`DeepClusterV2` (an ``nn.Module`` usable in any PyTorch loop).
 
 Assignment phase (D.2, Eq. 11), at the start of every epoch: spherical k-means on the memory bank, i.e.
 the projections of every sample computed during the previous epoch (no extra forward pass; before the
@@ -22,12 +19,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
 from torch import Tensor
 
 from ssl_bench.distributed import all_reduce_
 from ssl_bench.errors import ConfigError
-from ssl_bench.methods.base import Context, register
+from ssl_bench.methods.base import Context, hyperparameters, register
 from ssl_bench.methods.memory_bank import MemoryBankMethod, check_bank_config
 from ssl_bench.progress import bar
 
@@ -88,12 +84,58 @@ def spherical_kmeans(x: Tensor, index: Tensor, n_total: int, k: int, iters: int 
     return centroids, nearest(x, centroids)
 
 
+_D = DeepClusterV2Config  # the defaults, declared once
+
+
 @register("deepclusterv2", DeepClusterV2Config, display="DeepCluster-v2")
 class DeepClusterV2(MemoryBankMethod):
+    """DeepCluster-v2 (Caron et al., NeurIPS 2020, appendix D). Training phase (D.1, Eqs. 8-9): every crop's
+    l2-normalised projection z is classified against fixed prototypes, the k-means centroids c, into the
+    sample's pseudo-label q (hard):
+
+        l(z, c, q) = -log softmax(z^T c / tau)_q,     averaged over crops, the batch and H heads.
+
+    Assignment phase (D.2, Eq. 11), in ``on_epoch_start``: spherical k-means on the memory bank of the previous
+    epoch's projections (the first epoch's bank comes from ``Context.embed_dataset``, one pass over the data).
+
+    Arguments: ``embed_dim``, the fields of :class:`DeepClusterV2Config` (defaults there), ``num_global_crops``
+    (the first crops of ``loss``'s list, whose projections fill the bank), ``num_samples`` (only checked: at
+    least as many images as prototypes) and ``seed`` (the k-means initialisation). ``loss`` needs
+    ``batch["index"]``, each image's index in the dataset.
+
+    In a plain PyTorch loop:
+
+    >>> import torch
+    >>> from torch import nn
+    >>> from ssl_bench.methods.base import Context
+    >>> from ssl_bench.methods.deepcluster_v2 import DeepClusterV2
+    >>> _ = torch.manual_seed(0)
+    >>> encoder = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 64), nn.ReLU(), nn.Linear(64, 16))
+    >>> dc = DeepClusterV2(embed_dim=16, num_heads=2, num_prototypes=8)
+    >>> optimizer = torch.optim.SGD(encoder.parameters(), lr=0.1)
+    >>> images, index = torch.rand(32, 3, 8, 8), torch.arange(32)
+    >>> def embed_all():  # (dataset indices, projections) of every image, for the first epoch's bank
+    ...     with torch.no_grad():
+    ...         return index, encoder(images)
+    >>> for epoch in range(2):
+    ...     dc.on_epoch_start(Context(epoch=epoch, dataset_size=32, embed_dataset=embed_all))  # k-means
+    ...     views = [images + 0.1 * torch.randn_like(images) for _ in range(2)]
+    ...     loss, stats = dc([encoder(v) for v in views], {"index": index})
+    ...     optimizer.zero_grad()
+    ...     loss.backward()
+    ...     optimizer.step()
+    >>> bool(torch.isfinite(loss)), dc.assignments.shape
+    (True, torch.Size([2, 32]))
+    """
+
     _global_state = ("assignments", "centroids")
 
-    def __init__(self, cfg: DictConfig, embed_dim: int) -> None:
-        super().__init__(cfg, embed_dim)
+    def __init__(self, embed_dim: int, *, num_heads: int = _D.num_heads, num_prototypes: int = _D.num_prototypes,
+                 temperature: float = _D.temperature, kmeans_iters: int = _D.kmeans_iters,
+                 bank_dtype: str = _D.bank_dtype, num_global_crops: int = 2, num_samples: int | None = None,
+                 seed: int = 0) -> None:
+        super().__init__(embed_dim, hyperparameters(DeepClusterV2Config, locals()), num_global_crops, num_samples)
+        self.seed = seed
         self.centroids: Tensor | None = None  # [H, K, D], fixed prototypes of the current epoch
 
     def prototype_weights(self) -> list[Tensor]:
@@ -102,12 +144,12 @@ class DeepClusterV2(MemoryBankMethod):
         return list(self.centroids)
 
     def assign(self, ctx: Context) -> Tensor:
-        m = self.cfg.method
+        m = self.hp
         centroids, labels = [], []
         progress = bar(total=m.num_heads * m.kmeans_iters, desc=f"k-means over the memory bank ({self.n_total} "
                        f"images, {m.num_heads} heads)", unit="iter")
         for h in range(m.num_heads):
-            seed = int(self.cfg.seed) * 1_000_003 + ctx.epoch * 1009 + h
+            seed = self.seed * 1_000_003 + ctx.epoch * 1009 + h
             c, a = spherical_kmeans(self.bank_for_head(h), self.own, self.n_total, m.num_prototypes,  # type: ignore[arg-type]
                                     m.kmeans_iters, seed, on_iter=progress.update)
             centroids.append(c)

@@ -20,7 +20,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
 from torch import Tensor
 
 from ssl_bench.distributed import all_gather, all_reduce_, rank, world_size
@@ -58,20 +57,19 @@ class MemoryBankMethod(Method):
     # a streamed dataset cannot give: config.validate refuses dataset.streaming for these methods.
     needs_full_pass = True
 
-    def __init__(self, cfg: DictConfig, embed_dim: int) -> None:
-        super().__init__(cfg, embed_dim)
-        self.num_global = int(cfg.crops["global"].n)
+    def __init__(self, embed_dim: int, hp: Any, num_global_crops: int, num_samples: int | None) -> None:
+        """``hp``: the subclass's config dataclass (num_heads, num_prototypes, temperature, bank_dtype);
+        ``num_samples``: the pretraining images when known (more prototypes than images is refused)."""
+        super().__init__(embed_dim)
+        self.hp = hp
+        if num_samples and hp.num_prototypes > num_samples:
+            raise ConfigError(f"method.num_prototypes={hp.num_prototypes} is larger than the "
+                              f"data.train_subset={num_samples} pretraining images")
+        self.num_global = num_global_crops
         self.bank: Tensor | None = None  # per process [G, n_own, D]
         self.own: Tensor | None = None  # dataset indices of the bank's rows (i mod W == rank)
         self.n_total = 0  # N, the dataset size
         self.assignments: Tensor | None = None  # global [H, N]
-
-    @classmethod
-    def check_config(cls, cfg: DictConfig) -> None:
-        n = cfg.data.train_subset
-        if n and cfg.method.num_prototypes > n:
-            raise ConfigError(f"method.num_prototypes={cfg.method.num_prototypes} is larger than the "
-                              f"data.train_subset={n} pretraining images")
 
     # -- the bank --------------------------------------------------------------------------------
     def bank_for_head(self, h: int) -> Tensor:
@@ -80,7 +78,7 @@ class MemoryBankMethod(Method):
     @torch.no_grad()
     def fill_bank(self, ctx: Context) -> None:
         if ctx.embed_dataset is None:
-            raise RuntimeError(f"{self.cfg.method.name} needs Context.embed_dataset to fill its memory bank")
+            raise RuntimeError(f"{self.hp.name} needs Context.embed_dataset to fill its memory bank")
         index, z = ctx.embed_dataset()
         n = ctx.dataset_size or len(index)
         dev = ctx.accelerator.device if ctx.accelerator is not None else z.device
@@ -89,7 +87,7 @@ class MemoryBankMethod(Method):
         self.n_total = n
         self.own = torch.arange(rank(), n, world_size(), device=dev)
         rows = F.normalize(z[pos[self.own.cpu()]].float(), dim=1)
-        dtype = BANK_DTYPES[self.cfg.method.bank_dtype]
+        dtype = BANK_DTYPES[self.hp.bank_dtype]
         self.bank = rows.to(dev, dtype).unsqueeze(0).repeat(self.num_global, 1, 1)
 
     @torch.no_grad()
@@ -121,12 +119,12 @@ class MemoryBankMethod(Method):
 
     def loss(self, z_crops: list[Tensor], batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         if self.assignments is None:
-            raise RuntimeError(f"{self.cfg.method.name}: no pseudo-labels (on_epoch_start was not called)")
+            raise RuntimeError(f"{self.hp.name}: no pseudo-labels (on_epoch_start was not called)")
         z = [F.normalize(x.float(), dim=1) for x in z_crops]
         index = batch["index"].to(z[0].device)
         self.to_device(index.device)
         targets = self.assignments[:, index]  # type: ignore[index]
-        loss = multihead_ce(z, self.prototype_weights(), targets, self.cfg.method.temperature)
+        loss = multihead_ce(z, self.prototype_weights(), targets, self.hp.temperature)
         self.update_bank(z_crops[: self.num_global], index)
         return loss, {"loss": loss.item()}
 
@@ -135,7 +133,7 @@ class MemoryBankMethod(Method):
         if self.assignments is None or self.own is None:
             return {}
         out: dict[str, float] = {}
-        k = self.cfg.method.num_prototypes
+        k = self.hp.num_prototypes
         for h, labels in enumerate(self.assignments.to(self.own.device)[:, self.own]):
             stats = assignment_stats(torch.bincount(labels, minlength=k).cpu())
             out.update({(key if h == 0 else f"{key}_h{h}"): v for key, v in stats.items()})

@@ -1,9 +1,6 @@
 """SeLa-v2 (Caron et al., NeurIPS 2020, appendix D; after Asano et al., ICLR 2020).
 
-Training phase (D.1, Eqs. 8 and 10): every crop's l2-normalised projection z is classified into the
-sample's pseudo-label q against H heads of K prototypes C learned by gradient descent,
-
-    l(z, C, q) = -log softmax(z^T C / tau)_q,     averaged over crops, the batch and the heads.
+The loss and its equation: :class:`SeLaV2` (an ``nn.Module`` usable in any PyTorch loop).
 
 Assignment phase (D.2, Eq. 12): at the start of every epoch, for each head, Sinkhorn-Knopp on the scores
 z^T C of the whole memory bank (the previous epoch's projections, shared with DeepCluster-v2, see
@@ -36,11 +33,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from ssl_bench.errors import ConfigError
-from ssl_bench.methods.base import Context, register
+from ssl_bench.methods.base import Context, hyperparameters, register
 from ssl_bench.methods.memory_bank import MemoryBankMethod, check_bank_config
 from ssl_bench.progress import bar
 from ssl_bench.sinkhorn import sinkhorn
@@ -71,11 +67,56 @@ def sela_assign(z: Tensor, prototypes: Tensor, epsilon: float, iterations: int) 
     return sinkhorn(z.float() @ prototypes.float().t(), epsilon, iterations).argmax(dim=1)
 
 
+_D = SeLaV2Config  # the defaults, declared once
+
+
 @register("selav2", SeLaV2Config, display="SeLa-v2")
 class SeLaV2(MemoryBankMethod):
-    def __init__(self, cfg: DictConfig, embed_dim: int) -> None:
-        super().__init__(cfg, embed_dim)
-        m = cfg.method
+    """SeLa-v2 (Caron et al., NeurIPS 2020, appendix D; after Asano et al., ICLR 2020). Training phase (D.1,
+    Eqs. 8 and 10): every crop's l2-normalised projection z is classified into the sample's pseudo-label q
+    against H heads of K prototypes C learned by gradient descent,
+
+        l(z, C, q) = -log softmax(z^T C / tau)_q,     averaged over crops, the batch and the heads.
+
+    Assignment phase (D.2, Eq. 12), in ``on_epoch_start``: for each head, Sinkhorn-Knopp on the scores z^T C of
+    the whole memory bank, Q = argmax_Q Tr(Q^T C^T Z) + eps H(Q) with Q 1 = 1/K, Q^T 1 = 1/N; q = argmax_k Q.
+
+    Arguments: ``embed_dim``, the fields of :class:`SeLaV2Config` (defaults there), ``num_global_crops`` (the
+    first crops of ``loss``'s list, whose projections fill the bank) and ``num_samples`` (only checked: at least
+    as many images as prototypes). ``loss`` needs ``batch["index"]``, each image's index in the dataset.
+
+    In a plain PyTorch loop:
+
+    >>> import torch
+    >>> from torch import nn
+    >>> from ssl_bench.methods.base import Context
+    >>> from ssl_bench.methods.sela_v2 import SeLaV2
+    >>> _ = torch.manual_seed(0)
+    >>> encoder = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 64), nn.ReLU(), nn.Linear(64, 16))
+    >>> sela = SeLaV2(embed_dim=16, num_heads=2, num_prototypes=8)
+    >>> optimizer = torch.optim.SGD([*encoder.parameters(), *sela.parameters()], lr=0.1)
+    >>> images, index = torch.rand(32, 3, 8, 8), torch.arange(32)
+    >>> def embed_all():  # (dataset indices, projections) of every image, for the first epoch's bank
+    ...     with torch.no_grad():
+    ...         return index, encoder(images)
+    >>> for epoch in range(2):
+    ...     sela.on_epoch_start(Context(epoch=epoch, dataset_size=32, embed_dataset=embed_all))  # Sinkhorn labels
+    ...     views = [images + 0.1 * torch.randn_like(images) for _ in range(2)]
+    ...     loss, stats = sela([encoder(v) for v in views], {"index": index})
+    ...     optimizer.zero_grad()
+    ...     loss.backward()
+    ...     optimizer.step()
+    ...     sela.after_step(Context())  # prototypes back onto the unit sphere
+    >>> bool(torch.isfinite(loss)), sorted(sela.epoch_stats())[:2]
+    (True, ['assign_entropy', 'assign_entropy_h1'])
+    """
+
+    def __init__(self, embed_dim: int, *, num_heads: int = _D.num_heads, num_prototypes: int = _D.num_prototypes,
+                 temperature: float = _D.temperature, epsilon: float = _D.epsilon,
+                 sinkhorn_iterations: int = _D.sinkhorn_iterations, bank_dtype: str = _D.bank_dtype,
+                 num_global_crops: int = 2, num_samples: int | None = None) -> None:
+        m = hyperparameters(SeLaV2Config, locals())
+        super().__init__(embed_dim, m, num_global_crops, num_samples)
         self.prototypes = nn.ModuleList(nn.Linear(embed_dim, m.num_prototypes, bias=False)
                                         for _ in range(m.num_heads))
         self.normalize_prototypes()
@@ -89,7 +130,7 @@ class SeLaV2(MemoryBankMethod):
         return [p.weight for p in self.prototypes]
 
     def assign(self, ctx: Context) -> Tensor:
-        m = self.cfg.method
+        m = self.hp
         heads = bar(enumerate(self.prototypes), total=len(self.prototypes), unit="head",
                     desc=f"SeLa assignment over the memory bank ({self.n_total} images)")
         return torch.stack([sela_assign(self.bank_for_head(h), p.weight, m.epsilon, m.sinkhorn_iterations)

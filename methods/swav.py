@@ -1,11 +1,6 @@
 """SwAV: Swapping Assignments between Views (Caron et al., NeurIPS 2020).
 
-Features are projected to the unit sphere, z = f(x) / ||f(x)||, and scored against K prototypes
-C (no bias, columns re-normalised after every step). Codes q come from Sinkhorn-Knopp on the *global*
-crops only (Eqs. 3-5, epsilon 0.05, 3 iterations); each code is predicted from every other crop of the
-same image (Eq. 6):
-
-    L = sum_{i in global} sum_{v != i} l(z_v, q_i),   l(z, q) = -sum_k q_k log softmax(z^T C / tau)_k.
+The loss and its equation: :class:`SwAV` (an ``nn.Module`` usable in any PyTorch loop).
 
 Choices the paper leaves open, following the reference implementation:
 - Normalisation of Eq. 6: the loss is the mean over global crops i of the mean over the V + 1 other
@@ -35,12 +30,19 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from ssl_bench.distributed import world_size
 from ssl_bench.errors import ConfigError
-from ssl_bench.methods.base import Context, Method, assignment_stats, cross_entropy, register
+from ssl_bench.methods.base import (
+    Context,
+    Method,
+    assignment_stats,
+    check_crops,
+    cross_entropy,
+    hyperparameters,
+    register,
+)
 from ssl_bench.sinkhorn import sinkhorn
 
 
@@ -90,12 +92,62 @@ def round_codes(q: Tensor) -> Tensor:
     return F.one_hot(q.argmax(dim=1), q.shape[1]).to(q.dtype)
 
 
+_D = SwAVConfig  # the defaults, declared once
+
+
 @register("swav", SwAVConfig, display="SwAV")
 class SwAV(Method):
-    def __init__(self, cfg: DictConfig, embed_dim: int) -> None:
-        super().__init__(cfg, embed_dim)
-        m = cfg.method
-        self.num_global = int(cfg.crops["global"].n)
+    """SwAV: Swapping Assignments between Views (Caron et al., NeurIPS 2020).
+
+    Features are projected to the unit sphere, z = f(x) / ||f(x)||, and scored against K prototypes
+    C (no bias, rows re-normalised after every step). Codes q come from Sinkhorn-Knopp on the *global*
+    crops only (Eqs. 3-5, epsilon 0.05, 3 iterations); each code is predicted from every other crop of the
+    same image (Eq. 6):
+
+        L = sum_{i in global} sum_{v != i} l(z_v, q_i),   l(z, q) = -sum_k q_k log softmax(z^T C / tau)_k.
+
+    Arguments: ``embed_dim`` (D of the projections), the fields of :class:`SwAVConfig` (defaults there), and
+    ``num_global_crops`` (the first crops of ``loss``'s list, which get codes). ``num_local_crops`` and
+    ``batch_size`` (the global batch) are only checked: at least 2 crops, a queue a multiple of the batch.
+
+    In a plain PyTorch loop (two views of each image; the hooks keep the prototypes on the sphere and frozen for
+    the first ``freeze_prototypes_iters`` steps):
+
+    >>> import torch
+    >>> from torch import nn
+    >>> from ssl_bench.methods.base import Context
+    >>> from ssl_bench.methods.swav import SwAV
+    >>> _ = torch.manual_seed(0)
+    >>> encoder = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 64), nn.ReLU(), nn.Linear(64, 16))
+    >>> swav = SwAV(embed_dim=16, num_prototypes=30, freeze_prototypes_iters=1)
+    >>> optimizer = torch.optim.SGD([*encoder.parameters(), *swav.parameters()], lr=0.1)
+    >>> images = torch.rand(32, 3, 8, 8)
+    >>> for step in range(5):
+    ...     views = [images + 0.1 * torch.randn_like(images) for _ in range(2)]  # your augmentations here
+    ...     loss, stats = swav([encoder(v) for v in views])
+    ...     optimizer.zero_grad()
+    ...     loss.backward()
+    ...     swav.after_backward(Context(step=step))  # drops the prototypes' gradient while frozen
+    ...     optimizer.step()
+    ...     swav.after_step(Context(step=step))  # back onto the unit sphere
+    >>> bool(torch.isfinite(loss)), sorted(stats)
+    (True, ['loss'])
+    """
+
+    def __init__(self, embed_dim: int, *, num_prototypes: int = _D.num_prototypes, temperature: float = _D.temperature,
+                 epsilon: float = _D.epsilon, sinkhorn_iterations: int = _D.sinkhorn_iterations,
+                 queue_length: int = _D.queue_length, queue_start_epoch: int = _D.queue_start_epoch,
+                 freeze_prototypes_iters: int = _D.freeze_prototypes_iters,
+                 fixed_prototypes: bool = _D.fixed_prototypes, hard_codes: bool = _D.hard_codes,
+                 num_global_crops: int = 2, num_local_crops: int = 0, batch_size: int | None = None) -> None:
+        super().__init__(embed_dim)
+        m = self.hp = hyperparameters(SwAVConfig, locals())
+        if batch_size is not None and m.queue_length % batch_size:
+            q, b = m.queue_length, batch_size
+            raise ConfigError(f"method.queue_length={q} must be a multiple of data.batch_size={b} "
+                              f"(e.g. {max(b, q - q % b)}); it is never rounded silently")
+        check_crops("swav", num_global_crops, num_local_crops)
+        self.num_global = num_global_crops
         self.prototypes = nn.Linear(embed_dim, m.num_prototypes, bias=False)
         self.normalize_prototypes()
         if m.fixed_prototypes:  # excluded from the optimiser's groups (ssl_bench.optim skips them)
@@ -103,21 +155,12 @@ class SwAV(Method):
         self.queue: Tensor | None = None  # per process: [num_global, queue_length / N, D]; not a buffer
         self._counts = torch.zeros(m.num_prototypes)
 
-    @classmethod
-    def check_config(cls, cfg: DictConfig) -> None:
-        q, b = cfg.method.queue_length, cfg.data.batch_size
-        if q % b:
-            raise ConfigError(f"method.queue_length={q} must be a multiple of data.batch_size={b} "
-                              f"(e.g. {max(b, q - q % b)}); it is never rounded silently")
-        if cfg.crops["global"].n + cfg.crops["local"].n < 2:
-            raise ConfigError("swav needs at least 2 crops (crops.global.n + crops.local.n >= 2)")
-
     @torch.no_grad()
     def normalize_prototypes(self) -> None:
         self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
 
     def loss(self, z_crops: list[Tensor], batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
-        m = self.cfg.method
+        m = self.hp
         z = [F.normalize(x, dim=1) for x in z_crops]
         scores = [self.prototypes(x) for x in z]
         bs = z[0].shape[0]
@@ -137,18 +180,18 @@ class SwAV(Method):
         return loss, {"loss": loss.item()}
 
     def on_epoch_start(self, ctx: Context) -> None:
-        m = self.cfg.method
+        m = self.hp
         self._counts.zero_()
         if m.queue_length > 0 and ctx.epoch >= m.queue_start_epoch and self.queue is None:
             n = m.queue_length // world_size()
             self.queue = torch.zeros(self.num_global, n, self.embed_dim, device=self.prototypes.weight.device)
 
     def after_backward(self, ctx: Context) -> None:
-        if ctx.step < self.cfg.method.freeze_prototypes_iters:
+        if ctx.step < self.hp.freeze_prototypes_iters:
             self.prototypes.weight.grad = None
 
     def after_step(self, ctx: Context) -> None:
-        if not self.cfg.method.fixed_prototypes:  # fixed ones stay bit-identical to their initialisation
+        if not self.hp.fixed_prototypes:  # fixed ones stay bit-identical to their initialisation
             self.normalize_prototypes()
 
     def epoch_stats(self) -> dict[str, float]:
