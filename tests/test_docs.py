@@ -1,0 +1,171 @@
+"""The documentation: README.md and the MkDocs site under docs/ (mkdocs.yml).
+
+The site builds with ``mkdocs build --strict`` (a broken link or anchor, a missing figure, an API page whose module does
+not load fails), the README's relative links point at files that exist, every ``ssl_bench.run`` command the README
+and the docs show composes (its groups and keys are real, its values valid), and the example objective of
+docs/adding-an-objective.md registers and runs with that page's commands. Offline, CPU, well under a minute.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+PAGES = sorted(DOCS.glob("*.md"))
+# Its commands run the example objective the page defines: checked with that objective registered, in a subprocess.
+PLUGIN_PAGE = DOCS / "adding-an-objective.md"
+
+
+def _fenced_lines(path: Path) -> list[str]:
+    """The lines of a page's fenced code blocks, with backslash continuations joined and comments dropped."""
+    lines, inside, pending = [], False, ""
+    for raw in path.read_text().splitlines():
+        if raw.lstrip().startswith("```"):
+            inside, pending = not inside, ""
+            continue
+        if not inside:
+            continue
+        line = pending + raw.strip()
+        if line.endswith("\\"):
+            pending = line[:-1] + " "
+            continue
+        pending = ""
+        lines.append(re.split(r"\s+#", line, maxsplit=1)[0].strip())
+    return lines
+
+
+# What a command line adds before its own arguments; scripts/demo.sh runs the main job with the user's arguments after.
+_RUN = re.compile(r"(?:-m ssl_bench\.run|\bssl-bench run)\s(.*)$")
+_DEMO = re.compile(r"\bscripts/demo\.sh(?:\s(.*))?$")
+_DEMO_ARGS = ["method=swav", "dataset=fashion_mnist", "budget=demo"]
+
+
+def _run_overrides(line: str) -> list[str] | None:
+    """The overrides of a run command in ``line`` (None if it runs none): placeholders (``<name>``, ``...``) and flags
+    are left out; a grid (``-m a=x,y``) is checked at its first value."""
+    if m := _RUN.search(line):
+        prefix, rest = [], m.group(1)
+    elif m := _DEMO.search(line):
+        prefix, rest = list(_DEMO_ARGS), m.group(1) or ""
+    else:
+        return None
+    tokens = shlex.split(rest)
+    multirun = "-m" in tokens or "--multirun" in tokens
+    out = []
+    for tok in tokens:
+        if "=" not in tok or tok.startswith(("-", "[")) or "<" in tok or ">" in tok or "..." in tok:
+            continue
+        if multirun and "," in tok and "[" not in tok and "(" not in tok:
+            key, value = tok.split("=", 1)
+            tok = f"{key}={value.split(',')[0]}"
+        out.append(tok)
+    return prefix + out
+
+
+def _documented_runs(paths: list[Path]) -> list[tuple[str, list[str]]]:
+    runs = []
+    for path in paths:
+        for line in _fenced_lines(path):
+            overrides = _run_overrides(line)
+            if overrides is not None:
+                runs.append((f"{path.relative_to(ROOT)}: {line}", overrides))
+    return runs
+
+
+def test_the_site_builds_strict(tmp_path):
+    pytest.importorskip("mkdocs", reason="mkdocs is in the dev extra: pip install -e '.[dev]'")
+    pytest.importorskip("mkdocstrings", reason="mkdocstrings[python] is in the dev extra: pip install -e '.[dev]'")
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+    site = tmp_path / "site"
+    built = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", ROOT / "mkdocs.yml",
+                            "--site-dir", site], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    log = built.stdout + built.stderr
+    assert built.returncode == 0, "mkdocs build --strict failed:\n" + log[-4000:]
+    assert "WARNING" not in log, log[-4000:]
+    # Every page of docs/ is in the site, and the figures the pages show are the files of results/reference/figures/.
+    for page in PAGES:
+        html = site / ("index.html" if page.stem == "index" else f"{page.stem}/index.html")
+        assert html.is_file(), f"{page.name} is not in the site (missing from the nav of mkdocs.yml?)"
+    shown = re.findall(r"\]\(\.\./(results/[^)\s]+)\)", "".join(p.read_text() for p in PAGES))
+    assert shown, "the docs show no figure of results/"
+    for rel in shown:
+        assert (site / rel).read_bytes() == (ROOT / rel).read_bytes(), rel
+    # The API reference rendered its modules (a module that fails to load is an error above; this catches an empty one).
+    api = (site / "api" / "index.html").read_text()
+    for name in ("ssl_bench.api.compose", "ssl_bench.results.load", "ssl_bench.errors.ConfigError"):
+        assert f'id="{name}"' in api, f"{name} is not in the API reference"
+
+
+def test_the_readme_links_exist():
+    text = (ROOT / "README.md").read_text()
+    links = re.findall(r"\]\(([^)\s]+)\)", text)
+    assert any(link.startswith("docs/") for link in links), "the README links into docs/"
+    assert any(link.endswith(".png") for link in links), "the README shows a figure of shipped results"
+    for link in links:
+        if "://" in link or link.startswith("#"):
+            continue
+        target = ROOT / link.split("#")[0]
+        assert target.exists(), f"README.md links to {link}, which does not exist"
+    assert len(text.splitlines()) <= 220, "the README is the front page: details go to docs/"
+
+
+def test_the_documented_commands_name_real_keys():
+    """Every ``ssl_bench.run`` command in the README's and the docs' code blocks composes (groups, keys and values as
+    ``python -m ssl_bench.run --cfg job`` would check them), so a renamed key cannot leave a stale example behind."""
+    from ssl_bench import api
+    from ssl_bench.errors import ConfigError
+
+    runs = _documented_runs([ROOT / "README.md", *(p for p in PAGES if p != PLUGIN_PAGE)])
+    assert len(runs) >= 5, runs
+    assert any(o[:3] == _DEMO_ARGS for _, o in runs), "the demo command is documented"
+    bad = []
+    for where, overrides in runs:
+        try:
+            api.compose(overrides)
+        except ConfigError as exc:
+            bad.append(f"{where}\n    {exc}")
+    assert not bad, "documented commands that do not compose:\n" + "\n".join(bad)
+
+
+_EXAMPLE_CHECK = """
+import json, sys
+import torch
+sys.path.insert(0, sys.argv[1])
+import {module}
+from ssl_bench import api
+from ssl_bench.methods import build_method, registry
+assert "{name}" in registry(), sorted(registry())
+for overrides in json.loads(sys.argv[2]):
+    cfg = api.compose(overrides)
+    objective = build_method(cfg, cfg.head.out_dim)
+    z = [torch.randn(8, cfg.head.out_dim, requires_grad=True) for _ in range(3)]
+    loss, stats = objective(z)
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(x.grad).all() for x in z), overrides
+print("ok", len(json.loads(sys.argv[2])))
+"""
+
+
+def test_the_example_objective_registers_and_its_commands_compose(tmp_path):
+    """The page on adding an objective: its example file imports and registers, and the run commands of the page
+    compose with it and build an objective whose loss is finite and reaches the projections."""
+    text = PLUGIN_PAGE.read_text()
+    code = re.search(r"## Example[^\n]*\n.*?```python\n(.*?)```", text, re.S)
+    assert code, "the page has an example objective in a python block under '## Example'"
+    name = re.search(r'@register\("(\w+)"', code.group(1)).group(1)
+    (tmp_path / f"{name}.py").write_text(code.group(1))
+    runs = [o for _, o in _documented_runs([PLUGIN_PAGE])]
+    assert runs and all(f"method={name}" in o for o in runs), runs
+    env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+    checked = subprocess.run([sys.executable, "-c", _EXAMPLE_CHECK.format(module=name, name=name), tmp_path,
+                              json.dumps(runs)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert checked.returncode == 0, checked.stdout[-2000:] + checked.stderr[-3000:]
