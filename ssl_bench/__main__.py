@@ -1,6 +1,7 @@
 """The ``ssl-bench`` command: ``ssl-bench <command> [key=value ...]`` is ``python -m ssl_bench.<command> ...``.
 
     ssl-bench run budget=smoke          ssl-bench compare study=methods        ssl-bench <command> --help
+    ssl-bench check-method swav         (python -m ssl_bench.conformance swav)
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ COMMANDS = {
     "launch": "the commands (or a SLURM script) that run a config on many GPUs and nodes",
     "reference": "regenerate or check the shipped reference tables and figures",
     "claims": "the papers' claims tested at small scale: results/claims.md from the records",
+    "check-method": "does an objective behave? loss, gradients, resume, 1 = 2 processes, seed (ssl_bench.conformance)",
 }
+# Commands whose module is not named like the command.
+MODULES = {"check-method": "conformance"}
 
 
 def usage() -> str:
@@ -44,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     # path of both forms.
     saved, sys.argv = sys.argv, [sys.argv[0], *argv[1:]]
     try:
-        runpy.run_module(f"ssl_bench.{argv[0]}", run_name="__main__", alter_sys=True)
+        runpy.run_module(f"ssl_bench.{MODULES.get(argv[0], argv[0])}", run_name="__main__", alter_sys=True)
     except SystemExit as exc:
         if exc.code is None or isinstance(exc.code, int):
             return exc.code or 0
