@@ -2,8 +2,9 @@
 
 The site builds with ``mkdocs build --strict`` (a broken link or anchor, a missing figure, an API page whose module does
 not load fails), the README's relative links point at files that exist, every ``ssl_bench.run`` command the README
-and the docs show composes (its groups and keys are real, its values valid), and the example objective of
-docs/adding-an-objective.md registers and runs with that page's commands. Offline, CPU, well under a minute.
+and the docs show composes (its groups and keys are real, its values valid), and the example objective that
+docs/adding-an-objective.md shows (examples/plugin_method) registers and runs with that page's commands. Offline,
+CPU, well under a minute.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def test_the_site_builds_strict(tmp_path):
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
     site = tmp_path / "site"
     built = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", ROOT / "mkdocs.yml",
-                            "--site-dir", site], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+                            "--site-dir", site], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     log = built.stdout + built.stderr
     assert built.returncode == 0, "mkdocs build --strict failed:\n" + log[-4000:]
     assert "WARNING" not in log, log[-4000:]
@@ -155,17 +156,20 @@ print("ok", len(json.loads(sys.argv[2])))
 """
 
 
-def test_the_example_objective_registers_and_its_commands_compose(tmp_path):
-    """The page on adding an objective: its example file imports and registers, and the run commands of the page
-    compose with it and build an objective whose loss is finite and reaches the projections."""
+def test_the_example_objective_is_shown_and_its_commands_compose(tmp_path):
+    """The page on adding an objective shows the files of examples/plugin_method as they are (included at build time),
+    and its run commands compose with that objective registered (imported from the example, in a subprocess: the
+    registry of this process stays the shipped one) and build an objective whose loss is finite and reaches z."""
+    example = ROOT / "examples" / "plugin_method"
+    # The one entry point of its pyproject.toml (Python 3.10 has no tomllib): <name> = "<module>:<Class>".
+    group = (example / "pyproject.toml").read_text().split('[project.entry-points."ssl_bench.methods"]')[1]
+    name, module = re.search(r'^(\w+)\s*=\s*"([\w.]+):\w+"', group.strip(), re.M).groups()
     text = PLUGIN_PAGE.read_text()
-    code = re.search(r"## Example[^\n]*\n.*?```python\n(.*?)```", text, re.S)
-    assert code, "the page has an example objective in a python block under '## Example'"
-    name = re.search(r'@register\("(\w+)"', code.group(1)).group(1)
-    (tmp_path / f"{name}.py").write_text(code.group(1))
+    for shown in (f"{module}.py", "pyproject.toml"):
+        assert f'--8<-- "examples/plugin_method/{shown}"' in text, f"the page shows examples/plugin_method/{shown}"
     runs = [o for _, o in _documented_runs([PLUGIN_PAGE])]
     assert runs and all(f"method={name}" in o for o in runs), runs
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
-    checked = subprocess.run([sys.executable, "-c", _EXAMPLE_CHECK.format(module=name, name=name), tmp_path,
+    checked = subprocess.run([sys.executable, "-c", _EXAMPLE_CHECK.format(module=module, name=name), example,
                               json.dumps(runs)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert checked.returncode == 0, checked.stdout[-2000:] + checked.stderr[-3000:]
