@@ -34,10 +34,12 @@ def test_the_wheel_installs_and_runs_from_anywhere(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     for name in SOURCES:
-        if (ROOT / name).is_dir():
-            shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        if (ROOT / name).is_dir():  # links kept as links: the build itself must follow ssl_bench/methods -> ../methods
+            shutil.copytree(ROOT / name, src / name, symlinks=True,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         else:
             shutil.copy(ROOT / name, src / name)
+    assert (src / "ssl_bench" / "methods").is_symlink()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "SSL_BENCH_CONFIG_PATH")}
     env.update(HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", PYTHONNOUSERSITE="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
     pip = [sys.executable, "-m", "pip"]
@@ -46,7 +48,8 @@ def test_the_wheel_installs_and_runs_from_anywhere(tmp_path):
     assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
     wheel = next((tmp_path / "dist").glob("ssl_bench-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
-    # ssl_bench/methods/__init__.py in a checkout only points at methods/; the wheel holds the real one instead.
+    # The objectives under their one name, through the symlink (the wheel holds files, not the link).
+    assert {"ssl_bench/methods/swav.py", "ssl_bench/methods/base.py", "ssl_bench/methods/__init__.py"} <= names
     missing = sorted(_wheel_files(src) - names)
     assert not missing, f"not in the wheel (add the package to [tool.setuptools] packages?): {missing[:5]}"
     assert not any(n.startswith(("methods/", "experiments/")) for n in names), "no top-level methods or configs"
@@ -89,9 +92,10 @@ def test_the_wheel_installs_and_runs_from_anywhere(tmp_path):
     mine = tmp_path / "my_configs"
     (mine / "budget").mkdir(parents=True)
     (mine / "budget" / "tiny.yaml").write_text("# @package _global_\ndefaults:\n  - smoke\ntrain: {epochs: 1}\n")
-    check = ("import importlib.util, ssl_bench, ssl_bench.methods, ssl_bench.config as c\n"
+    check = ("import importlib.util, ssl_bench, ssl_bench.methods, ssl_bench.methods.swav, ssl_bench.config as c\n"
              "from ssl_bench.data.sources import read_class_list\n"
-             "print(ssl_bench.__file__, ssl_bench.methods.__file__, c.EXPERIMENTS_DIR, sep='\\n')\n"
+             "print(ssl_bench.__file__, ssl_bench.methods.__file__, ssl_bench.methods.swav.__file__, c.EXPERIMENTS_DIR,"
+             " sep='\\n')\n"
              "assert importlib.util.find_spec('methods') is None\n"
              "assert len(read_class_list('imagenet100_classes.txt')) == 100\n"
              "assert sorted(ssl_bench.methods.registry()) == c.group_options('method')\n"
@@ -99,6 +103,31 @@ def test_the_wheel_installs_and_runs_from_anywhere(tmp_path):
     probe = _run([python, "-c", check], elsewhere, {**env, "SSL_BENCH_CONFIG_PATH": str(mine)})
     assert probe.returncode == 0, probe.stdout[-2000:] + probe.stderr[-2000:]
     assert all(Path(p).is_relative_to(site / "ssl_bench") for p in probe.stdout.split())
+
+
+def test_the_checkout_imports_the_objectives_from_one_path(tmp_path):
+    """methods/ is where users edit objectives and ssl_bench/methods is a link to it (no exec, no __path__ rewriting):
+    from the repo root (python -m), from elsewhere (the editable install) and in this process, ssl_bench.methods.swav
+    is the file ssl_bench/methods/swav.py, which is methods/swav.py, and no top-level `methods` package is loaded."""
+    link = ROOT / "ssl_bench" / "methods"
+    assert link.is_symlink() and os.readlink(link) == "../methods"
+    init = (ROOT / "methods" / "__init__.py").read_text()
+    assert "exec(" not in init and "__path__" not in init
+    probe = ("import json, sys, ssl_bench.methods.swav as s\n"
+             "from ssl_bench.registry import registry\n"
+             "names = list(registry())\n"
+             "print(json.dumps([s.__file__, names, sorted(m for m in sys.modules if m.split('.')[0] == 'methods')]))")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    for cwd in (ROOT, tmp_path):
+        out = _run([sys.executable, "-c", probe], cwd, env)
+        assert out.returncode == 0, out.stderr[-2000:]
+        file, names, top_level = __import__("json").loads(out.stdout.strip().splitlines()[-1])
+        assert Path(file) == link / "swav.py" and Path(file).resolve() == ROOT / "methods" / "swav.py", (cwd, file)
+        assert names == ["carl", "deepclusterv2", "selav2", "simclr", "swav"] and top_level == []
+    import ssl_bench.methods.swav
+
+    assert Path(ssl_bench.methods.swav.__file__) == link / "swav.py"
+    assert not [m for m in sys.modules if m.split(".")[0] == "methods"]
 
 
 def test_user_config_folders_add_options_and_never_replace_shipped_ones(tmp_path, monkeypatch):
