@@ -100,7 +100,7 @@ class SwAV(Method):
     """SwAV: Swapping Assignments between Views (Caron et al., NeurIPS 2020).
 
     Features are projected to the unit sphere, z = f(x) / ||f(x)||, and scored against K prototypes
-    C (no bias, rows re-normalised after every step). Codes q come from Sinkhorn-Knopp on the *global*
+    C (no bias, columns re-normalised after every step). Codes q come from Sinkhorn-Knopp on the *global*
     crops only (Eqs. 3-5, epsilon 0.05, 3 iterations); each code is predicted from every other crop of the
     same image (Eq. 6):
 

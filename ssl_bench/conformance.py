@@ -372,15 +372,19 @@ def check_diagnostics(name: str, work: Path) -> str:
 def check_method(name: str, processes: int = 2, workdir: str | Path | None = None) -> Report:
     """Run every check on ``name`` and return the report (``.passed``, ``.table()``). An unknown name is a
     ConfigError naming the valid ones."""
-    from ssl_bench.registry import registry
+    from ssl_bench.registry import load_plugins, registry
 
     methods = registry()
     if name not in methods:
-        raise ConfigError(f"unknown method '{name}'; valid choices: {', '.join(methods)}")
+        broken = load_plugins().get(name)  # a plug-in that failed to load: say why
+        raise ConfigError(broken or f"unknown method '{name}'; valid choices: {', '.join(methods)}")
     report = Report(name)
     with contextlib.ExitStack() as stack:
-        work = Path(workdir) if workdir else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="check-")))
-        work.mkdir(parents=True, exist_ok=True)
+        if workdir:  # kept for a look afterwards; a folder of its own, so an earlier check's runs are never reused
+            Path(workdir).mkdir(parents=True, exist_ok=True)
+            work = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=workdir))
+        else:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="check-")))
         _timed(report, "config", lambda: check_config(name))
         if report.results[-1].status == "FAIL":
             return report  # nothing else composes

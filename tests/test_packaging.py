@@ -111,6 +111,9 @@ def test_the_checkout_imports_the_objectives_from_one_path(tmp_path):
     is the file ssl_bench/methods/swav.py, which is methods/swav.py, and no top-level `methods` package is loaded."""
     link = ROOT / "ssl_bench" / "methods"
     assert link.is_symlink() and os.readlink(link) == "../methods"
+    tracked = subprocess.run(["git", "ls-files", "-s", "ssl_bench/methods"], cwd=ROOT, capture_output=True, text=True)
+    if tracked.returncode == 0 and tracked.stdout:  # a git checkout: the link itself is committed, nothing under it
+        assert [line.split()[0] for line in tracked.stdout.splitlines()] == ["120000"], tracked.stdout
     init = (ROOT / "methods" / "__init__.py").read_text()
     assert "exec(" not in init and "__path__" not in init
     probe = ("import json, sys, ssl_bench.methods.swav as s\n"
