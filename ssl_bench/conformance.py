@@ -4,10 +4,10 @@ on the CPU in well under two minutes, the checks every objective must pass, ship
     config      bad values are refused with one line (ConfigError), never a traceback
     crops       a finite loss on random crops of every crop count (2 global; 2 + 2 local; 2 + 6 local)
     gradients   the loss's gradient reaches the backbone, finite
-    seed        the same seed gives the same numbers (the objective twice; the loop's first epoch twice)
     resume      killed mid-epoch (SIGTERM, as a scheduler's time limit) and resumed: the uninterrupted run's weights
-    processes   one process = two processes (gloo, the same global batch) within float round-off
+    seed        the same seed gives the same numbers (the objective twice; the loop's first epoch twice)
     diagnostics assign_entropy and prototypes_used in every epoch's record if it clusters (has prototypes)
+    processes   one process = two processes (gloo, the same global batch) within float round-off
 
 It prints a table of the checks and exits non-zero when one fails. In a test: ``check_method("swav").passed``.
 The loop checks share one tiny run per method (the smoke budget, 2 epochs of 4 steps).
@@ -69,7 +69,7 @@ class Report:
         verdict = (f"{self.method}: no check fails ({tally})" if not count["FAIL"]
                    else f"{self.method}: {count['FAIL']} of {len(self.results)} checks FAIL ({tally})")
         return "\n".join([f"check-method {self.method}", f"  {'check':<{width}}  result   time  detail", *rows,
-                          f"{verdict} ({total:.0f} s of checks)"])
+                          f"{verdict} in {total:.0f} s"])
 
     __str__ = table
 

@@ -5,8 +5,9 @@ from dataclasses import dataclass
 import pytest
 from torch import nn
 
+from ssl_bench import conformance
 from ssl_bench import registry as reg
-from ssl_bench.conformance import check_method
+from ssl_bench.conformance import Report, Result, check_method
 from ssl_bench.errors import ConfigError
 from ssl_bench.methods.base import Method
 
@@ -61,6 +62,19 @@ def test_a_misbehaving_objective_fails_the_checks_it_should(tmp_path, monkeypatc
     assert "2 of 7 checks FAIL" in report.table()
 
 
+def test_the_command_prints_the_table_and_exits_1_when_a_check_fails(monkeypatch, capsys):
+    failing = Report("x", [Result("config", "pass", 0.1, "ok"), Result("resume", "FAIL", 2.0, "tensors differ")])
+    monkeypatch.setattr(conformance, "check_method", lambda name, processes, workdir: failing)
+    assert conformance.main(["x", "processes=1"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "check-method x" and out[-1] == "x: 1 of 2 checks FAIL (1 pass) in 2 s"
+    assert out[3].split()[:2] == ["resume", "FAIL"] and out[3].endswith("tensors differ")
+    failing.results.pop()
+    assert conformance.main(["x"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "x: no check fails (1 pass) in 0 s"
+
+
+@pytest.mark.filterwarnings("ignore:'ssl_bench.conformance' found in sys.modules")  # runpy runs it as __main__
 @pytest.mark.parametrize("argv, needle", [(["nope"], "unknown method 'nope'; valid choices: carl, deepclusterv2"),
                                           ([], "a method name is required"),
                                           (["swav", "bogus=1"], "cannot read 'bogus=1'; valid keys: processes")])
