@@ -113,19 +113,20 @@ def _refused_in_one_line(overrides: list[str]) -> str | None:
 
 
 def _bad_values(config: type) -> list[tuple[str, str, bool]]:
-    """(key, value, must be refused) for each field: a value of the wrong type (refused by the schema), and for
-    numbers a negative one (refused or accepted, but never anything but a one-line error)."""
-    out = []
+    """(key, value, must be refused): a negative value of every numeric field (the objective's own checks: refused or
+    accepted, but never anything but a one-line error), and one value of the wrong type per kind of field (the
+    schema's typing, the same for every field of a kind)."""
+    out, kinds = [], set()
+    wrong = {"int": "not_a_number", "float": "not_a_number", "bool": "not_a_bool", "str": "[1,2]"}
     for f in dataclasses.fields(config):
         kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-        if f.name == "name":
+        if f.name == "name" or kind not in wrong:
             continue
         if kind in ("int", "float"):
-            out += [(f.name, "not_a_number", True), (f.name, "-1", False)]
-        elif kind == "bool":
-            out.append((f.name, "not_a_bool", True))
-        elif kind == "str":
-            out.append((f.name, "[1,2]", True))
+            out.append((f.name, "-1", False))
+        if kind not in kinds:
+            kinds.add(kind)
+            out.append((f.name, wrong[kind], True))
     return out
 
 
@@ -237,6 +238,43 @@ def _sigterm_at_step(n: int) -> Iterator[None]:
         yield
     finally:
         Trainer.train_step = real  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def _cpu_only() -> Iterator[None]:
+    """The in-process runs on the CPU as the two-process one (Accelerate reads this), even on a machine with a GPU.
+    Accelerate keeps its device for the process: a single process's state is reset on entry and exit, so runs before
+    and after the check keep theirs."""
+    from accelerate.state import PartialState
+
+    def reset() -> None:
+        if PartialState._shared_state.get("num_processes", 1) == 1:
+            PartialState._reset_state()
+
+    before = os.environ.get("ACCELERATE_USE_CPU")
+    os.environ["ACCELERATE_USE_CPU"] = "1"
+    reset()
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("ACCELERATE_USE_CPU", None)
+        else:
+            os.environ["ACCELERATE_USE_CPU"] = before
+        reset()
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Tiny models: a second thread only spins (the smoke budget's runs set one thread too; 6x faster under load)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _run_dir(root: Path) -> Path:
@@ -380,6 +418,8 @@ def check_method(name: str, processes: int = 2, workdir: str | Path | None = Non
         raise ConfigError(broken or f"unknown method '{name}'; valid choices: {', '.join(methods)}")
     report = Report(name)
     with contextlib.ExitStack() as stack:
+        stack.enter_context(_cpu_only())
+        stack.enter_context(_one_thread())
         if workdir:  # kept for a look afterwards; a folder of its own, so an earlier check's runs are never reused
             Path(workdir).mkdir(parents=True, exist_ok=True)
             work = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=workdir))
