@@ -19,14 +19,14 @@ from typing import Any
 import pandas as pd
 
 from ssl_bench.errors import ConfigError
+from ssl_bench.layout import ResultsLayout
 from ssl_bench.results import read_json
 
-LEDGER = "verification.json"  # ssl_bench.verify writes it; named here so that reading it needs no torch
 STALE_STATES = ("stale", "config changed")
 
 
 def _ledger_stale(runs_dir: Path) -> dict[str, str]:
-    p = runs_dir.parent / LEDGER
+    p = ResultsLayout.of_runs(runs_dir).ledger
     if not p.exists():
         return {}
     records = read_json(p).get("records", {})

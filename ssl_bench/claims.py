@@ -25,6 +25,7 @@ import yaml
 from ssl_bench import cells as cells_mod
 from ssl_bench.cli import guarded
 from ssl_bench.config import EXPERIMENTS_DIR, ConfigError
+from ssl_bench.layout import ResultsLayout
 from ssl_bench.overrides import Command, Key, help_requested
 from ssl_bench.report import (
     BETTER,
@@ -50,7 +51,7 @@ from ssl_bench.report import (
 from ssl_bench.results import REFERENCE_DIR, _get, read_metrics, read_summary, readable, save_figure, write_atomic
 from ssl_bench.skipped import note as skipped_note
 
-ROOT = REFERENCE_DIR.parent.parent
+ROOT = REFERENCE_DIR.parent.parent  # the checkout: records are named relative to it, claims.md is its results/claims.md
 KINDS = ("gain", "equivalent", "collapse", "inverse_u", "interaction")
 REPRODUCED, NOT_REPRODUCED, NOT_RUN = "reproduced", "not reproduced", "not run yet"
 # The verdict's metric keys (of the record's metrics) and their names; a claim's primary metric is its paper's protocol.
@@ -682,7 +683,7 @@ def write(out: Path, ref: Path = REFERENCE_DIR, figures: Path | None = None, dat
 
 
 OUT = ROOT / "results" / "claims.md"
-FIGURES = REFERENCE_DIR / "figures" / "claims"
+FIGURES = ResultsLayout(REFERENCE_DIR).figures("claims")
 COMMAND = Command(
     "ssl_bench.claims", __doc__.split("\n\nThe claims")[0],
     (Key("check", "bool", False, "regenerate into a temporary file and compare with results/claims.md; exit 1 if "

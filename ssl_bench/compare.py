@@ -32,6 +32,7 @@ from ssl_bench.config import NON_CONFIGURATION_KEYS, ConfigError, ConfigGroupDir
 from ssl_bench.errors import TrainingStopped
 from ssl_bench.experiment import run_experiment
 from ssl_bench.identity import configuration_id
+from ssl_bench.layout import ResultsLayout
 from ssl_bench.overrides import Command, Key, help_requested, writable_folder
 from ssl_bench.registry import registry
 from ssl_bench.report import (
@@ -249,7 +250,7 @@ def parse(argv: list[str]) -> Plan:
     results_dir = Path(own["results"])
     writable_folder(results_dir, "results")
     if not any(o.startswith("output_dir=") for o in common):
-        common.append(f"output_dir={results_dir / 'runs'}")
+        common.append(f"output_dir={ResultsLayout(results_dir).runs}")
     variants = _variants(study, where)
     baseline = study.get("baseline")
     if baseline is not None and baseline not in [v.name for v in variants]:
@@ -279,8 +280,8 @@ def parse(argv: list[str]) -> Plan:
     if not margin > 0:
         raise ConfigError(f"margin={margin}: the equivalence margin must be a positive number of accuracy points")
     plan = Plan(name, study_name, str(study.get("description", "")).strip(), methods, seeds, variants, baseline,
-                reference, match, allow_mixed, results_dir / "compare" / name, [*study_common, *common], runs, margin,
-                auto=auto, max_seeds=max_seeds)
+                reference, match, allow_mixed, ResultsLayout(results_dir).compare(name), [*study_common, *common], runs,
+                margin, auto=auto, max_seeds=max_seeds)
     check_budgets([(r.variant, f"{r.method} s{r.seed}", budget_items(r.cfg)) for r in runs], plan)
     return plan
 

@@ -50,6 +50,7 @@ from ssl_bench.config import (
 from ssl_bench.evaluation import evaluate_all, export_backbone, load_backbone
 from ssl_bench.evaluation.checkpoint import WEIGHT_SUFFIXES
 from ssl_bench.evaluation.protocols import baseline_file, splits_root
+from ssl_bench.layout import ResultsLayout
 from ssl_bench.models import build_backbone
 from ssl_bench.overrides import Command, Key, help_requested, writable_file
 from ssl_bench.progress import configure as configure_progress
@@ -230,7 +231,8 @@ def evaluate_checkpoint(cfg: DictConfig, accelerator: Accelerator, src: Source, 
                         baselines=baseline_file(cfg, accelerator,
                                                 src.run_dir.parent if src.run_dir is not None else None))
     # A run's weights are named relative to its results folder (records move between machines).
-    named = relative_to_results(src.weights, src.run_dir.parent.parent) if src.run_dir is not None else str(src.weights)
+    named = (relative_to_results(src.weights, ResultsLayout.of_run(src.run_dir).root) if src.run_dir is not None
+             else str(src.weights))
     entry = {"protocols": protocols, "dataset": cfg.dataset.name, "seeds": seeds, "checkpoint": named,
              "arguments": list(argv or []), "wall_s": round(time.time() - t0, 2),
              "num_processes": accelerator.num_processes, "device": str(accelerator.device),

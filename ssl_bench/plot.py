@@ -41,6 +41,7 @@ from ssl_bench import cells  # noqa: E402
 from ssl_bench.cli import guarded  # noqa: E402
 from ssl_bench.config import ConfigError  # noqa: E402
 from ssl_bench.health_plot import health_curves  # noqa: E402
+from ssl_bench.layout import ResultsLayout
 from ssl_bench.overrides import Command, Key, help_requested, writable_folder  # noqa: E402
 from ssl_bench.report import (  # noqa: E402
     STATS,
@@ -73,7 +74,8 @@ def load_runs(results_dir: Path, study: str | None = None, sweeps: bool = False,
     rows of those runs (with ``study``: the runs of its comparisons in ``compare_dir``, default
     ``<results_dir>/compare``)."""
     # <results>/runs only: results/ also holds the shipped reference/, whose records must not pool with yours.
-    runs_dir = results_dir / "runs" if (results_dir / "runs").is_dir() else results_dir
+    layout = ResultsLayout(results_dir)
+    runs_dir = layout.runs if layout.runs.is_dir() else results_dir
     df = cells.assign(load(runs_dir, sweeps=sweeps))
     df["_cfg"] = [read_config(p) for p in df["path"]]
     df["crops"] = [crops_label(c) for c in df["_cfg"]]
@@ -83,7 +85,7 @@ def load_runs(results_dir: Path, study: str | None = None, sweeps: bool = False,
     df["variant"] = [config_label(m, d, with_method=False)
                      for m, d in zip(df["method"], df["differences"], strict=True)]
     if study:
-        df = _study_variants(df, compare_dir or results_dir / "compare", study)
+        df = _study_variants(df, compare_dir or layout.compare(), study)
     if df.empty:
         raise ConfigError(f"no run records to plot under {results_dir}" + ("" if sweeps else
                                                                           " (sweep trials need sweeps=true)"))
@@ -335,7 +337,7 @@ def plot(results_dir: Path, study: str | None = None, out: Path | None = None, s
         print(line, file=sys.stderr)
     if runs.empty:
         raise ConfigError(f"every cell under {results_dir} is refused: {refusals[0]}")
-    out = out or (results_dir / "figures" / (study or ""))
+    out = out or ResultsLayout(results_dir).figures(study)
     sns.set_theme(**THEME)
     written: list[Path] = []
     title = f"study '{study}'" if study else "every configuration"
@@ -396,7 +398,7 @@ def main(argv: list[str]) -> int:
         print(COMMAND.help())
         return 0
     own, _, _ = COMMAND.parse(argv)
-    writable_folder(own["out"] or Path(own["results"]) / "figures", "out")
+    writable_folder(own["out"] or ResultsLayout(own["results"]).figures(), "out")
     written = plot(Path(own["results"]), own["study"] or None, Path(own["out"]) if own["out"] else None,
                    own["sweeps"])
     print("\n".join(str(p) for p in written))

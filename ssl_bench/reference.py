@@ -27,14 +27,14 @@ from typing import Any
 import yaml
 
 from ssl_bench.claims import OUT as CLAIMS_OUT
+from ssl_bench.claims import ROOT
 from ssl_bench.claims import check as claims_check
 from ssl_bench.claims import write as write_claims
 from ssl_bench.cli import guarded
 from ssl_bench.config import ConfigError
+from ssl_bench.layout import ResultsLayout
 from ssl_bench.overrides import Command, Key, help_requested
 from ssl_bench.results import REFERENCE_DIR, read_json
-
-ROOT = REFERENCE_DIR.parent.parent
 
 
 def manifest(ref: Path = REFERENCE_DIR) -> dict[str, Any]:
@@ -74,31 +74,32 @@ def _regenerate(data: dict[str, Any], out: Path, ref: Path, rel: Path) -> list[P
     written: list[Path] = []
     for argv in data.get("compare") or []:
         plan = cmp.parse([*argv, f"results={rel}"])
-        plan = dataclasses.replace(plan, out_dir=out / "compare" / plan.name)
+        plan = dataclasses.replace(plan, out_dir=ResultsLayout(out).compare(plan.name))
         cmp.compare(plan, train=False, verbose=False)
         written += sorted(plan.out_dir.iterdir())
     for argv in data.get("plot") or []:
         own = dict(a.split("=", 1) for a in argv)
         study = own.get("study")
-        written += plot(rel, study, out / "figures" / (study or ""), own.get("sweeps", "false") == "true",
-                        compare_dir=out / "compare")
+        written += plot(rel, study, ResultsLayout(out).figures(study), own.get("sweeps", "false") == "true",
+                        compare_dir=ResultsLayout(out).compare())
     for name in data.get("sweep") or []:
-        storage = f"sqlite:///{(ref / 'sweeps' / f'{name}.db').resolve()}"
+        storage = f"sqlite:///{ResultsLayout(ref).sweep_db(name).resolve()}"
         study = optuna.load_study(study_name=name, storage=storage)
-        report = write_report(study, study.user_attrs.get(META, {}), out / "figures" / name, runs_dir=rel / "runs")
+        report = write_report(study, study.user_attrs.get(META, {}), ResultsLayout(out).figures(name),
+                              runs_dir=ResultsLayout(rel).runs)
         written += [p for p in report.values() if isinstance(p, Path)]
-        print(f"sweep report: {out / 'figures' / name}")
+        print(f"sweep report: {ResultsLayout(out).figures(name)}")
     return written
 
 
 def stale_records(ref: Path = REFERENCE_DIR) -> dict[str, str]:
     """Shipped records the verification ledger marks stale (or whose config no longer composes the same)."""
-    from ssl_bench.cells import LEDGER, STALE_STATES
+    from ssl_bench.cells import STALE_STATES
 
-    p = ref / LEDGER
+    p = ResultsLayout(ref).ledger
     entries = read_json(p).get("records", {}) if p.exists() else {}
     return {k: v.get("why", "") for k, v in entries.items()
-            if v.get("status") in STALE_STATES and (ref / "runs" / k / "summary.json").exists()}
+            if v.get("status") in STALE_STATES and (ResultsLayout(ref).run(k) / "summary.json").exists()}
 
 
 def check(ref: Path = REFERENCE_DIR) -> list[str]:
@@ -114,8 +115,8 @@ def check(ref: Path = REFERENCE_DIR) -> list[str]:
                 problems.append(f"{t}: not committed")
             elif not filecmp.cmp(new / t, ref / t, shallow=False):
                 problems.append(f"{t}: differs from the committed file")
-        for sub in ("compare", "figures"):
-            for p in sorted((ref / sub).rglob("*")):
+        for sub in (ResultsLayout(ref).compare(), ResultsLayout(ref).figures()):
+            for p in sorted(sub.rglob("*")):
                 if p.suffix in (".md", ".csv") and p.relative_to(ref) not in tables:
                     problems.append(f"{p.relative_to(ref)}: committed but no longer generated")
         if ref.resolve() == REFERENCE_DIR.resolve() and not claims_check():
@@ -194,12 +195,12 @@ def verify_main(argv: list[str]) -> int:
         print(VERIFY.help())
         return 0
     own, _, _ = VERIFY.parse(argv)
-    runs = record_dirs(REFERENCE_DIR / "runs")
+    runs = record_dirs(ResultsLayout(REFERENCE_DIR).runs)
     if own["runs"]:
         names = {d.name: d for d in runs}
         unknown = [n for n in own["runs"] if n not in names]
         if unknown:
-            raise ConfigError(f"runs: no record '{unknown[0]}' under {REFERENCE_DIR / 'runs'}")
+            raise ConfigError(f"runs: no record '{unknown[0]}' under {ResultsLayout(REFERENCE_DIR).runs}")
         runs = [names[n] for n in own["runs"]]
     elif own["sample"] not in VERIFY.keys[0].choices:
         raise ConfigError(f"sample={own['sample']}; valid choices: {', '.join(VERIFY.keys[0].choices)}")
@@ -233,7 +234,7 @@ def main(argv: list[str]) -> int:
         print(p)
     shipped = out.resolve() == REFERENCE_DIR.resolve()
     claims_out = CLAIMS_OUT if shipped else out / "claims.md"
-    write_claims(claims_out, figures=out / "figures" / "claims")
+    write_claims(claims_out, figures=ResultsLayout(out).figures("claims"))
     print(claims_out)
     return 0
 

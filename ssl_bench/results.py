@@ -25,6 +25,7 @@ from ssl_bench import skipped
 from ssl_bench.config import KNN_K, ConfigError
 from ssl_bench.errors import UnreadableRecord, WriteFailed
 from ssl_bench.identity import configuration_id, differences, run_id, run_name
+from ssl_bench.layout import ResultsLayout
 from ssl_bench.report import crops_label, fmt_stat, label, t_interval
 
 
@@ -156,7 +157,7 @@ def portable(cfg: DictConfig) -> DictConfig:
     absolute paths read the same."""
     from omegaconf import OmegaConf
 
-    root = Path(str(cfg.output_dir)).expanduser().absolute().parent
+    root = ResultsLayout.of_runs(Path(str(cfg.output_dir)).expanduser().absolute()).root
     out = cfg.copy()
     with open_dict(out):
         for key in PATH_KEYS:
@@ -327,7 +328,7 @@ def reference_lines(cfg: DictConfig, summary: dict[str, Any], run_dir: Path,
                     reference: Path | None = None) -> list[str]:
     """Yours next to the shipped reference records of the same configuration (any seed): the same seed's
     number and the mean over the reference seeds, with the differences. Empty when there is none."""
-    ref_runs = (reference or REFERENCE_DIR) / "runs"
+    ref_runs = ResultsLayout(reference or REFERENCE_DIR).runs
     if not ref_runs.is_dir() or Path(run_dir).resolve().is_relative_to(ref_runs.resolve()):
         return []
     cid = configuration_id(cfg)
@@ -372,7 +373,7 @@ def same_seed_note(cfg: DictConfig, summary: dict[str, Any], ref_dir: Path) -> s
                        ("torch", mine_v.get("torch"), ref_v.get("torch"))):
         if a != b:
             reasons.append(f"{what} (yours {a}, the reference's {b})")
-    ledger = ref_dir.parent.parent / "verification.json"
+    ledger = ResultsLayout.of_run(ref_dir).ledger
     checked = (read_json(ledger).get("records", {}).get(ref_dir.name, {}) if ledger.exists() else {})
     if mine_v.get("git") != ref_v.get("git") and not (checked.get("status") == "reproduces"
                                                       and checked.get("checked_with") == mine_v.get("git")):

@@ -28,8 +28,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ssl_bench.cells import LEDGER
 from ssl_bench.errors import ConfigError, TrainingStopped, UnreadableRecord
+from ssl_bench.layout import ResultsLayout
 from ssl_bench.results import read_config, read_json, read_metrics, read_summary, record_dirs, write_json
 
 # Relative tolerance on the epoch-1 loss when the thread count or device differ from the record's (float order):
@@ -145,7 +145,7 @@ def check_record(run_dir: Path, work: Path, threads: int | None = None, log: io.
 
 
 def ledger_path(reference: Path) -> Path:
-    return Path(reference) / LEDGER
+    return ResultsLayout(reference).ledger
 
 
 def read_ledger(reference: Path) -> dict[str, dict[str, Any]]:
@@ -159,7 +159,7 @@ def write_ledger(reference: Path, checks: Iterable[Check]) -> None:
     entries = read_ledger(reference)
     for c in checks:
         entries[c.run] = {k: v for k, v in asdict(c).items() if k not in ("run", "seconds")}
-    runs = {d.name for d in record_dirs(Path(reference) / "runs")}
+    runs = {d.name for d in record_dirs(ResultsLayout(reference).runs)}
     entries = {k: v for k, v in sorted(entries.items()) if k in runs}
     write_json(ledger_path(reference), {
         "about": "ssl_bench.verify: each shipped record's first epoch retrained with the code named in checked_with "
@@ -185,13 +185,13 @@ def verify(reference: Path, runs: list[Path] | None = None, threads: int | None 
            say: Callable[[str], None] = print) -> list[Check]:
     """Check ``runs`` (default: every record under ``reference/runs``), printing one line each; the ledger is
     updated after every record (an interrupted verify keeps what it checked)."""
-    runs = runs if runs is not None else record_dirs(Path(reference) / "runs")
+    runs = runs if runs is not None else record_dirs(ResultsLayout(reference).runs)
     checks: list[Check] = []
     with tempfile.TemporaryDirectory(prefix="ssl_bench-verify-") as tmp:
         log_path = Path(tmp) / "runs.log"
         for i, d in enumerate(runs, 1):
             with open(log_path, "a") as log:
-                c = check_record(d, Path(tmp) / "runs", threads, log)
+                c = check_record(d, ResultsLayout(tmp).runs, threads, log)
             checks.append(c)
             say(f"[{i}/{len(runs)}] {c.line()} ({c.seconds:.0f} s)")
             sys.stdout.flush()

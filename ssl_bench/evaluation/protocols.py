@@ -45,6 +45,7 @@ from ssl_bench.evaluation.finetune import evaluate_classifier, finetune, train_s
 from ssl_bench.evaluation.knn import knn_accuracy
 from ssl_bench.evaluation.linear import evaluate_linear, train_linear_augmented, train_linear_cached
 from ssl_bench.evaluation.splits import dataset_labels, fraction_name, label_subset
+from ssl_bench.layout import ResultsLayout
 from ssl_bench.models import build_backbone
 from ssl_bench.results import read_json, write_json
 
@@ -68,10 +69,10 @@ def random_backbone(cfg: DictConfig, offset: int = 0) -> nn.Module:
 
 
 def splits_root(cfg: DictConfig, runs_dir: Path | None = None) -> Path:
-    """eval.splits_dir, else results/splits beside the runs folder (output_dir/../splits)."""
+    """eval.splits_dir, else the splits folder of the runs folder's layout (output_dir/../splits)."""
     if cfg.eval.splits_dir:
         return Path(cfg.eval.splits_dir)
-    return Path(runs_dir if runs_dir is not None else cfg.output_dir).parent / "splits"
+    return ResultsLayout.of_runs(runs_dir if runs_dir is not None else cfg.output_dir).splits
 
 
 # Bump when an evaluation protocol's code changes what it computes: older cached floors are then ignored.
@@ -97,7 +98,7 @@ def baseline_file(cfg: DictConfig, accelerator, runs_dir: Path | None = None) ->
            "eval": {k: v for k, v in OmegaConf.to_container(cfg.eval, resolve=True).items()  # type: ignore[union-attr]
                     if k not in _NOT_RESULT_KEYS}}
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-    root = Path(runs_dir if runs_dir is not None else cfg.output_dir).parent / "baselines"
+    root = ResultsLayout.of_runs(runs_dir if runs_dir is not None else cfg.output_dir).baselines
     return root / f"{cfg.dataset.name}-{cfg.backbone.name}-s{cfg.seed}-{digest}.json"
 
 

@@ -9,7 +9,7 @@ from ssl_bench.cli import guarded
 from ssl_bench.errors import ConfigError
 from ssl_bench.overrides import help_requested
 from ssl_bench.sweep.report import report_only, summarize
-from ssl_bench.sweep.spec import COMMAND, Sweep, parse, safe_name, split_argv
+from ssl_bench.sweep.spec import COMMAND, Sweep, parse, split_argv
 from ssl_bench.sweep.storage import StorageUnavailable, is_storage_error, open_study, plan_trials, redact, unavailable
 from ssl_bench.sweep.trials import follow, optimize
 from ssl_bench.sweep.workers import end_processes, rank, share, spawn_workers, world_size
@@ -59,7 +59,7 @@ def _main(sw: Sweep) -> int:
             share(("stop",))
             end_processes()
     if sw.report:
-        summarize(study, sw.meta, sw.results / "figures" / safe_name(sw.study), sw.storage, sw.plot_params)
+        summarize(study, sw.meta, sw.results, sw.storage, sw.plot_params)
     return code
 
 

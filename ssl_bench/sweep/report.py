@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import fcntl
-from pathlib import Path
 from typing import Any
 
 import optuna
 
 from ssl_bench.config import ConfigError
+from ssl_bench.layout import ResultsLayout
 from ssl_bench.sweep.spec import _list, default_storage, fmt_value, safe_name
 from ssl_bench.sweep.storage import IDLE, META, make_storage, redact
 
 
-def summarize(study: optuna.Study, meta: dict[str, Any], out_dir: Path, storage: str,
+def summarize(study: optuna.Study, meta: dict[str, Any], results: ResultsLayout, storage: str,
               plot_params: list[str] | None = None) -> None:
-    """Print the best trial and write the table and figures."""
+    """Print the best trial and write the table and figures (``figures/<study>/`` of ``results``)."""
     from ssl_bench.sweep.plots import write_report
 
     States = optuna.trial.TrialState
@@ -31,10 +31,11 @@ def summarize(study: optuna.Study, meta: dict[str, Any], out_dir: Path, storage:
     retried = sum("retry_of" in t.user_attrs for t in trials)
     if retried:
         print(f"  {retried} trial(s) retried a trial whose worker died or was stopped")
+    out_dir = results.figures(safe_name(study.study_name))
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / ".lock", "a") as lock:  # workers of one machine finishing together write one at a time
         fcntl.flock(lock, fcntl.LOCK_EX)
-        paths = write_report(study, meta, out_dir, plot_params, runs_dir=out_dir.parent.parent / "runs")
+        paths = write_report(study, meta, out_dir, plot_params, runs_dir=results.runs)
     for what, path in paths.items():
         print(f"  {what}: {path}")
     if storage.startswith(("sqlite", "postgresql", "mysql")):
@@ -43,13 +44,13 @@ def summarize(study: optuna.Study, meta: dict[str, Any], out_dir: Path, storage:
 
 def report_only(own: dict[str, str]) -> int:
     """n_trials=0 study_name=<name> without sweep=: report from the study's storage alone."""
-    results = Path(own.get("results", "results"))
+    results = ResultsLayout(own.get("results", "results"))
     storage = own.get("storage") or default_storage(results, own["study_name"])
     try:
         study = optuna.load_study(study_name=own["study_name"], storage=make_storage(storage))
     except KeyError:
         raise ConfigError(f"no study '{own['study_name']}' in {redact(storage)}") from None
     plot = _list(own["plot_params"]) if "plot_params" in own else None
-    summarize(study, study.user_attrs.get(META, {}), results / "figures" / safe_name(own["study_name"]), storage, plot)
+    summarize(study, study.user_attrs.get(META, {}), results, storage, plot)
     return 0
 

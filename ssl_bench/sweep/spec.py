@@ -14,6 +14,7 @@ import optuna
 import yaml
 
 from ssl_bench.config import GROUPS, NON_CONFIGURATION_KEYS, ConfigError, ConfigGroupDir, compose
+from ssl_bench.layout import ResultsLayout
 from ssl_bench.overrides import Command, Key
 
 DOC = """Entry point for hyperparameter studies on Optuna; every trial is an ordinary run with its own record.
@@ -109,7 +110,7 @@ class Sweep:
     timeout: float | None
     study: str
     storage: str
-    results: Path
+    results: ResultsLayout
     plot_params: list[str]
     report: bool
     base: list[str]
@@ -339,8 +340,8 @@ def default_study_name(sweep: str, choices: Any, base: list[str]) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]", "_", name)
 
 
-def default_storage(results: Path, study: str) -> str:
-    return f"sqlite:///{(results / 'sweeps' / f'{safe_name(study)}.db').resolve()}"
+def default_storage(results: ResultsLayout, study: str) -> str:
+    return f"sqlite:///{results.sweep_db(safe_name(study)).resolve()}"
 
 
 def safe_name(name: str) -> str:
@@ -428,7 +429,7 @@ def parse(argv: list[str]) -> Sweep:
     file_overrides = data.get("overrides") or []
     if not isinstance(file_overrides, list):
         raise ConfigError(f"{where}: overrides must be a list of key=value, got {file_overrides!r}")
-    results = Path(own.get("results", "results"))
+    results = ResultsLayout(own.get("results", "results"))
     base = [str(o) for o in file_overrides] + run
     for o in base:
         if _key(o) in ("run_id",) or _key(o).startswith("tags"):
@@ -436,7 +437,7 @@ def parse(argv: list[str]) -> Sweep:
         if _key(o) in params:
             raise ConfigError(f"'{o}': {_key(o)} is swept by {name}; remove it from the command line")
     if not any(_key(o) == "output_dir" for o in base):
-        base.append(f"output_dir={results / 'runs'}")
+        base.append(f"output_dir={results.runs}")
     cfg = compose(base)
     check_space(where, base, params)
     objective = {"linear": "linear.top1"}.get(objective, objective)

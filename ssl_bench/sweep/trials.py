@@ -130,7 +130,7 @@ def run_trial(sw: Sweep, number: int, params: dict[str, Any], trial: optuna.Tria
               flush=True)
     callbacks = [_reporter(trial, sw)] if trial is not None and sw.prunes else []
     try:
-        with point_lock(sw.results / "sweeps" / "locks" / f"{rid}.lock", trial is not None):
+        with point_lock(sw.results.sweep_lock(rid), trial is not None):
             note(run_id=rid, record=str(record), reused=record.exists())
             summary = run_experiment(cfg, epoch_callbacks=callbacks)
     except TrainingStopped as exc:
