@@ -105,7 +105,7 @@ def _refused_in_one_line(overrides: list[str]) -> str | None:
     except ConfigError as exc:
         text = str(exc).strip()
         if not text or "\n" in text:
-            raise _Fail(f"{' '.join(overrides[-1:])}: the error is not one line: {text[:120]!r}") from exc
+            raise _Fail(f"{overrides[-1]}: the error is not one line: {text[:120]!r}") from exc
         return "refused"
     except Exception as exc:
         raise _Fail(f"{overrides[-1]}: {_one_line(exc)} instead of a one-line config error") from exc
