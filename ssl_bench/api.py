@@ -3,7 +3,7 @@
     from ssl_bench import api
     summary = api.run(["method=swav", "budget=smoke"])            # dict: the run's summary.json (+ path)
     metrics = api.evaluate(summary["path"], eval="linear")          # dict: the metrics written
-    table = api.compare(["methods=[swav,simclr]", "budget=smoke"])  # DataFrame: the comparison table
+    table = api.compare(["budget=smoke"], methods=["swav", "simclr"])  # DataFrame: the comparison table
     runs = api.load("results")                                      # DataFrame: one row per finished run
 
 Each function is its entry point without the process around it: the same overrides (Hydra's grammar), the same
@@ -56,12 +56,17 @@ def evaluate(checkpoint: str | Path, eval: str | Sequence[str] | None = None,  #
     return _evaluate([*argv, *overrides])
 
 
-def compare(overrides: Sequence[str] = (), train: bool = True) -> pd.DataFrame:
+def compare(overrides: Sequence[str] = (), train: bool = True, **plan: Any) -> pd.DataFrame:
     """``python -m ssl_bench.compare <overrides>``: runs (or reuses) every run and returns the table (also written
-    to <results>/compare/<name>/); ``train=False`` only tabulates the records that exist."""
+    to <results>/compare/<name>/); ``train=False`` only tabulates the records that exist. Keywords are those of
+    :func:`ssl_bench.compare.plan` and win over the same key in ``overrides``, e.g.
+    ``api.compare(["budget=smoke"], methods=["swav", "simclr"], seeds=[0, 1], results="results")``."""
     from ssl_bench import compare as cmp
 
-    return cmp.compare(cmp.parse(list(overrides)), train=train, verbose=False)
+    args = cmp.arguments(list(overrides))
+    extra = list(plan.pop("overrides", []))
+    return cmp.compare(cmp.plan(**{**args, **plan, "overrides": [*args["overrides"], *extra]}), train=train,
+                       verbose=False)
 
 
 def load(path: str | Path = "results", sweeps: bool = True) -> pd.DataFrame:

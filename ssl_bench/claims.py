@@ -118,8 +118,7 @@ def load_cells(study: str, common: list[str], ref: Path = REFERENCE_DIR, seeds: 
     from ssl_bench import compare as cmp
 
     rel = ref.relative_to(ROOT) if ref.is_relative_to(ROOT) else ref
-    seeds_arg = [f"seeds=[{','.join(map(str, seeds))}]"] if seeds else []
-    plan = cmp.parse([f"study={study}", *common, *seeds_arg, f"results={rel}"])
+    plan = cmp.plan(study=study, overrides=common, seeds=seeds or None, results=rel)
     dirs = [ROOT / r.run_dir if not r.run_dir.is_absolute() else r.run_dir for r in plan.runs]
     stale = cells_mod.stale_of(pd.Series([str(d) for d in dirs]))
     out: dict[tuple[str, str], Cell] = {}
@@ -577,9 +576,24 @@ def claim_figure(ev: Evaluated, out_dir: Path) -> Path | None:
     fig, axes = plt.subplots(1, panels, figsize=(4.8 * panels + 1.5, 0.35 * max(len(done), len(comps)) + 2.6),
                              squeeze=False)
     axes = list(axes[0])
-    ax = axes.pop(0)
     multi = len({c.method for c in done}) > 1
     names = [(f"{display(c.method)}, " if multi else "") + c.variant for c in done]
+    _metric_panel(axes.pop(0), done, names, style, metric)
+    if comps:
+        _differences_panel(axes.pop(0), comps, metric)
+    if curves:
+        _curve_panels(axes, done, names, style)
+    fig.tight_layout()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"claim_{claim['id']}.png"
+    save_figure(fig, path, dpi=110, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    return path
+
+
+def _metric_panel(ax: Any, done: list[Cell], names: list[str], style: dict[tuple[str, str], dict[str, Any]],
+                  metric: str) -> None:
+    """Each configuration's seeds (dots), mean and 95% CI, over the random-init floor."""
     for i, c in enumerate(done):
         st_ = style[(c.variant, c.method)]
         vals = list(c.values(metric).values())
@@ -597,42 +611,42 @@ def claim_figure(ev: Evaluated, out_dir: Path) -> Path | None:
     ax.set_yticks(range(len(done)), [textwrap.fill(n, 30) for n in names], fontsize=9)
     ax.invert_yaxis()
     ax.set_xlabel(f"{METRICS[metric]} accuracy (%),\nseeds, mean and 95% CI")
-    if comps:
-        ax = axes.pop(0)
-        margin = comps[0].decision.margin
-        ax.axvspan(-margin, margin, color="0.85", alpha=0.6, lw=0)
-        ax.axvline(0, color="0.3", lw=0.8)
-        for i, c in enumerate(comps):
-            ax.errorbar(c.test.diff.mean, i, xerr=None if c.test.n < 2 else
-                        [[c.test.diff.mean - c.test.diff.lo], [c.test.diff.hi - c.test.diff.mean]],
-                        fmt="o", color="0.15", capsize=3)
-        ax.set_yticks(range(len(comps)), [textwrap.fill(c.name, 28) for c in comps], fontsize=8)
-        ax.invert_yaxis()
-        ax.set_xlabel(f"paired difference, {METRICS[metric]} (points),\nmean and 95% CI; grey: ±{margin:g} margin")
-    if curves:
-        for key, a, label in (("loss", axes[0], "training loss"),
-                              ("assign_entropy", axes[1], "assignment entropy\n(1 = uniform)"),
-                              ("prototypes_used", axes[2], "prototypes in use")):
-            for c, name in zip(done, names, strict=True):
-                per_epoch: dict[int, list[float]] = {}
-                for rows in c.epochs.values():
-                    for r in rows:
-                        if r.get(key) is not None:
-                            per_epoch.setdefault(int(r["epoch"]) + 1, []).append(float(r[key]))
-                if per_epoch:
-                    xs = sorted(per_epoch)
-                    st_ = style[(c.variant, c.method)]
-                    a.plot(xs, [sum(per_epoch[x]) / len(per_epoch[x]) for x in xs], linestyle=st_["ls"],
-                           marker=st_["marker"], color=st_["color"], ms=3, label=name)
-            a.set_xlabel("epoch")
-            a.set_ylabel(f"{label}, mean over seeds")
-        axes[2].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
-    fig.tight_layout()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"claim_{claim['id']}.png"
-    save_figure(fig, path, dpi=110, bbox_inches="tight", metadata={"Software": None})
-    plt.close(fig)
-    return path
+
+
+def _differences_panel(ax: Any, comps: list[Comparison], metric: str) -> None:
+    """The paired differences the verdict rests on, mean and 95% CI, inside the ±margin band."""
+    margin = comps[0].decision.margin
+    ax.axvspan(-margin, margin, color="0.85", alpha=0.6, lw=0)
+    ax.axvline(0, color="0.3", lw=0.8)
+    for i, c in enumerate(comps):
+        ax.errorbar(c.test.diff.mean, i, xerr=None if c.test.n < 2 else
+                    [[c.test.diff.mean - c.test.diff.lo], [c.test.diff.hi - c.test.diff.mean]],
+                    fmt="o", color="0.15", capsize=3)
+    ax.set_yticks(range(len(comps)), [textwrap.fill(c.name, 28) for c in comps], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"paired difference, {METRICS[metric]} (points),\nmean and 95% CI; grey: ±{margin:g} margin")
+
+
+def _curve_panels(axes: list[Any], done: list[Cell], names: list[str],
+                  style: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """Training loss, assignment entropy and prototypes in use per epoch, mean over seeds."""
+    for key, a, label in (("loss", axes[0], "training loss"),
+                          ("assign_entropy", axes[1], "assignment entropy\n(1 = uniform)"),
+                          ("prototypes_used", axes[2], "prototypes in use")):
+        for c, name in zip(done, names, strict=True):
+            per_epoch: dict[int, list[float]] = {}
+            for rows in c.epochs.values():
+                for r in rows:
+                    if r.get(key) is not None:
+                        per_epoch.setdefault(int(r["epoch"]) + 1, []).append(float(r[key]))
+            if per_epoch:
+                xs = sorted(per_epoch)
+                st_ = style[(c.variant, c.method)]
+                a.plot(xs, [sum(per_epoch[x]) / len(per_epoch[x]) for x in xs], linestyle=st_["ls"],
+                       marker=st_["marker"], color=st_["color"], ms=3, label=name)
+        a.set_xlabel("epoch")
+        a.set_ylabel(f"{label}, mean over seeds")
+    axes[2].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
 
 
 def write(out: Path, ref: Path = REFERENCE_DIR, figures: Path | None = None, data: dict | None = None) -> str:

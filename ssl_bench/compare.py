@@ -17,9 +17,10 @@ import hashlib
 import math
 import re
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 import yaml
@@ -201,12 +202,12 @@ def _auto_name(study: str | None, cfg: DictConfig, overrides: list[str]) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]", "_", name)
 
 
-def parse(argv: list[str]) -> Plan:
-    """Read the command line and compose (validate) every run's config; nothing is trained or written. With
-    ``seeds=auto`` the plan holds the pilot's runs; :func:`auto_seeds` extends it."""
+def arguments(argv: list[str]) -> dict[str, Any]:
+    """The command line as :func:`plan`'s keyword arguments: its own keys typed, ``seeds=auto``, the run overrides
+    and the ``<method>:key=value`` ones."""
     auto = "seeds=auto" in argv
     own, rest, _ = COMMAND.parse([a for a in argv if a != "seeds=auto"])
-    common: list[str] = []
+    overrides: list[str] = []
     per_method: dict[str, list[str]] = {}
     for a in rest:
         key, _, value = a.partition("=")
@@ -216,53 +217,111 @@ def parse(argv: list[str]) -> Plan:
                 raise ConfigError(f"'{a}': per-method overrides are <method>:key=value with method one of "
                                   f"{', '.join(group_options('method'))}")
             per_method.setdefault(m, []).append(f"{sub}={value}")
-        elif key.lstrip("+~") in ("method", "seed"):
-            raise ConfigError(f"'{a}': compare sets method and seed itself; use methods=[..] and seeds=[..]")
         else:
-            common.append(a)
-    study_name = own.get("study")
-    study = load_study(study_name) if study_name else {}
-    where = f"experiments/study/{study_name}.yaml"
-    methods = list(own["methods"] or study.get("methods") or all_methods())
-    unknown = [m for m in methods if m not in group_options("method")]
-    if unknown:
-        raise ConfigError(f"unknown method '{unknown[0]}'; valid choices: {', '.join(group_options('method'))}")
-    if len(set(methods)) != len(methods):
-        raise ConfigError(f"methods lists a method twice: {', '.join(methods)}")
-    try:
-        seeds = [int(s) for s in (own["seeds"] if own["seeds"] is not None else study.get("seeds", [0]))]
-    except ValueError as exc:
-        raise ConfigError(f"seeds must be integers, e.g. seeds=[0,1,2]: {exc}") from exc
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"seeds lists a seed twice: {seeds}")
-    max_seeds = int(own["max_seeds"] if own["max_seeds"] is not None else study.get("max_seeds", MAX_SEEDS))
-    if auto and (len(seeds) < 2 or max_seeds < len(seeds)):
-        raise ConfigError(f"seeds=auto needs a pilot of at least 2 seeds (the study's seeds: {seeds}) and "
-                          f"max_seeds >= the pilot (max_seeds={max_seeds})")
-    reference = own.get("reference") or (DEFAULT_REFERENCE if DEFAULT_REFERENCE in methods else methods[0])
-    if reference not in methods:
-        raise ConfigError(f"reference={reference} is not among the compared methods; valid choices: "
-                          f"{', '.join(methods)}")
-    match = own["match"]
+            overrides.append(a)
+    return {**own, "seeds": "auto" if auto else own["seeds"], "overrides": overrides, "per_method": per_method}
+
+
+def parse(argv: list[str]) -> Plan:
+    """Read the command line and compose (validate) every run's config; nothing is trained or written. With
+    ``seeds=auto`` the plan holds the pilot's runs; :func:`auto_seeds` extends it."""
+    return plan(**arguments(argv))
+
+
+def plan(*, methods: Sequence[str] | None = None, seeds: Sequence[int] | Literal["auto"] | None = None,
+         study: str | None = None, overrides: Sequence[str] = (), per_method: Mapping[str, Sequence[str]] | None = None,
+         match: str = "epochs", allow_mixed_budgets: bool = False, results: str | Path = "results",
+         name: str | None = None, reference: str | None = None, margin: float | None = None,
+         max_seeds: int | None = None) -> Plan:
+    """Compose (validate) every run's config of a comparison; nothing is trained or written. The keywords are the
+    command line's keys (``python -m ssl_bench.compare --help``); ``overrides`` are run overrides given to every
+    run, ``per_method`` the ones of one method only. ``seeds="auto"``: the study's seeds are a pilot, the plan holds
+    its runs and :func:`auto_seeds` extends it."""
+    auto = seeds == "auto"
+    common = [str(o) for o in overrides]
+    for o in common:
+        if o.partition("=")[0].lstrip("+~") in ("method", "seed"):
+            raise ConfigError(f"'{o}': compare sets method and seed itself; use methods=[..] and seeds=[..]")
+    stray = [m for m in per_method or {} if m not in group_options("method")]
+    if stray:
+        raise ConfigError(f"per-method overrides for unknown method '{stray[0]}'; valid choices: "
+                          f"{', '.join(group_options('method'))}")
+    spec = load_study(study) if study else {}
+    where = f"experiments/study/{study}.yaml"
+    methods = _methods(methods, spec)
+    seeds, max_seeds = _seeds(None if auto else seeds, max_seeds, spec, auto)
+    reference = _reference(reference, methods)
     if match not in MATCHES:
         raise ConfigError(f"unknown match '{match}'; valid choices: {', '.join(MATCHES)}")
-    allow_mixed = own["allow_mixed_budgets"]
-    results_dir = Path(own["results"])
-    writable_folder(results_dir, "results")
+    layout = ResultsLayout(results)
+    writable_folder(layout.root, "results")
     if not any(o.startswith("output_dir=") for o in common):
-        common.append(f"output_dir={ResultsLayout(results_dir).runs}")
-    variants = _variants(study, where)
-    baseline = study.get("baseline")
+        common.append(f"output_dir={layout.runs}")
+    variants = _variants(spec, where)
+    baseline = spec.get("baseline")
     if baseline is not None and baseline not in [v.name for v in variants]:
         raise ConfigError(f"{where}: baseline '{baseline}' is not one of the variants "
                           f"({', '.join(v.name for v in variants)})")
-    study_common = [str(o) for o in study.get("overrides") or []]
+    study_common = [str(o) for o in spec.get("overrides") or []]
+    runs = _planned_runs(variants, methods, seeds, (study_common, common),
+                         {m: [str(o) for o in os] for m, os in (per_method or {}).items()})
+    name = name or _auto_name(study, runs[0].cfg, [*study_common, *common])
+    margin = float(margin if margin is not None else spec.get("margin", DEFAULT_MARGIN))
+    if not margin > 0:
+        raise ConfigError(f"margin={margin}: the equivalence margin must be a positive number of accuracy points")
+    out = Plan(name, study, str(spec.get("description", "")).strip(), methods, seeds, variants, baseline,
+               reference, match, allow_mixed_budgets, layout.compare(name), [*study_common, *common], runs, margin,
+               auto=auto, max_seeds=max_seeds)
+    check_budgets([(r.variant, f"{r.method} s{r.seed}", budget_items(r.cfg)) for r in runs], out)
+    return out
+
+
+def _methods(methods: Sequence[str] | None, spec: dict[str, Any]) -> list[str]:
+    """The compared methods: given, else the study's, else every registered one."""
+    out = [str(m) for m in (methods or spec.get("methods") or all_methods())]
+    unknown = [m for m in out if m not in group_options("method")]
+    if unknown:
+        raise ConfigError(f"unknown method '{unknown[0]}'; valid choices: {', '.join(group_options('method'))}")
+    if len(set(out)) != len(out):
+        raise ConfigError(f"methods lists a method twice: {', '.join(out)}")
+    return out
+
+
+def _seeds(seeds: Sequence[int] | None, max_seeds: int | None, spec: dict[str, Any], auto: bool
+           ) -> tuple[list[int], int]:
+    """The training seeds (given, else the study's, else [0]) and the cap of seeds=auto."""
+    try:
+        out = [int(s) for s in (seeds if seeds is not None else spec.get("seeds", [0]))]
+    except ValueError as exc:
+        raise ConfigError(f"seeds must be integers, e.g. seeds=[0,1,2]: {exc}") from exc
+    if len(set(out)) != len(out):
+        raise ConfigError(f"seeds lists a seed twice: {out}")
+    cap = int(max_seeds if max_seeds is not None else spec.get("max_seeds", MAX_SEEDS))
+    if auto and (len(out) < 2 or cap < len(out)):
+        raise ConfigError(f"seeds=auto needs a pilot of at least 2 seeds (the study's seeds: {out}) and "
+                          f"max_seeds >= the pilot (max_seeds={cap})")
+    return out, cap
+
+
+def _reference(reference: str | None, methods: list[str]) -> str:
+    """The method every other is tested against."""
+    out = reference or (DEFAULT_REFERENCE if DEFAULT_REFERENCE in methods else methods[0])
+    if out not in methods:
+        raise ConfigError(f"reference={out} is not among the compared methods; valid choices: {', '.join(methods)}")
+    return out
+
+
+def _planned_runs(variants: list[Variant], methods: list[str], seeds: list[int],
+                  common: tuple[list[str], list[str]], per_method: dict[str, list[str]]) -> list[PlannedRun]:
+    """Every (variant, method, seed) with its composed config. ``common``: the study's overrides and the caller's;
+    the order of the overrides is part of every record (a variant's sit between the two)."""
+    study_common, callers = common
     runs: list[PlannedRun] = []
     for v in variants:
         for m in methods:
             first: DictConfig | None = None
             for s in seeds:
-                overrides = [f"method={m}", f"seed={s}", *study_common, *v.overrides, *common, *per_method.get(m, [])]
+                overrides = [f"method={m}", f"seed={s}", *study_common, *v.overrides, *callers, *per_method.get(m, [])]
                 if first is None:
                     try:
                         cfg = first = compose(overrides)
@@ -275,15 +334,7 @@ def parse(argv: list[str]) -> Plan:
                     cfg.seed = s
                     cfg.overrides = overrides
                 runs.append(PlannedRun(v.name, m, s, cfg))
-    name = own.get("name") or _auto_name(study_name, runs[0].cfg, [*study_common, *common])
-    margin = float(own["margin"] if own["margin"] is not None else study.get("margin", DEFAULT_MARGIN))
-    if not margin > 0:
-        raise ConfigError(f"margin={margin}: the equivalence margin must be a positive number of accuracy points")
-    plan = Plan(name, study_name, str(study.get("description", "")).strip(), methods, seeds, variants, baseline,
-                reference, match, allow_mixed, ResultsLayout(results_dir).compare(name), [*study_common, *common], runs,
-                margin, auto=auto, max_seeds=max_seeds)
-    check_budgets([(r.variant, f"{r.method} s{r.seed}", budget_items(r.cfg)) for r in runs], plan)
-    return plan
+    return runs
 
 
 # -- the budget check ---------------------------------------------------------------------------------
@@ -602,16 +653,26 @@ def table_markdown(table: pd.DataFrame, runs: pd.DataFrame, plan: Plan, matched:
                    warnings: list[str]) -> str:
     """The comparison as Markdown: a caption naming protocol, budget, statistics and the reference, the table (in
     the suite's order: no ranking by noise), the verdicts in words and, with a baseline variant, the gain table."""
-    cfg = runs["_cfg"].iloc[0]
-    multi = len(plan.variants) > 1
     accs = [c for c in ACCURACIES if f"{c}_mean" in table and table[f"{c}_mean"].notna().any()]
+    rank = "final_rank_mean" in table and table["final_rank_mean"].notna().any()  # records with health only
+    header, rows = _table_rows(table, plan, accs, matched, rank)
+    out = _caption(table, runs, plan, accs, matched, warnings) + "\n\n" + markdown_table(header, rows) + "\n" \
+        + _verdicts(table, plan, accs)
+    if plan.baseline:
+        out += "\n" + _baseline_table(table, plan, accs)
+    return out
+
+
+def _table_rows(table: pd.DataFrame, plan: Plan, accs: list[str], matched: str | None, rank: bool
+                ) -> tuple[list[str], list[list[str]]]:
+    """The table's header and one row per (variant, method), variants in the study's order."""
+    multi = len(plan.variants) > 1
     ref = display(plan.reference)
     header = (["variant"] if multi else []) + ["method"]
     for c in accs:
         header += [f"{ACCURACIES[c]} (%)", f"Δ {ACCURACIES[c]} vs {ref} (pt, paired, 95% CI)", "verdict"]
     header += ["matched kNN top-1 (%) (epoch)"] if matched else []
     header += ["random init kNN (%)"] + (["random init linear (%)"] if "linear_top1" in accs else [])
-    rank = "final_rank_mean" in table and table["final_rank_mean"].notna().any()  # records with health only
     header += ["crops", "wall (s)", "images/s", "peak mem (MB)", *(["final effective rank"] if rank else []), "seeds"]
     rows = []
     order = pd.concat([table[table["variant"] == v.name] for v in plan.variants])
@@ -634,6 +695,14 @@ def table_markdown(table: pd.DataFrame, runs: pd.DataFrame, plan: Plan, matched:
                 num(r.get("peak_mem_mb_mean"), 0), *([num(r.get("final_rank_mean"), 1)] if rank else []),
                 r["seeds"] or "—"]
         rows.append(row)
+    return header, rows
+
+
+def _caption(table: pd.DataFrame, runs: pd.DataFrame, plan: Plan, accs: list[str], matched: str | None,
+             warnings: list[str]) -> str:
+    """What the table shows: protocol, budget, statistics, the reference, the seeds' design and every caveat."""
+    cfg = runs["_cfg"].iloc[0]
+    multi = len(plan.variants) > 1
     d = plan.description or f"{len(plan.methods)} methods under one budget"
     ns = [int(r[f"{c}_n"]) for _, r in table.iterrows() for c in accs if pd.notna(r.get(f"{c}_n"))]
     uneven = [f"{r['method_name']}" + (f" [{r['variant']}]" if multi else "") + ": "
@@ -642,8 +711,8 @@ def table_markdown(table: pd.DataFrame, runs: pd.DataFrame, plan: Plan, matched:
               if len({int(r[f"{c}_n"]) for c in accs if pd.notna(r.get(f"{c}_n"))}) > 1]
     caption = (f"**{plan.name}**: {d}\n\n{budget_caption(list(runs['_cfg']), runs['budget'].iloc[0])} "
                f"Accuracy: {protocol(cfg)}" + (f"; linear: {linear_protocol(cfg)}" if "linear_top1" in accs else "")
-               + f". {STATS} Δ: each method minus {ref} on the same seeds (same seed = same data order and crops), "
-               f"mean and 95% CI of the per-seed differences. "
+               + f". {STATS} Δ: each method minus {display(plan.reference)} on the same seeds (same seed = same data "
+               f"order and crops), mean and 95% CI of the per-seed differences. "
                + verdict_words(plan.margin, f"the {max(0, len(plan.methods) - 1)} comparisons of each protocol and "
                                             f"variant") + " Rows are in the suite's order, not ranked."
                + n_warning(ns))
@@ -661,10 +730,7 @@ def table_markdown(table: pd.DataFrame, runs: pd.DataFrame, plan: Plan, matched:
                     f"(mean epoch in brackets).")
     if plan.allow_mixed and warnings:
         caption += " **Mixed budgets** (allow_mixed_budgets=true): " + "; ".join(warnings) + "."
-    out = caption + "\n\n" + markdown_table(header, rows) + "\n" + _verdicts(table, plan, accs)
-    if plan.baseline:
-        out += "\n" + _baseline_table(table, plan, accs)
-    return out
+    return caption
 
 
 def _verdicts(table: pd.DataFrame, plan: Plan, accs: list[str]) -> str:

@@ -160,18 +160,7 @@ def _run(cfg: DictConfig, acc: Accelerator, rid: str, run_dir: Path, epoch_callb
     acc.wait_for_everyone()
     set_threads(cfg, acc)
     set_seed(cfg.seed)
-    backend, train_set, augment = build_pretrain_set(cfg, pretrain_dataset(cfg), acc.device)
-    if len(train_set) < cfg.data.batch_size:
-        raise ConfigError(f"data.batch_size={cfg.data.batch_size} is larger than the {len(train_set)} "
-                          f"pretraining images")
-    pairs = eval_pairs(cfg)
-    model = build_model(cfg)
-    # Batch norm over the global batch: on by default with several processes, as the papers train.
-    sync_bn = cfg.backbone.sync_bn if cfg.backbone.sync_bn is not None else n > 1
-    if sync_bn and n > 1:
-        model = convert_sync_batchnorm(model, acc.device)
-    workers = default_num_workers(cfg)
-    trainer = Trainer(cfg, acc, model, train_set, pairs, run_dir, workers, augment, epoch_callbacks)
+    trainer, backend = _build_trainer(cfg, acc, run_dir, epoch_callbacks)
     # The record says the precision used (null = whatever `accelerate launch` said), so identity never depends
     # on the environment a record is read in.
     source = precision_source(cfg, acc.mixed_precision)
@@ -185,63 +174,104 @@ def _run(cfg: DictConfig, acc: Accelerator, rid: str, run_dir: Path, epoch_callb
     if cfg.print_config:
         say(OmegaConf.to_yaml(cfg))
     say(f"ssl_bench: {one_line(cfg, n, trainer.steps_per_epoch)}\n"
-        f"  {n} process(es) on {acc.device}, {torch.get_num_threads()} threads, {workers} loader workers each, "
-        f"{backend} multi-crop, precision {acc.mixed_precision} ({source})\n"
+        f"  {n} process(es) on {acc.device}, {torch.get_num_threads()} threads, {trainer.num_workers} loader workers "
+        f"each, {backend} multi-crop, precision {acc.mixed_precision} ({source})\n"
         f"  config: {run_dir}/config.yaml" + ("" if cfg.print_config else " (print_config=true prints it)")
         + (f"\n  resumed at epoch {trainer.state.epoch + 1}, batch {trainer.state.batch}" if resumed else ""))
     # Ctrl-C / SIGTERM outside the training loop (which checkpoints and stops itself): one line, exit 130.
     with StopOnSignal("interrupted before training (the random-init baseline); nothing was trained") as stop:
         baseline_path = run_dir / "baseline.json"
-        eval_s = 0.0
-        if cfg.eval.random_baseline and not baseline_path.exists() and trainer.state.step == 0:
-            cached = read_baselines(baseline_file(cfg, acc, run_dir.parent), acc).get(cache_tag("knn", [0]))
-            if cached is not None:  # the same floor, computed by an earlier run (another method, same settings)
-                base = flat_knn(cached["knn"])
-            else:
-                say("kNN of the randomly initialised backbone (baseline) ...")
-                t0 = time.time()
-                base = trainer.knn("final")
-                eval_s += time.time() - t0
-            if acc.is_main_process:
-                write_json(baseline_path, base)
+        eval_s = _random_baseline(cfg, acc, trainer, run_dir, say)
         state = trainer.fit()
         stop.message = ("interrupted during the final evaluation; training is finished and its checkpoint "
                         "saved; resume=true evaluates it")
         say(f"final evaluation: {', '.join(dict.fromkeys(['knn', *cfg.eval.protocols]))} ...")
         t_final = time.time()
         # kNN (flat knn_top1* keys) + eval.protocols over eval.seeds, with their random-init floor (metrics.random).
-        final = final_evaluation(cfg, acc, trainer.unwrapped.backbone, run_dir, workers,
+        final = final_evaluation(cfg, acc, trainer.unwrapped.backbone, run_dir, trainer.num_workers,
                                  random_knn=read_json(baseline_path) if baseline_path.exists() else None)
-        summary = {
-            "run_id": rid, "configuration_id": configuration_id(cfg), "status": "complete",
-            "method": cfg.method.name, "dataset": cfg.dataset.name, "budget": cfg.choices.budget,
-            "backbone": cfg.backbone.name, "seed": cfg.seed, "epochs": cfg.train.epochs,
-            "batch_size": cfg.data.batch_size, "overrides": list(portable(cfg).overrides), "tags": dict(cfg.tags),
-            # The precision used: train.precision, else accelerate's setting.
-            "precision": acc.mixed_precision,
-            "metrics": dict(final),
-            "cost": {"wall_s": state.wall_s + eval_s + (time.time() - t_final),
-                     "train_s": state.train_s, "images_seen": state.images,
-                     "images_per_s": state.images / max(1e-9, state.train_s),
-                     "peak_mem_mb": peak_memory_mb(acc.device), "num_processes": n, "device": str(acc.device)},
-            "versions": versions(),
-        }
+        summary = _summary(cfg, acc, rid, state, final, eval_s + (time.time() - t_final))
         if baseline_path.exists():
             summary["metrics"].update({f"random_{k}": v for k, v in read_json(baseline_path).items()})
-        rows = read_metrics(run_dir) if acc.is_main_process else []
-        if rows:
-            last = rows[-1]
-            for key in ("loss", "assign_entropy", "prototypes_used", "monitor_knn_top1", *HEALTH_KEYS):
-                if key in last:
-                    summary["metrics"][f"final_{key}" if key != "monitor_knn_top1" else key] = last[key]
-            # Every guardrail that fired (ssl_bench/health.py), with its epoch; [] when none did.
-            summary["guardrails"] = [{"epoch": r["epoch"], **g} for r in rows for g in r.get("guardrails", [])]
-            if last.get("prototypes_used") == 1:
-                summary["collapsed"] = True
-                say("warning: assignments collapsed to a single prototype in the last epoch")
+        _add_last_epoch(summary, read_metrics(run_dir) if acc.is_main_process else [], say)
         if acc.is_main_process:
             write_json(run_dir / "summary.json", summary)
             say("\n".join([headline(summary), *reference_lines(cfg, summary, run_dir),
-                            f"wall {state.wall_s:.0f} s, {summary['cost']['images_per_s']:.0f} images/s, peak memory "
-                            f"{summary['cost']['peak_mem_mb']:.0f} MB", f"record: {run_dir}/summary.json"]))
+                           f"wall {state.wall_s:.0f} s, {summary['cost']['images_per_s']:.0f} images/s, peak memory "
+                           f"{summary['cost']['peak_mem_mb']:.0f} MB", f"record: {run_dir}/summary.json"]))
     return summary
+
+
+def _build_trainer(cfg: DictConfig, acc: Accelerator, run_dir: Path, epoch_callbacks: list | None
+                   ) -> tuple[Trainer, str]:
+    """The data, the model and the loop, built in this order after set_seed (the order fixes the initial weights);
+    returns the trainer and the multi-crop backend's name."""
+    backend, train_set, augment = build_pretrain_set(cfg, pretrain_dataset(cfg), acc.device)
+    if len(train_set) < cfg.data.batch_size:
+        raise ConfigError(f"data.batch_size={cfg.data.batch_size} is larger than the {len(train_set)} "
+                          f"pretraining images")
+    pairs = eval_pairs(cfg)
+    model = build_model(cfg)
+    # Batch norm over the global batch: on by default with several processes, as the papers train.
+    n = acc.num_processes
+    sync_bn = cfg.backbone.sync_bn if cfg.backbone.sync_bn is not None else n > 1
+    if sync_bn and n > 1:
+        model = convert_sync_batchnorm(model, acc.device)
+    workers = default_num_workers(cfg)
+    return Trainer(cfg, acc, model, train_set, pairs, run_dir, workers, augment, epoch_callbacks), backend
+
+
+def _random_baseline(cfg: DictConfig, acc: Accelerator, trainer: Trainer, run_dir: Path,
+                     say: Callable[..., None]) -> float:
+    """The kNN of the randomly initialised backbone (before any step), from the cache when another run computed
+    the same floor; returns the seconds spent evaluating."""
+    baseline_path = run_dir / "baseline.json"
+    if not (cfg.eval.random_baseline and not baseline_path.exists() and trainer.state.step == 0):
+        return 0.0
+    eval_s = 0.0
+    cached = read_baselines(baseline_file(cfg, acc, run_dir.parent), acc).get(cache_tag("knn", [0]))
+    if cached is not None:  # the same floor, computed by an earlier run (another method, same settings)
+        base = flat_knn(cached["knn"])
+    else:
+        say("kNN of the randomly initialised backbone (baseline) ...")
+        t0 = time.time()
+        base = trainer.knn("final")
+        eval_s += time.time() - t0
+    if acc.is_main_process:
+        write_json(baseline_path, base)
+    return eval_s
+
+
+def _summary(cfg: DictConfig, acc: Accelerator, rid: str, state: Any, final: dict[str, Any], eval_s: float
+             ) -> dict[str, Any]:
+    """The record's summary (summary.json) before the last epoch's keys; ``eval_s``: seconds spent evaluating."""
+    return {
+        "run_id": rid, "configuration_id": configuration_id(cfg), "status": "complete",
+        "method": cfg.method.name, "dataset": cfg.dataset.name, "budget": cfg.choices.budget,
+        "backbone": cfg.backbone.name, "seed": cfg.seed, "epochs": cfg.train.epochs,
+        "batch_size": cfg.data.batch_size, "overrides": list(portable(cfg).overrides), "tags": dict(cfg.tags),
+        # The precision used: train.precision, else accelerate's setting.
+        "precision": acc.mixed_precision,
+        "metrics": dict(final),
+        "cost": {"wall_s": state.wall_s + eval_s,
+                 "train_s": state.train_s, "images_seen": state.images,
+                 "images_per_s": state.images / max(1e-9, state.train_s),
+                 "peak_mem_mb": peak_memory_mb(acc.device), "num_processes": acc.num_processes,
+                 "device": str(acc.device)},
+        "versions": versions(),
+    }
+
+
+def _add_last_epoch(summary: dict[str, Any], rows: list[dict[str, Any]], say: Callable[..., None]) -> None:
+    """The last epoch's keys (final_loss, final health, ...), every guardrail that fired, and a collapse."""
+    if not rows:
+        return
+    last = rows[-1]
+    for key in ("loss", "assign_entropy", "prototypes_used", "monitor_knn_top1", *HEALTH_KEYS):
+        if key in last:
+            summary["metrics"][f"final_{key}" if key != "monitor_knn_top1" else key] = last[key]
+    # Every guardrail that fired (ssl_bench/health.py), with its epoch; [] when none did.
+    summary["guardrails"] = [{"epoch": r["epoch"], **g} for r in rows for g in r.get("guardrails", [])]
+    if last.get("prototypes_used") == 1:
+        summary["collapsed"] = True
+        say("warning: assignments collapsed to a single prototype in the last epoch")

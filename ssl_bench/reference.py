@@ -73,7 +73,7 @@ def _regenerate(data: dict[str, Any], out: Path, ref: Path, rel: Path) -> list[P
 
     written: list[Path] = []
     for argv in data.get("compare") or []:
-        plan = cmp.parse([*argv, f"results={rel}"])
+        plan = cmp.plan(**{**cmp.arguments(argv), "results": rel})  # the manifest lists command lines
         plan = dataclasses.replace(plan, out_dir=ResultsLayout(out).compare(plan.name))
         cmp.compare(plan, train=False, verbose=False)
         written += sorted(plan.out_dir.iterdir())
@@ -143,7 +143,7 @@ def pending(ref: Path = REFERENCE_DIR) -> list[tuple[str, list[str]]]:
     rel = ref.relative_to(ROOT) if ref.is_relative_to(ROOT) else ref
     plans = []
     for argv in manifest(ref).get("compare") or []:
-        plan = cmp.parse([*argv, f"results={rel}"])
+        plan = cmp.plan(**{**cmp.arguments(argv), "results": rel})
         if plan.auto:
             n, _ = cmp.auto_seeds(plan)
             plan = cmp.with_seeds(plan, [*plan.seeds, *range(max(plan.seeds) + 1, max(plan.seeds) + 1 + n -
@@ -153,8 +153,7 @@ def pending(ref: Path = REFERENCE_DIR) -> list[tuple[str, list[str]]]:
     common = [str(x) for x in data.get("common") or []]
     for claim in data.get("claims") or []:
         seeds, _ = cl.design(claim, data, ref)
-        plan = cmp.parse([f"study={claim['study']}", *common, f"seeds=[{','.join(map(str, seeds))}]",
-                          f"results={rel}"])
+        plan = cmp.plan(study=claim["study"], overrides=common, seeds=seeds, results=rel)
         plans.append((plan, cl.claim_variants(claim["test"])))
     stale = stale_records(ref)
     out: dict[str, tuple[int, str, list[str]]] = {}

@@ -18,7 +18,7 @@ import resource
 import shutil
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -383,114 +383,137 @@ class Trainer:
 
     # -- the loop --------------------------------------------------------------------------------
     def fit(self) -> LoopState:
-        cfg, acc = self.cfg, self.acc
         method = self.unwrapped.method
         start_wall = time.time() - self.state.wall_s
         if self.state.epoch == 0 and self.state.batch == 0 and self.state.step == 0:
             method.on_train_start(self.context())
         rows = [r for r in read_metrics(self.run_dir) if r["epoch"] < self.state.epoch]
         with _Interrupt() as interrupt:
-            while self.state.epoch < cfg.train.epochs:
+            while self.state.epoch < self.cfg.train.epochs:
                 epoch = self.state.epoch
-                # Same order and crops for this epoch however we got here (fresh, resumed, N processes).
-                self.generator.manual_seed(cfg.seed * 100_003 + epoch)
-                self.train_set.epoch = epoch
-                if self.augment is not None:
-                    self.augment.epoch = epoch
-                if self.state.batch == 0:
-                    method.on_epoch_start(self.context())
-                if self.stream is not None:
-                    # Resumed mid-epoch: the stream skips whole rounds of batches (one per loader worker) before
-                    # decoding or cropping; the rest of a round is read and dropped, since the loader always
-                    # starts its round at worker 0 and must continue the uninterrupted run's order.
-                    per_round = max(1, self.loader.num_workers)
-                    self.stream.skip_batches = self.state.batch - self.state.batch % per_round
-                    loader = itertools.islice(self.loader, self.state.batch % per_round, None)
-                else:
-                    loader = acc.skip_first_batches(self.loader, self.state.batch) if self.state.batch else self.loader
-                losses, t_epoch, n_epoch = [], time.time(), 0
-                bar = progress_bar(total=self.steps_per_epoch, initial=self.state.batch,
-                                   desc=f"epoch {epoch + 1}/{cfg.train.epochs}", unit="step")
-                for batch in loader:
-                    if self.state.batch >= self.steps_per_epoch:
-                        break
-                    t0, step_before = time.time(), self.state.step
-                    if self.augment is not None:
-                        batch = self.augment(batch)
-                    if self.watch is not None:
-                        self.watch.clear()
-                    loss, stats = self.train_step(batch)
-                    bs = batch["index"].shape[0] * acc.num_processes
-                    self.state.batch += 1
-                    self.state.images += bs
-                    n_epoch += bs
-                    self.state.train_s += time.time() - t0
-                    losses.append(stats.get("loss", float(loss)))
-                    flags = torch.tensor([float(not math.isfinite(losses[-1])), float(interrupt.flag)],
-                                         device=acc.device)
-                    all_reduce_(flags, "max")
-                    if flags[0]:
-                        first = ("" if self.watch is None or math.isfinite(losses[-1])
-                                 else f"; first non-finite: {self.watch.culprit(batch)}")
-                        raise TrainingStopped(
-                            f"loss became {losses[-1]} at epoch {epoch + 1}, step {self.state.step}{first}; stopped. "
-                            f"The last good checkpoint (if any) is kept in {self.ckpt_dir}", 1)
-                    bar.update(1)
-                    self.log_step(losses, step_before)
-                    if not bar.disable:
-                        bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.3g}",
-                                        img_s=f"{n_epoch / max(1e-9, time.time() - t_epoch):.0f}")
-                    if flags[1]:
-                        self.state.wall_s = time.time() - start_wall
-                        self.save_checkpoint()
-                        bar.close()
-                        raise TrainingStopped(f"interrupted at epoch {epoch + 1}, batch {self.state.batch}; "
-                                              f"checkpoint saved; continue with resume=true", 130)
-                bar.close()
-                if self.stream is not None and self.state.batch < self.steps_per_epoch:  # the others wait for it
-                    raise DataNotFound(f"the stream ran out on process {acc.process_index} after {self.state.batch} "
-                                       f"of {self.steps_per_epoch} batches: its part of the data is empty")
-                # End of epoch: record, monitor, checkpoint.
-                # The epoch's loss over the global batch: each process's loss is that of its share.
-                total = all_reduce_(torch.tensor([sum(losses), len(losses)], dtype=torch.float64, device=acc.device))
-                row = {"epoch": epoch, "step": self.state.step, "loss": float(total[0] / total[1].clamp(min=1)),
-                       "lr": self.optimizer.param_groups[0]["lr"],
-                       "images_per_s": n_epoch / max(1e-9, time.time() - t_epoch)}
-                row.update(method.epoch_stats())
-                if cfg.eval.monitor_train_subset and cfg.eval.monitor_test_subset:
-                    k = min(20, cfg.eval.monitor_train_subset)
-                    row["monitor_knn_top1"] = self.knn("monitor", [k])[f"knn_top1_k{k}"]
-                row.update(self.health_row())
+                loader = self._epoch_loader(epoch)
+                losses, t_epoch, n_epoch = self._train_epoch(loader, epoch, interrupt, start_wall)
+                row = self._epoch_row(epoch, losses, t_epoch, n_epoch)
                 self.state.epoch += 1
                 self.state.batch = 0
                 self.state.wall_s = time.time() - start_wall
                 row["wall_s"] = self.state.wall_s
                 rows.append(row)
-                if cfg.train.guardrails != "off" and (found := check_guardrails(rows, cfg)):
-                    row["guardrails"] = found
-                    for g in found:
-                        self.log(f"guardrail {g['check']} (epoch {epoch + 1}): {g['message']}")
-                if acc.is_main_process:
-                    write_metrics(self.run_dir, rows)
-                    if self.tracking:  # at the optimiser step, the axis of the per-step values
-                        acc.log(scalars({k: v for k, v in row.items() if k != "step"}, "epoch/"), step=self.state.step)
-                self.log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
-                                  if k != "guardrails"))  # each guardrail has its own line above
-                last = self.state.epoch == cfg.train.epochs
-                every = cfg.train.checkpoint_every
-                if last or (every and self.state.epoch % every == 0):
-                    self.save_checkpoint()
-                self.run_epoch_callbacks(epoch, row)
-                if cfg.train.guardrails == "stop" and row.get("guardrails"):
-                    g = row["guardrails"][0]
-                    raise TrainingStopped(f"guardrail {g['check']} after epoch {epoch + 1}: {g['message']} "
-                                          "(train.guardrails=warn only warns)", 1)
+                self._end_epoch(epoch, row, rows)
             # A signal after the last step's poll (during the last epoch's monitor or checkpoint) still stops the
             # run before its evaluation, as one during training does; the final checkpoint is saved.
-            if all_reduce_(torch.tensor([float(interrupt.flag)], device=acc.device), "max").item():
+            if all_reduce_(torch.tensor([float(interrupt.flag)], device=self.acc.device), "max").item():
                 raise TrainingStopped("interrupted after the last training step; checkpoint saved; continue with "
                                       "resume=true", 130)
         return self.state
+
+    def _epoch_loader(self, epoch: int) -> Iterable[dict[str, Any]]:
+        """The epoch's batches from the current one on: same order and crops for this epoch however we got here
+        (fresh, resumed, N processes)."""
+        self.generator.manual_seed(self.cfg.seed * 100_003 + epoch)
+        self.train_set.epoch = epoch
+        if self.augment is not None:
+            self.augment.epoch = epoch
+        if self.state.batch == 0:
+            self.unwrapped.method.on_epoch_start(self.context())
+        if self.stream is not None:
+            # Resumed mid-epoch: the stream skips whole rounds of batches (one per loader worker) before
+            # decoding or cropping; the rest of a round is read and dropped, since the loader always
+            # starts its round at worker 0 and must continue the uninterrupted run's order.
+            per_round = max(1, self.loader.num_workers)
+            self.stream.skip_batches = self.state.batch - self.state.batch % per_round
+            return itertools.islice(self.loader, self.state.batch % per_round, None)
+        return self.acc.skip_first_batches(self.loader, self.state.batch) if self.state.batch else self.loader
+
+    def _train_epoch(self, loader: Iterable[dict[str, Any]], epoch: int, interrupt: _Interrupt, start_wall: float
+                     ) -> tuple[list[float], float, int]:
+        """The epoch's remaining steps: (their losses, the epoch's start time, the images it saw)."""
+        losses: list[float] = []
+        t_epoch, n_epoch = time.time(), 0
+        bar = progress_bar(total=self.steps_per_epoch, initial=self.state.batch,
+                           desc=f"epoch {epoch + 1}/{self.cfg.train.epochs}", unit="step")
+        for batch in loader:
+            if self.state.batch >= self.steps_per_epoch:
+                break
+            t0, step_before = time.time(), self.state.step
+            if self.augment is not None:
+                batch = self.augment(batch)
+            if self.watch is not None:
+                self.watch.clear()
+            loss, stats = self.train_step(batch)
+            bs = batch["index"].shape[0] * self.acc.num_processes
+            self.state.batch += 1
+            self.state.images += bs
+            n_epoch += bs
+            self.state.train_s += time.time() - t0
+            losses.append(stats.get("loss", float(loss)))
+            stop = self._poll(losses, batch, epoch, interrupt)
+            bar.update(1)
+            self.log_step(losses, step_before)
+            if not bar.disable:
+                bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.3g}",
+                                img_s=f"{n_epoch / max(1e-9, time.time() - t_epoch):.0f}")
+            if stop:
+                self.state.wall_s = time.time() - start_wall
+                self.save_checkpoint()
+                bar.close()
+                raise TrainingStopped(f"interrupted at epoch {epoch + 1}, batch {self.state.batch}; "
+                                      f"checkpoint saved; continue with resume=true", 130)
+        bar.close()
+        if self.stream is not None and self.state.batch < self.steps_per_epoch:  # the others wait for it
+            raise DataNotFound(f"the stream ran out on process {self.acc.process_index} after {self.state.batch} "
+                               f"of {self.steps_per_epoch} batches: its part of the data is empty")
+        return losses, t_epoch, n_epoch
+
+    def _poll(self, losses: list[float], batch: dict[str, Any], epoch: int, interrupt: _Interrupt) -> bool:
+        """After a step, agreed by every process: stop on a non-finite loss (raises), or say a signal came."""
+        flags = torch.tensor([float(not math.isfinite(losses[-1])), float(interrupt.flag)], device=self.acc.device)
+        all_reduce_(flags, "max")
+        if flags[0]:
+            first = ("" if self.watch is None or math.isfinite(losses[-1])
+                     else f"; first non-finite: {self.watch.culprit(batch)}")
+            raise TrainingStopped(
+                f"loss became {losses[-1]} at epoch {epoch + 1}, step {self.state.step}{first}; stopped. "
+                f"The last good checkpoint (if any) is kept in {self.ckpt_dir}", 1)
+        return bool(flags[1])
+
+    def _epoch_row(self, epoch: int, losses: list[float], t_epoch: float, n_epoch: int) -> dict[str, Any]:
+        """The epoch's metrics row: the loss over the global batch (each process's loss is that of its share), the
+        method's statistics, the online kNN monitor and the health keys."""
+        cfg = self.cfg
+        total = all_reduce_(torch.tensor([sum(losses), len(losses)], dtype=torch.float64, device=self.acc.device))
+        row = {"epoch": epoch, "step": self.state.step, "loss": float(total[0] / total[1].clamp(min=1)),
+               "lr": self.optimizer.param_groups[0]["lr"],
+               "images_per_s": n_epoch / max(1e-9, time.time() - t_epoch)}
+        row.update(self.unwrapped.method.epoch_stats())
+        if cfg.eval.monitor_train_subset and cfg.eval.monitor_test_subset:
+            k = min(20, cfg.eval.monitor_train_subset)
+            row["monitor_knn_top1"] = self.knn("monitor", [k])[f"knn_top1_k{k}"]
+        row.update(self.health_row())
+        return row
+
+    def _end_epoch(self, epoch: int, row: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+        """Guardrails, the metrics file and trackers, the log line, the checkpoint and the epoch callbacks."""
+        cfg, acc = self.cfg, self.acc
+        if cfg.train.guardrails != "off" and (found := check_guardrails(rows, cfg)):
+            row["guardrails"] = found
+            for g in found:
+                self.log(f"guardrail {g['check']} (epoch {epoch + 1}): {g['message']}")
+        if acc.is_main_process:
+            write_metrics(self.run_dir, rows)
+            if self.tracking:  # at the optimiser step, the axis of the per-step values
+                acc.log(scalars({k: v for k, v in row.items() if k != "step"}, "epoch/"), step=self.state.step)
+        self.log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
+                          if k != "guardrails"))  # each guardrail has its own line above
+        last = self.state.epoch == cfg.train.epochs
+        every = cfg.train.checkpoint_every
+        if last or (every and self.state.epoch % every == 0):
+            self.save_checkpoint()
+        self.run_epoch_callbacks(epoch, row)
+        if cfg.train.guardrails == "stop" and row.get("guardrails"):
+            g = row["guardrails"][0]
+            raise TrainingStopped(f"guardrail {g['check']} after epoch {epoch + 1}: {g['message']} "
+                                  "(train.guardrails=warn only warns)", 1)
 
     def health_row(self) -> dict[str, float]:
         """The epoch's health keys (health_*) and the online linear probe's top-1 (online_linear_top1), read from

@@ -26,11 +26,14 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ssl_bench.errors import ConfigError, TrainingStopped, UnreadableRecord
 from ssl_bench.layout import ResultsLayout
 from ssl_bench.results import read_config, read_json, read_metrics, read_summary, record_dirs, write_json
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 # Relative tolerance on the epoch-1 loss when the thread count or device differ from the record's (float order):
 # a change of code moves it by far more (e.g. 4.19936 vs 4.19980, 1e-4), float order by about 1e-6.
@@ -77,9 +80,7 @@ def _stop_after(epochs: int) -> Callable[[int, dict], str | None]:
 
 def check_record(run_dir: Path, work: Path, threads: int | None = None, log: io.TextIOBase | None = None) -> Check:
     """Retrain the first epoch of ``run_dir``'s configuration at its seed in ``work`` and compare."""
-    from ssl_bench.config import compose
-    from ssl_bench.experiment import run_experiment, versions
-    from ssl_bench.identity import configuration_id, run_id
+    from ssl_bench.experiment import versions
 
     run_dir = Path(run_dir)
     if not (run_dir / "summary.json").exists():
@@ -97,6 +98,31 @@ def check_record(run_dir: Path, work: Path, threads: int | None = None, log: io.
     if procs != 1:
         base.why = f"trained on {procs} processes: verify it with accelerate launch on as many"
         return base
+    cfg = _recompose(base, summary, cfg_rec, work, threads)
+    if cfg is None:
+        return base
+    new = _retrain(base, cfg, run_dir, work, log)
+    if new is None:
+        return base
+    old0, new0 = rows[0], new[0]
+    keys = ["loss", *[k for k in ALSO if k in old0 and k in new0]]
+    base.recorded = {k: float(old0[k]) for k in keys}
+    base.retrained = {k: float(new0[k]) for k in keys}
+    differ = [k for k in keys if not _same(base.recorded[k], base.retrained[k], base.exact)]
+    base.status = STALE if differ else REPRODUCES
+    if differ:
+        base.why = "differs in " + ", ".join(f"{k} ({base.recorded[k]:.6g} vs {base.retrained[k]:.6g})" for k in differ)
+    return base
+
+
+def _recompose(base: Check, summary: dict[str, Any], cfg_rec: dict[str, Any], work: Path, threads: int | None
+               ) -> DictConfig | None:
+    """The record's config composed again by today's code (None, with ``base``'s status and why, when it no longer
+    composes or gives another configuration); sets whether the comparison is exact."""
+    from ssl_bench.config import compose
+    from ssl_bench.experiment import versions
+    from ssl_bench.identity import configuration_id
+
     rec_threads = _record_threads(cfg_rec)
     use_threads = threads or rec_threads or (os.cpu_count() or 1)
     overrides = [o for o in summary.get("overrides") or [] if not o.startswith(("output_dir=", "train.num_threads=",
@@ -105,15 +131,25 @@ def check_record(run_dir: Path, work: Path, threads: int | None = None, log: io.
         cfg = compose([*overrides, f"output_dir={work}", f"train.num_threads={use_threads}", "train.progress=false"])
     except ConfigError as exc:
         base.status, base.why = CONFIG_CHANGED, f"its overrides no longer compose: {exc}"
-        return base
+        return None
     recorded_id = configuration_id(cfg_rec)
     if configuration_id(cfg) != recorded_id:
         base.status = CONFIG_CHANGED
         base.why = (f"its overrides now give configuration {configuration_id(cfg)}, not the record's "
                     f"{recorded_id} (a default changed)")
-        return base
+        return None
     base.exact = (rec_threads == use_threads and str((summary.get("cost") or {}).get("device", "cpu")) == "cpu"
                   and summary.get("versions", {}).get("torch") == versions().get("torch"))
+    return cfg
+
+
+def _retrain(base: Check, cfg: DictConfig, run_dir: Path, work: Path, log: io.TextIOBase | None
+             ) -> list[dict[str, Any]] | None:
+    """Train the first epoch of ``cfg`` in ``work``; its metrics rows (None, with ``base.why``, when it stopped or
+    wrote none). The run folder is removed afterwards."""
+    from ssl_bench.experiment import run_experiment
+    from ssl_bench.identity import run_id
+
     target = work / run_id(cfg)
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
@@ -126,22 +162,14 @@ def check_record(run_dir: Path, work: Path, threads: int | None = None, log: io.
         except TrainingStopped as exc:
             if not exc.pruned:
                 base.why = f"the retrained run stopped: {exc}"
-                return base
+                return None
     base.seconds = time.time() - t0
     new = read_metrics(target)
     shutil.rmtree(target, ignore_errors=True)
     if not new:
         base.why = "the retrained epoch wrote no metrics"
-        return base
-    old0, new0 = rows[0], new[0]
-    keys = ["loss", *[k for k in ALSO if k in old0 and k in new0]]
-    base.recorded = {k: float(old0[k]) for k in keys}
-    base.retrained = {k: float(new0[k]) for k in keys}
-    differ = [k for k in keys if not _same(base.recorded[k], base.retrained[k], base.exact)]
-    base.status = STALE if differ else REPRODUCES
-    if differ:
-        base.why = "differs in " + ", ".join(f"{k} ({base.recorded[k]:.6g} vs {base.retrained[k]:.6g})" for k in differ)
-    return base
+        return None
+    return new
 
 
 def ledger_path(reference: Path) -> Path:

@@ -17,6 +17,8 @@ def test_run_evaluate_compare_and_load_from_python(tmp_path):
     # The comparison reuses the finished record (same config, same output folder): nothing trains again.
     table = api.compare(["methods=[swav]", "budget=smoke", f"results={tmp_path}"], train=False)
     assert list(table["method"]) == ["swav"]
+    typed = api.compare(["budget=smoke"], train=False, methods=["swav"], results=tmp_path)  # compare.plan's keywords
+    assert typed.equals(table)
     runs = api.load(tmp_path)
     assert len(runs) == 1 and runs.loc[0, "method"] == "swav"
     with pytest.raises(ConfigError, match="valid keys in 'data'"):

@@ -239,3 +239,18 @@ def test_real_compare_and_plot_on_the_smoke_budget(tmp_path):
     assert guarded(plot.main, [f"results={tmp_path}"]) == 0
     assert (tmp_path / "figures" / "accuracy_smoke.png").exists()
     assert (tmp_path / "figures" / "accuracy_vs_wall_smoke.svg").exists()
+
+
+def test_typed_plan_equals_the_command_line(tmp_path):
+    """compare.plan (what api, claims and reference call) and the command line give the same runs, byte for byte."""
+    argv = ["study=multicrop", "methods=[swav,simclr]", "seeds=[0,1]", "budget=smoke", "swav:method.epsilon=0.04",
+            f"results={tmp_path}"]
+    typed = cmp.plan(study="multicrop", methods=["swav", "simclr"], seeds=[0, 1], overrides=["budget=smoke"],
+                     per_method={"swav": ["method.epsilon=0.04"]}, results=tmp_path)
+    parsed = cmp.parse(argv)
+    assert (typed.name, typed.out_dir, typed.overrides) == (parsed.name, parsed.out_dir, parsed.overrides)
+    assert [OmegaConf.to_yaml(r.cfg) for r in typed.runs] == [OmegaConf.to_yaml(r.cfg) for r in parsed.runs]
+    with pytest.raises(ConfigError, match="compare sets method and seed itself"):
+        cmp.plan(overrides=["seed=3"], results=tmp_path)
+    with pytest.raises(ConfigError, match="unknown method 'nope'"):
+        cmp.plan(per_method={"nope": ["method.epsilon=0.04"]}, results=tmp_path)

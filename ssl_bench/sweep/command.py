@@ -23,7 +23,7 @@ def main(argv: list[str]) -> int:
         raise ConfigError("sweep names its Optuna study with study_name=<name>; study= is a study file of compare "
                           "and plot (experiments/study/)")
     own, _, _ = split_argv(argv)
-    if "sweep" not in own and own.get("n_trials") == "0" and "study_name" in own:
+    if "sweep" not in own and own.get("n_trials") == 0 and "study_name" in own:
         return report_only(own)
     sw = parse(argv)
     if rank() != 0:

@@ -9,7 +9,7 @@ import optuna
 
 from ssl_bench.config import ConfigError
 from ssl_bench.layout import ResultsLayout
-from ssl_bench.sweep.spec import _list, default_storage, fmt_value, safe_name
+from ssl_bench.sweep.spec import default_storage, fmt_value, safe_name
 from ssl_bench.sweep.storage import IDLE, META, make_storage, redact
 
 
@@ -42,7 +42,7 @@ def summarize(study: optuna.Study, meta: dict[str, Any], results: ResultsLayout,
         print(f"  dashboard: optuna-dashboard {redact(storage)}")
 
 
-def report_only(own: dict[str, str]) -> int:
+def report_only(own: dict[str, Any]) -> int:
     """n_trials=0 study_name=<name> without sweep=: report from the study's storage alone."""
     results = ResultsLayout(own.get("results", "results"))
     storage = own.get("storage") or default_storage(results, own["study_name"])
@@ -50,7 +50,7 @@ def report_only(own: dict[str, str]) -> int:
         study = optuna.load_study(study_name=own["study_name"], storage=make_storage(storage))
     except KeyError:
         raise ConfigError(f"no study '{own['study_name']}' in {redact(storage)}") from None
-    plot = _list(own["plot_params"]) if "plot_params" in own else None
+    plot = own.get("plot_params")
     summarize(study, study.user_attrs.get(META, {}), results, storage, plot)
     return 0
 

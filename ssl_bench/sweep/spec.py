@@ -15,7 +15,7 @@ import yaml
 
 from ssl_bench.config import GROUPS, NON_CONFIGURATION_KEYS, ConfigError, ConfigGroupDir, compose
 from ssl_bench.layout import ResultsLayout
-from ssl_bench.overrides import Command, Key
+from ssl_bench.overrides import Command, Key, convert, parse_value
 
 DOC = """Entry point for hyperparameter studies on Optuna; every trial is an ordinary run with its own record.
 
@@ -124,8 +124,9 @@ class Sweep:
         return self.pruner["type"] != "none" and self.direction == "maximize"
 
 
-def split_argv(argv: list[str]) -> tuple[dict[str, str], dict[str, dict[str, str]], list[str]]:
-    """(own keys as typed, checked against their declared types; sampler./pruner. arguments; run overrides)."""
+def split_argv(argv: list[str]) -> tuple[dict[str, Any], dict[str, dict[str, str]], list[str]]:
+    """(the own keys given, typed by the shared override grammar; sampler./pruner. arguments; run overrides).
+    Own keys not given are left out: they fall back on the sweep file's setting, then on the default."""
     args: dict[str, dict[str, str]] = {"sampler": {}, "pruner": {}}
     rest: list[str] = []
     for a in argv:
@@ -135,37 +136,17 @@ def split_argv(argv: list[str]) -> tuple[dict[str, str], dict[str, dict[str, str
             args[head][sub] = value
         else:
             rest.append(a)
-    own, run = COMMAND.split(rest)
-    return own, args, run
+    own, run, given = COMMAND.parse(rest)
+    return {k: v for k, v in own.items() if k in given}, args, run
 
 
-def _scalar(text: str) -> Any:
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
-def _list(text: str) -> list[str]:
-    return [s.strip().strip("'\"") for s in text.strip().strip("[]").split(",") if s.strip()]
-
-
-def _int(key: str, text: Any, minimum: int) -> int:
-    try:
-        value = int(str(text))
-    except ValueError:
-        raise ConfigError(f"{key} must be an integer >= {minimum}, got '{text}'") from None
+def _at_least(key: str, value: Any, minimum: int) -> int:
+    """An integer setting (typed already on the command line; a sweep file's value goes through the same grammar)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        value = convert(Key(key, "int", None, ""), str(value))
     if value < minimum:
         raise ConfigError(f"{key} must be an integer >= {minimum}, got {value}")
     return value
-
-
-def _bool(key: str, text: str) -> bool:
-    if text.lower() in ("true", "1", "yes"):
-        return True
-    if text.lower() in ("false", "0", "no"):
-        return False
-    raise ConfigError(f"{key} must be true or false, got '{text}'")
 
 
 def _number(where: str, what: str, value: Any, integer: bool) -> float | int:
@@ -264,7 +245,7 @@ def _kind_and_args(where: str, what: str, from_file: Any, cli_kind: str | None, 
         raise ConfigError(f"{where}: {what} must be a name or a mapping with a type, got {from_file!r}")
     if cli_kind is not None and cli_kind != spec["type"]:
         spec = {"type": cli_kind}
-    spec.update({k: _scalar(v) for k, v in cli_args.items()})
+    spec.update({k: parse_value(v) for k, v in cli_args.items()})
     if spec["type"] not in valid:
         raise ConfigError(f"unknown {what} '{spec['type']}'; valid choices: {', '.join(valid)}")
     return spec
@@ -374,6 +355,36 @@ def parse(argv: list[str]) -> Sweep:
     name = own["sweep"]
     data = read_sweep_file(name)
     where = f"sweep {name}"
+    params = _space(where, data)
+    sampler, pruner = _sampler_and_pruner(where, data, own, args, params)
+    objective = str(own.get("objective", data.get("objective", "knn_top1")))
+    direction = str(own.get("direction", data.get("direction", "maximize")))
+    if direction not in ("maximize", "minimize"):
+        raise ConfigError(f"direction must be maximize or minimize, got '{direction}'")
+    n_trials = own.get("n_trials", data.get("n_trials"))
+    n_trials = None if n_trials is None else _at_least("n_trials", n_trials, 0)
+    n_jobs = _at_least("n_jobs", own.get("n_jobs", 1), 1)
+    heartbeat = _at_least("heartbeat", own.get("heartbeat", 60), 1)
+    grace = own.get("grace_period")
+    grace = None if grace is None else _at_least("grace_period", grace, heartbeat + 1)
+    plot_params = _plot_params(own, data, params)
+    if n_jobs > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("n_jobs > 1 cannot be combined with accelerate launch (each trial already uses every "
+                          "process); run several sweep commands against the same storage instead")
+    results = ResultsLayout(own.get("results", "results"))
+    base = _base_overrides(where, name, data, run, params, results)
+    cfg = compose(base)
+    check_space(where, base, params)
+    objective = _objective(objective, cfg)
+    study = own.get("study_name") or default_study_name(name, cfg.choices, base)
+    storage = own.get("storage") or default_storage(results, study)
+    meta = _meta(name, data, cfg, base, params, objective, direction, plot_params)
+    return Sweep(name, params, sampler, pruner, objective, direction, n_trials, n_jobs, own.get("timeout"), study,
+                 storage, results, plot_params, own.get("report", True), base, meta, list(argv), heartbeat, grace)
+
+
+def _space(where: str, data: dict[str, Any]) -> dict[str, Param]:
+    """The search space: ``params`` (ranges or choices) and ``grid`` (lists of values)."""
     params: dict[str, Param] = {}
     raw_params = data.get("params") or {}
     raw_grid = data.get("grid") or {}
@@ -388,6 +399,12 @@ def parse(argv: list[str]) -> Sweep:
         params[str(key)] = parse_param(where, str(key), {"type": "categorical", "choices": values})
     if not params:
         raise ConfigError(f"{where}: the search space is empty: give params (or grid for sampler grid)")
+    return params
+
+
+def _sampler_and_pruner(where: str, data: dict[str, Any], own: dict[str, Any], args: dict[str, dict[str, str]],
+                        params: dict[str, Param]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The sampler's and pruner's specs, built once here so that a bad argument is refused before any work."""
     sampler = _kind_and_args(where, "sampler", data.get("sampler"), own.get("sampler"), args["sampler"],
                              SAMPLERS, "tpe")
     pruner = _kind_and_args(where, "pruner", data.get("pruner"), own.get("pruner"), args["pruner"], PRUNERS, "median")
@@ -398,38 +415,25 @@ def parse(argv: list[str]) -> Sweep:
                               f"{params[ranges[0]].type} range (put it under grid: with its values)")
     make_sampler(sampler, params)
     make_pruner(pruner)
-    objective = str(own.get("objective", data.get("objective", "knn_top1")))
-    direction = str(own.get("direction", data.get("direction", "maximize")))
-    if direction not in ("maximize", "minimize"):
-        raise ConfigError(f"direction must be maximize or minimize, got '{direction}'")
-    n_trials = own.get("n_trials", data.get("n_trials"))
-    n_trials = None if n_trials is None else _int("n_trials", n_trials, 0)
-    n_jobs = _int("n_jobs", own.get("n_jobs", 1), 1)
-    heartbeat = _int("heartbeat", own.get("heartbeat", 60), 1)
-    grace = own.get("grace_period")
-    grace = None if grace in (None, "null") else _int("grace_period", grace, heartbeat + 1)
-    timeout = own.get("timeout")
-    if timeout is not None:
-        try:
-            timeout = float(timeout)
-        except ValueError:
-            raise ConfigError(f"timeout must be a number of seconds, got '{timeout}'") from None
+    return sampler, pruner
+
+
+def _plot_params(own: dict[str, Any], data: dict[str, Any], params: dict[str, Param]) -> list[str]:
     plot = own.get("plot_params")
-    plot_params = _list(plot) if plot is not None else [str(p) for p in data.get("plot_params") or list(params)[:2]]
+    plot_params = list(plot) if plot is not None else [str(p) for p in data.get("plot_params") or list(params)[:2]]
     unknown = [p for p in plot_params if p not in params]
     if unknown or len(plot_params) > 2 or len(set(plot_params)) != len(plot_params):
         raise ConfigError(f"plot_params must name up to two distinct swept parameters ({', '.join(params)}), "
                           f"got {plot_params}")
-    report = _bool("report", own.get("report", "true"))
-    if n_jobs > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ConfigError("n_jobs > 1 cannot be combined with accelerate launch (each trial already uses every "
-                          "process); run several sweep commands against the same storage instead")
+    return plot_params
 
-    # The base run overrides: the sweep file's defaults, then the command line's (later ones win).
+
+def _base_overrides(where: str, name: str, data: dict[str, Any], run: list[str], params: dict[str, Param],
+                    results: ResultsLayout) -> list[str]:
+    """The base run overrides: the sweep file's defaults, then the command line's (later ones win)."""
     file_overrides = data.get("overrides") or []
     if not isinstance(file_overrides, list):
         raise ConfigError(f"{where}: overrides must be a list of key=value, got {file_overrides!r}")
-    results = ResultsLayout(own.get("results", "results"))
     base = [str(o) for o in file_overrides] + run
     for o in base:
         if _key(o) in ("run_id",) or _key(o).startswith("tags"):
@@ -438,23 +442,27 @@ def parse(argv: list[str]) -> Sweep:
             raise ConfigError(f"'{o}': {_key(o)} is swept by {name}; remove it from the command line")
     if not any(_key(o) == "output_dir" for o in base):
         base.append(f"output_dir={results.runs}")
-    cfg = compose(base)
-    check_space(where, base, params)
+    return base
+
+
+def _objective(objective: str, cfg: Any) -> str:
+    """The record's metric; one measured at the end of a run needs its protocol in eval.protocols."""
     objective = {"linear": "linear.top1"}.get(objective, objective)
     protocol = objective.split(".")[0]
     if protocol in ("linear", "finetune", "supervised") and protocol not in list(cfg.eval.get("protocols", [protocol])):
         raise ConfigError(f"objective={objective} is measured by the {protocol} protocol at the end of each run: add "
                           f"eval.protocols=[knn,{protocol}]" + (" (eval.linear_mode=cached is fast)"
                                                                  if protocol == "linear" else ""))
-    study = own.get("study_name") or default_study_name(name, cfg.choices, base)
-    storage = own.get("storage") or default_storage(results, study)
+    return objective
+
+
+def _meta(name: str, data: dict[str, Any], cfg: Any, base: list[str], params: dict[str, Param], objective: str,
+          direction: str, plot_params: list[str]) -> dict[str, Any]:
+    """What the study records about itself (a later command must match it: see storage.open_study)."""
     signature = sorted(f"{k}={v}" for k, v in {**{g: cfg.choices[g] for g in GROUPS},
                                                  **_fingerprinted(base)}.items())
-    meta = {"sweep": Path(name).stem, "base": signature, "objective": objective, "direction": direction,
+    return {"sweep": Path(name).stem, "base": signature, "objective": objective, "direction": direction,
             "method": cfg.method.name, "dataset": cfg.dataset.name, "budget": cfg.choices.budget,
             "backbone": cfg.backbone.name, "epochs": int(cfg.train.epochs), "batch_size": int(cfg.data.batch_size),
             "params": {n: p.spec() for n, p in params.items()}, "plot_params": plot_params,
             "description": str(data.get("description", ""))}
-    return Sweep(name, params, sampler, pruner, objective, direction, n_trials, n_jobs, timeout, study, storage,
-                 results, plot_params, report, base, meta, list(argv), heartbeat, grace)
-

@@ -8,11 +8,12 @@ import math
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
-from omegaconf import open_dict
+from omegaconf import DictConfig, open_dict
 
 from ssl_bench.config import ConfigError, compose
 from ssl_bench.errors import DataNotFound, TrainingStopped
@@ -96,31 +97,37 @@ def _reporter(trial: optuna.Trial, sw: Sweep) -> Callable[[int, dict], str | Non
     return report
 
 
+@dataclass
+class _Notes:
+    """A trial's user attributes, written on the main process (the others have no trial)."""
+
+    trial: optuna.Trial | None
+
+    def __call__(self, **attrs: Any) -> None:
+        if self.trial is not None:
+            for k, v in attrs.items():
+                self.trial.set_user_attr(k, v)
+
+    def failed(self, kind: str, reason: str) -> TrialFailed:
+        self(fail_kind=kind, reason=reason)
+        return TrialFailed(reason)
+
+
 def run_trial(sw: Sweep, number: int, params: dict[str, Any], trial: optuna.Trial | None = None,
               position: tuple[int, int] | None = None) -> float | None:
     """Train and evaluate one point as an ordinary run tagged with the study and trial number. On the main
     process (``trial`` given) return the objective; raise TrialFailed / optuna.TrialPruned with the reason
     stored as user attributes. Other processes (trial None) follow along and return None. ``position`` (n, N):
     this is the n-th of the N trials this command runs, for the line that announces it."""
-
-    def note(**attrs: Any) -> None:
-        if trial is not None:
-            for k, v in attrs.items():
-                trial.set_user_attr(k, v)
-
-    def failed(kind: str, reason: str) -> TrialFailed:
-        note(fail_kind=kind, reason=reason)
-        return TrialFailed(reason)
-
+    note = _Notes(trial)
     overrides = [*sw.base, *(f"{k}={fmt_value(v)}" for k, v in params.items()), "resume=true"]
     try:
         cfg = compose(overrides)
     except ConfigError as exc:
-        raise failed("config", f"invalid config at this point: {exc}") from None
+        raise note.failed("config", f"invalid config at this point: {exc}") from None
     with open_dict(cfg):
         cfg.tags.sweep, cfg.tags.study, cfg.tags.trial = sw.meta["sweep"], sw.study, str(number)
     run_dir = find_run_dir(cfg)
-    rid = run_dir.name
     record = run_dir / "summary.json"
     if trial is not None:
         # A grid worker may end up taking more than it planned (a dead worker's trial): then only the count.
@@ -128,17 +135,27 @@ def run_trial(sw: Sweep, number: int, params: dict[str, Any], trial: optuna.Tria
             else f" ({position[0]})"
         print(f"[sweep {sw.study}] trial {number}{of}: " + " ".join(f"{k}={fmt_value(v)}" for k, v in params.items()),
               flush=True)
+    summary = _train_point(sw, cfg, run_dir, number, trial, note)
+    if trial is None:
+        return None
+    return _trial_value(sw, summary, record, note)
+
+
+def _train_point(sw: Sweep, cfg: DictConfig, run_dir: Path, number: int, trial: optuna.Trial | None, note: _Notes
+                 ) -> dict[str, Any]:
+    """The run of one point (reused when its record exists); every way it can end maps to a trial state."""
     callbacks = [_reporter(trial, sw)] if trial is not None and sw.prunes else []
+    record = run_dir / "summary.json"
     try:
-        with point_lock(sw.results.sweep_lock(rid), trial is not None):
-            note(run_id=rid, record=str(record), reused=record.exists())
-            summary = run_experiment(cfg, epoch_callbacks=callbacks)
+        with point_lock(sw.results.sweep_lock(run_dir.name), trial is not None):
+            note(run_id=run_dir.name, record=str(record), reused=record.exists())
+            return run_experiment(cfg, epoch_callbacks=callbacks)
     except TrainingStopped as exc:
         if exc.pruned:
             note(fail_kind="pruned", reason=str(exc))
             raise optuna.TrialPruned(str(exc)) from None
         if exc.exit_code == 1:
-            raise failed("nan", f"diverged: {_one_line(exc)}") from None
+            raise note.failed("nan", f"diverged: {_one_line(exc)}") from None
         note(fail_kind="interrupted", reason=_one_line(exc))
         if trial is not None:  # Ctrl-C / SIGTERM stops this worker; its point goes back in the queue for another
             retry(trial.study, frozen(trial.study, number), f"interrupted: {_one_line(exc)}")
@@ -151,7 +168,7 @@ def run_trial(sw: Sweep, number: int, params: dict[str, Any], trial: optuna.Tria
     except DataNotFound:
         raise  # every trial would fail the same way
     except ConfigError as exc:
-        raise failed("config", f"invalid config at this point: {exc}") from None
+        raise note.failed("config", f"invalid config at this point: {exc}") from None
     except Exception as exc:
         if is_storage_error(exc):
             raise  # not the trial's fault: the command reports it in one line
@@ -160,11 +177,13 @@ def run_trial(sw: Sweep, number: int, params: dict[str, Any], trial: optuna.Tria
 
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-            raise failed("oom", f"out of memory: {_one_line(exc)}") from None
+            raise note.failed("oom", f"out of memory: {_one_line(exc)}") from None
         traceback.print_exc()
-        raise failed("crash", f"crashed: {type(exc).__name__}: {_one_line(exc)}") from None
-    if trial is None:
-        return None
+        raise note.failed("crash", f"crashed: {type(exc).__name__}: {_one_line(exc)}") from None
+
+
+def _trial_value(sw: Sweep, summary: dict[str, Any], record: Path, note: _Notes) -> float:
+    """The objective read from the run's record, with a few of its keys noted on the trial."""
     value = metric(summary, sw.objective)
     for key in ("knn_top1", "monitor_knn_top1", "final_loss", "final_prototypes_used"):
         if key in summary.get("metrics", {}):
@@ -177,9 +196,9 @@ def run_trial(sw: Sweep, number: int, params: dict[str, Any], trial: optuna.Tria
                           f"{', '.join(available)}")
     note(objective_value=value)
     if summary.get("collapsed"):
-        raise failed("collapse", f"collapsed: every image assigned to one prototype ({sw.objective} {value:.2f})")
+        raise note.failed("collapse", f"collapsed: every image assigned to one prototype ({sw.objective} {value:.2f})")
     if not math.isfinite(value):
-        raise failed("nan", f"{sw.objective} is {value}")
+        raise note.failed("nan", f"{sw.objective} is {value}")
     return value
 
 
