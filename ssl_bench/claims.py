@@ -24,7 +24,7 @@ import yaml
 
 from ssl_bench import cells as cells_mod
 from ssl_bench.cli import guarded
-from ssl_bench.config import EXPERIMENTS_DIR, ConfigError
+from ssl_bench.config import ConfigError
 from ssl_bench.layout import ResultsLayout
 from ssl_bench.overrides import Command, Key, help_requested
 from ssl_bench.report import (
@@ -49,6 +49,7 @@ from ssl_bench.report import (
     with_holm,
 )
 from ssl_bench.results import REFERENCE_DIR, _get, read_metrics, read_summary, readable, save_figure, write_atomic
+from ssl_bench.searchpath import EXPERIMENTS_DIR
 from ssl_bench.skipped import note as skipped_note
 
 ROOT = REFERENCE_DIR.parent.parent  # the checkout: records are named relative to it, claims.md is its results/claims.md

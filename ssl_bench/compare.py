@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from ssl_bench import cells
 from ssl_bench.budget import budget_diff, budget_fingerprint, budget_items, describe_diff
 from ssl_bench.cli import guarded
-from ssl_bench.config import NON_CONFIGURATION_KEYS, ConfigError, ConfigGroupDir, compose, group_options
+from ssl_bench.config import ConfigError, compose
 from ssl_bench.errors import TrainingStopped
 from ssl_bench.experiment import run_experiment
 from ssl_bench.identity import configuration_id
@@ -76,6 +76,8 @@ from ssl_bench.results import (
     write_atomic,
     write_json,
 )
+from ssl_bench.schema import NON_CONFIGURATION_KEYS
+from ssl_bench.searchpath import ConfigGroupDir, group_options
 from ssl_bench.skipped import note as skipped_note
 
 STUDY_DIR = ConfigGroupDir("study")  # experiments/study and the user's config folders

@@ -4,7 +4,7 @@
                                  [dataset=<name>] [eval.seeds=[0,1,2]] [export=<file>] [key=value ...]
     accelerate launch -m ssl_bench.evaluate ...        (several processes: each extracts its shard)
 
-Protocols (defaults in ssl_bench/config.py, EvalConfig; override as eval.<key>=...):
+Protocols (defaults in ssl_bench/schema.py, EvalConfig; override as eval.<key>=...):
   knn         weighted kNN on frozen features (cosine, k in eval.knn_k, T = 0.07)
   linear      linear probe on frozen pooled features (SwAV A.3; eval.linear_mode=augmented|cached)
   finetune    semi-supervised fine-tuning on 1% / 10% of the labels (SwAV A.4; stratified, saved index files)
@@ -37,16 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ssl_bench.cli import guarded
-from ssl_bench.config import (
-    EVAL_PROTOCOLS,
-    ConfigError,
-    RunConfig,
-    _one_line,
-    _split_overrides,
-    check_settable,
-    compose,
-    validate,
-)
+from ssl_bench.config import ConfigError, _one_line, _split_overrides, check_settable, compose
 from ssl_bench.evaluation import evaluate_all, export_backbone, load_backbone
 from ssl_bench.evaluation.checkpoint import WEIGHT_SUFFIXES
 from ssl_bench.evaluation.protocols import baseline_file, splits_root
@@ -55,6 +46,8 @@ from ssl_bench.models import build_backbone
 from ssl_bench.overrides import Command, Key, help_requested, writable_file
 from ssl_bench.progress import configure as configure_progress
 from ssl_bench.results import read_json, relative_to_results, write_json
+from ssl_bench.schema import EVAL_PROTOCOLS, RunConfig
+from ssl_bench.validation import validate
 
 COMMAND = Command(
     "ssl_bench.evaluate", __doc__.split("\n\nProtocols")[0],

@@ -87,9 +87,9 @@ def replay_guardrails(run: Path) -> list[dict]:
     quantities it has (loss, prototypes in use): the uniform-codes and few-prototypes checks."""
     from omegaconf import OmegaConf
 
-    from ssl_bench.config import HealthConfig
     from ssl_bench.health import check_guardrails
     from ssl_bench.results import read_metrics
+    from ssl_bench.schema import HealthConfig
 
     cfg = OmegaConf.merge({"health": OmegaConf.structured(HealthConfig)}, OmegaConf.load(run / "config.yaml"))
     rows: list[dict] = []

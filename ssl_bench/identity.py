@@ -2,7 +2,7 @@
 
 A run's **configuration** is its resolved config, flattened to ``dotted.key -> value``, minus the seed, the
 group choices and override list (bookkeeping), and the keys that cannot change the result
-(:data:`ssl_bench.config.NON_CONFIGURATION_KEYS`, declared once in the schema). Two runs are seeds of one
+(:data:`ssl_bench.schema.NON_CONFIGURATION_KEYS`, declared once in the schema). Two runs are seeds of one
 configuration exactly when their configurations are equal.
 
 Records outlive the schema: a record written before a key existed is read as if it had the key's schema
@@ -27,8 +27,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ssl_bench.config import NON_CONFIGURATION_KEYS, ConfigError, RunConfig, compose
+from ssl_bench.config import ConfigError, compose
 from ssl_bench.registry import registry
+from ssl_bench.schema import NON_CONFIGURATION_KEYS, RunConfig
 
 # Top-level entries that are bookkeeping, never part of a configuration.
 BOOKKEEPING = ("seed", "choices", "overrides")

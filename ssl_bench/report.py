@@ -17,7 +17,7 @@ from typing import Any
 from scipy import stats as _st
 
 from ssl_bench.budget import budget_diff, budget_fingerprint, budget_items
-from ssl_bench.config import KNN_K
+from ssl_bench.schema import KNN_K
 
 ALPHA = 0.05
 CONFIDENCE = 0.95

@@ -22,11 +22,12 @@ import yaml
 from omegaconf import DictConfig, open_dict
 
 from ssl_bench import skipped
-from ssl_bench.config import KNN_K, ConfigError
+from ssl_bench.config import ConfigError
 from ssl_bench.errors import UnreadableRecord, WriteFailed
 from ssl_bench.identity import configuration_id, differences, run_id, run_name
 from ssl_bench.layout import ResultsLayout
 from ssl_bench.report import crops_label, fmt_stat, label, t_interval
+from ssl_bench.schema import KNN_K
 
 
 def write_atomic(path: str | Path, text: str | bytes) -> None:

@@ -35,17 +35,11 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ssl_bench.cli import guarded
-from ssl_bench.config import (
-    CONFIG_PATH_ENV,
-    EXPERIMENTS_DIR,
-    _register,
-    _searchpath_override,
-    compose,
-    config_dirs,
-    register_help,
-)
+from ssl_bench.config import _register, _searchpath_override, compose
 from ssl_bench.errors import ConfigError
 from ssl_bench.overrides import help_requested, writable_folder
+from ssl_bench.run_help import register_help
+from ssl_bench.searchpath import CONFIG_PATH_ENV, EXPERIMENTS_DIR, config_dirs
 
 # Flags after which Hydra prints something and runs nothing (no validation of the overrides needed).
 _NO_JOB_FLAGS = ("help", "hydra_help", "shell_completion")
@@ -56,7 +50,7 @@ _JOBS: list[list[str]] = []
 def expand_globs(overrides: list[str]) -> list[str]:
     """``group=glob(...)`` as the list of the group's options it matches (on the whole search path; Hydra's own
     expansion would also match the schema nodes in its ConfigStore), so Hydra runs exactly the validated jobs."""
-    from ssl_bench.config import GROUPS, group_options
+    from ssl_bench.searchpath import GROUPS, group_options
 
     out = []
     for text in overrides:
@@ -180,7 +174,7 @@ def _real_options_only() -> Iterator[None]:
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra.core.object_type import ObjectType
 
-    from ssl_bench.config import GROUPS, group_options
+    from ssl_bench.searchpath import GROUPS, group_options
 
     searchpath = _searchpath_override(config_dirs()[1:])
     hydras_options, hydras_load = ConfigLoaderImpl.get_group_options, ConfigLoaderImpl.load_configuration

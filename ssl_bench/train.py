@@ -30,7 +30,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, IterableDataset, Subset
 from tqdm.auto import tqdm
 
-from ssl_bench.config import ConfigError, knn_ks
+from ssl_bench.config import ConfigError
 from ssl_bench.data import EvalDataset, eval_transform
 from ssl_bench.data.streaming import StreamedItems
 from ssl_bench.distributed import all_reduce_
@@ -42,6 +42,7 @@ from ssl_bench.models import apply_speed_options
 from ssl_bench.optim import build_optimizer, lr_at, set_lr
 from ssl_bench.progress import bar as progress_bar
 from ssl_bench.results import read_json, read_metrics, write_json, write_metrics
+from ssl_bench.schema import knn_ks
 from ssl_bench.tracking import scalars, tracker_names
 
 

@@ -94,7 +94,8 @@ def test_the_wheel_installs_and_runs_from_anywhere(tmp_path):
     (mine / "budget" / "tiny.yaml").write_text("# @package _global_\ndefaults:\n  - smoke\ntrain: {epochs: 1}\n")
     check = ("import importlib.util, ssl_bench, ssl_bench.methods, ssl_bench.methods.swav, ssl_bench.config as c\n"
              "from ssl_bench.data.sources import read_class_list\n"
-             "print(ssl_bench.__file__, ssl_bench.methods.__file__, ssl_bench.methods.swav.__file__, c.EXPERIMENTS_DIR,"
+             "from ssl_bench.searchpath import EXPERIMENTS_DIR\n"
+             "print(ssl_bench.__file__, ssl_bench.methods.__file__, ssl_bench.methods.swav.__file__, EXPERIMENTS_DIR,"
              " sep='\\n')\n"
              "assert importlib.util.find_spec('methods') is None\n"
              "assert len(read_class_list('imagenet100_classes.txt')) == 100\n"
@@ -134,22 +135,23 @@ def test_the_checkout_imports_the_objectives_from_one_path(tmp_path):
 
 
 def test_user_config_folders_add_options_and_never_replace_shipped_ones(tmp_path, monkeypatch):
-    from ssl_bench import compare, config, sweep
-    from ssl_bench.config import ConfigError, compose, group_options
+    from ssl_bench import compare, searchpath, sweep
+    from ssl_bench.config import ConfigError, compose
+    from ssl_bench.searchpath import group_options
 
     mine = tmp_path / "mine"
     for group in ("budget", "study", "sweep"):
         (mine / group).mkdir(parents=True)
     (mine / "budget" / "tiny.yaml").write_text("# @package _global_\ndefaults:\n  - smoke\ntrain: {epochs: 1}\n")
-    shutil.copy(config.EXPERIMENTS_DIR / "study" / "methods.yaml", mine / "study" / "my_study.yaml")
-    shutil.copy(next((config.EXPERIMENTS_DIR / "sweep").glob("*.yaml")), mine / "sweep" / "my_sweep.yaml")
+    shutil.copy(searchpath.EXPERIMENTS_DIR / "study" / "methods.yaml", mine / "study" / "my_study.yaml")
+    shutil.copy(next((searchpath.EXPERIMENTS_DIR / "sweep").glob("*.yaml")), mine / "sweep" / "my_sweep.yaml")
     monkeypatch.setenv("SSL_BENCH_CONFIG_PATH", str(mine))
     assert {"tiny", "smoke"} <= set(group_options("budget"))
     assert compose(["budget=tiny"]).train.epochs == 1
     assert compare.load_study("my_study")["seeds"] == [0, 1, 2] and "my_study" in group_options("study")
     assert "my_sweep" in sweep.sweep_options() and sweep.read_sweep_file("my_sweep")
 
-    shutil.copy(config.EXPERIMENTS_DIR / "budget" / "smoke.yaml", mine / "budget")
+    shutil.copy(searchpath.EXPERIMENTS_DIR / "budget" / "smoke.yaml", mine / "budget")
     with pytest.raises(ConfigError, match="budget 'smoke' is defined twice"):
         compose(["budget=smoke"])
     monkeypatch.setenv("SSL_BENCH_CONFIG_PATH", str(tmp_path / "nowhere"))
@@ -157,7 +159,7 @@ def test_user_config_folders_add_options_and_never_replace_shipped_ones(tmp_path
         compose([])
     # Missing shipped configs say so, never "valid choices: " with nothing after it.
     monkeypatch.delenv("SSL_BENCH_CONFIG_PATH")
-    monkeypatch.setattr(config, "EXPERIMENTS_DIR", tmp_path / "empty")
+    monkeypatch.setattr(searchpath, "EXPERIMENTS_DIR", tmp_path / "empty")
     with pytest.raises(ConfigError, match="the shipped configs are missing"):
         compose(["budget=smoke"])
 

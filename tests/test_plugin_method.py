@@ -45,7 +45,7 @@ def test_the_plugin_is_a_method_like_the_shipped_ones(plugin):
     tmp, env = plugin
     probe = textwrap.dedent("""
         import doctest, json
-        from ssl_bench import compare, config
+        from ssl_bench import compare, config, run_help
         from ssl_bench.registry import registry
         import ssl_bench_vicreg
         cfg = config.compose(["method=vicreg", "budget=smoke"])
@@ -56,7 +56,7 @@ def test_the_plugin_is_a_method_like_the_shipped_ones(plugin):
         examples = doctest.testmod(ssl_bench_vicreg)
         print(json.dumps({"registry": list(registry()), "options": config.group_options("method"),
                           "compare": compare.all_methods(), "method": dict(cfg.method), "refused": refused,
-                          "help": config.app_help(), "source": registry()["vicreg"].source,
+                          "help": run_help.app_help(), "source": registry()["vicreg"].source,
                           "examples": [examples.attempted, examples.failed]}))
     """)
     out = _run([sys.executable, "-c", probe], env, tmp)

@@ -83,5 +83,11 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return out
 
 
+def test_no_import_cycle():
+    graph = import_graph()
+    assert "ssl_bench.data.sources" in graph and len(graph) > 40
+    assert cycles(graph) == []
+
+
 def test_cycle_finder_finds_one():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]

@@ -14,7 +14,7 @@ The loop's map-style path shuffles indices; a stream has none, so this path give
   from the dataset's info, or ``dataset.num_examples``): a part that runs out is read again (in a new order), so
   no process stops early and leaves the others waiting in a collective.
 
-Memory-bank methods (DeepCluster-v2, SeLa-v2) need every image by index in a full pass; ``config.validate`` refuses
+Memory-bank methods (DeepCluster-v2, SeLa-v2) need every image by index in a full pass; ``validation.validate`` refuses
 them with streaming. Evaluation splits are still loaded map-style (the kNN and linear protocols index them).
 """
 

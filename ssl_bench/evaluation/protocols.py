@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 from torchvision import transforms as T
 
-from ssl_bench.config import EVAL_PROTOCOLS, KNN_K, ConfigError, knn_ks
+from ssl_bench.config import ConfigError
 from ssl_bench.data import EvalDataset, eval_transform, fixed_subset, load_split, num_classes
 from ssl_bench.evaluation.features import extract_features
 from ssl_bench.evaluation.finetune import evaluate_classifier, finetune, train_supervised
@@ -48,6 +48,7 @@ from ssl_bench.evaluation.splits import dataset_labels, fraction_name, label_sub
 from ssl_bench.layout import ResultsLayout
 from ssl_bench.models import build_backbone
 from ssl_bench.results import read_json, write_json
+from ssl_bench.schema import EVAL_PROTOCOLS, KNN_K, knn_ks
 
 FROZEN = ("knn", "linear")
 

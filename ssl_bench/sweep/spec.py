@@ -13,9 +13,11 @@ from typing import Any
 import optuna
 import yaml
 
-from ssl_bench.config import GROUPS, NON_CONFIGURATION_KEYS, ConfigError, ConfigGroupDir, compose
+from ssl_bench.config import ConfigError, compose
 from ssl_bench.layout import ResultsLayout
 from ssl_bench.overrides import Command, Key, convert, parse_value
+from ssl_bench.schema import NON_CONFIGURATION_KEYS
+from ssl_bench.searchpath import GROUPS, ConfigGroupDir
 
 DOC = """Entry point for hyperparameter studies on Optuna; every trial is an ordinary run with its own record.
 
