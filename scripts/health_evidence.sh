@@ -6,8 +6,8 @@
 # - the healthy side is the shipped reference records (results/reference/runs): records trained with health on have
 #   their guardrails recorded, older ones are replayed with today's thresholds (ssl_bench.health_plot);
 # - results/health/evidence.md: per configuration, the runs in which a guardrail fired; results/health/figures: the
-#   health curves of the failing runs beside SwAV and CARL at their defaults (links to the reference records that
-#   recorded health).
+#   health curves of the failing runs beside SwAV and CARL at their defaults (copies of the reference records
+#   that recorded health).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1
@@ -17,7 +17,7 @@ run() { $py -m ssl_bench.run dataset=fashion_mnist budget=demo output_dir=$out/r
 run method=carl method.lambda_start=0 method.lambda_end=0 method.lambda_epochs=0 seed=0
 run method=swav method.queue_start_epoch=0 method.queue_length=512 method.freeze_prototypes_iters=0 optim.lr=0.01 seed=0
 $py - "$out" <<'PY'
-import json, sys
+import json, shutil, sys
 from pathlib import Path
 from ssl_bench.health_plot import guardrail_table
 from ssl_bench.results import write_atomic
@@ -25,13 +25,13 @@ out, ref = Path(sys.argv[1]), Path("results/reference/runs")
 for run in sorted(ref.glob("*-fashion_mnist-demo-s*")):  # SwAV and CARL at their defaults, with health recorded
     summary = json.loads((run / "summary.json").read_text())
     if run.name.split("-")[0] in ("swav", "carl") and "final_health_rank_projection" in summary["metrics"]:
-        link = out / "runs" / run.name
-        if not link.exists():
-            link.symlink_to(Path("..", "..", "reference", "runs", run.name))
+        (out / "runs" / run.name).mkdir(exist_ok=True)  # a copy of the record (not its checkpoints)
+        for f in ("summary.json", "config.yaml", "metrics.jsonl", "baseline.json"):
+            shutil.copy2(run / f, out / "runs" / run.name / f)
 write_atomic(out / "evidence.md", "# Guardrails at the demo budget\n\nWritten by `bash scripts/health_evidence.sh`. "
-             "Per configuration, the runs in which a guardrail fired (seed: epoch, check); *recorded*: fired during "
-             "training (health on), *replayed*: today's thresholds applied to a record trained before health "
-             "existed (loss and prototypes in use only).\n\n"
+             "Per configuration, the runs in which today's thresholds fire a guardrail, replayed on the record "
+             "(seed: epoch check, epochs from 1), and what fired during training (runs trained with health on; a "
+             "record trained before health is replayed on its loss and prototypes in use only).\n\n"
              "## Failing on purpose, beside SwAV and CARL at their defaults (results/health/runs)\n\n"
              + guardrail_table([out / "runs"]) + "\n## The shipped reference records (results/reference/runs)\n\n"
              + guardrail_table([ref]))

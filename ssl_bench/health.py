@@ -194,11 +194,13 @@ def few_prototypes(used: int, k: int, fraction: float) -> str | None:
     return f"only {used} of {k} prototypes in use (< {fraction:.0%}): the assignments are collapsing"
 
 
-def low_rank(rank: float, floor: float, what: str = "backbone features") -> str | None:
-    """A message when the effective rank of ``what`` is below ``floor``."""
+def low_rank(rank: float, floor: float, what: str = "backbone features", dims: int | None = None) -> str | None:
+    """A message when the effective rank of ``what`` is below ``floor`` (of at most ``dims``, when given)."""
     if not math.isfinite(rank) or rank >= floor:
         return None
-    return f"effective rank of the {what} {rank:.2f} < {floor:g}: the representation collapses onto few directions"
+    of = f" (of at most {dims})" if dims else ""
+    return (f"effective rank of the {what} {rank:.2f} < {floor:.3g}{of}: the representation collapses onto few "
+            "directions")
 
 
 def check_guardrails(rows: list[dict], cfg: DictConfig) -> list[dict[str, str]]:
@@ -218,11 +220,14 @@ def check_guardrails(rows: list[dict], cfg: DictConfig) -> list[dict[str, str]]:
         msg = few_prototypes(int(row["prototypes_used"]), total, h.min_prototypes_fraction) if total else None
         if msg:
             found.append(("few_prototypes", msg, _FEW_PROTOTYPES_CAUSES))
-    # The projections collapse first (the objective acts on them); either one is reported, the lower first.
-    ranks = sorted((float(row[key]), what) for key, what in (("health_rank_projection", "projections"),
-                                                             ("health_rank_backbone", "backbone features"))
-                   if key in row)
-    msg = low_rank(ranks[0][0], h.min_rank, ranks[0][1]) if ranks else None
+    # The projections collapse first (the objective acts on them); either one is reported, the projections first.
+    # Their floor is also relative to the rank they could reach: a collapse onto a few directions of many.
+    dims = min(int(h.samples), int(OmegaConf.select(cfg, "head.out_dim", default=0) or 0))
+    floors = {"projections": max(h.min_rank, h.min_rank_fraction * dims), "backbone features": h.min_rank}
+    msg = next((m for key, what in (("health_rank_projection", "projections"),
+                                    ("health_rank_backbone", "backbone features"))
+                if key in row and (m := low_rank(float(row[key]), floors[what], what, dims if what == "projections"
+                                                 else None))), None)
     if msg:
         found.append(("low_rank", msg, _LOW_RANK_CAUSES))
     return [{"check": name, "message": f"{text}. Usual causes: {_causes(cfg, causes)}"}

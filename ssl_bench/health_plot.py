@@ -82,16 +82,16 @@ def health_curves(g: pd.DataFrame, ep: pd.DataFrame, out: Path, budget: str,
 
 # -- guardrail evidence -----------------------------------------------------------------------------------------------
 def replay_guardrails(run: Path) -> list[dict]:
-    """The guardrails today's thresholds fire on a finished run's per-epoch record, epoch by epoch as training would
-    have fired them ([{"epoch", "check", "message"}]). A run recorded before health existed is replayed on the
-    quantities it has (loss, prototypes in use): the uniform-codes and few-prototypes checks."""
+    """The guardrails today's default thresholds (schema.HealthConfig) fire on a finished run's per-epoch record,
+    epoch by epoch as training would have fired them ([{"epoch", "check", "message"}]). A run recorded before
+    health existed is replayed on the quantities it has (loss, prototypes in use)."""
     from omegaconf import OmegaConf
 
     from ssl_bench.health import check_guardrails
     from ssl_bench.results import read_metrics
     from ssl_bench.schema import HealthConfig
 
-    cfg = OmegaConf.merge({"health": OmegaConf.structured(HealthConfig)}, OmegaConf.load(run / "config.yaml"))
+    cfg = OmegaConf.merge(OmegaConf.load(run / "config.yaml"), {"health": OmegaConf.structured(HealthConfig)})
     rows: list[dict] = []
     fired = []
     for row in read_metrics(run):
@@ -101,29 +101,32 @@ def replay_guardrails(run: Path) -> list[dict]:
     return fired
 
 
+def _fired(gs: list[dict]) -> str:
+    return ", ".join(f"{x['epoch'] + 1} {x['check']}" for x in gs)
+
+
 def guardrail_table(runs_dirs: list[Path]) -> str:
-    """A Markdown table: per configuration (ssl_bench.cells), its seeds and the guardrails that fired in each (epoch
-    1-based), recorded during training where the run had them, else replayed on its record with today's
-    thresholds."""
+    """A Markdown table: per configuration (ssl_bench.cells), its seeds, the guardrails today's thresholds fire in
+    each (replayed on the record; epochs 1-based) and those training fired (runs trained with health on)."""
     from ssl_bench import cells
     from ssl_bench.report import display
     from ssl_bench.results import load
 
     frames = [load(d, sweeps=False) for d in runs_dirs]
     df = cells.assign(pd.concat([f for f in frames if not f.empty], ignore_index=True))
-    lines = ["| configuration | seeds | runs with a guardrail | guardrails (seed: epoch check) | source |",
-             "| --- | --- | --- | --- | --- |"]
+    lines = ["| configuration | seeds | runs with a guardrail | today's thresholds (seed: epoch check) | "
+             "fired in training (seed: epoch check) |", "| --- | --- | --- | --- | --- |"]
     order = method_order(df["method"])
     for _, g in sorted(df.groupby("cell"), key=lambda kv: (order.index(kv[1]["method"].iloc[0]),
                                                            kv[1]["cell_label"].iloc[0])):
-        fired, sources = [], set()
+        fired, recorded = [], []
         for seed, path in sorted(zip(g["seed"], g["path"], strict=True)):
+            if gs := replay_guardrails(Path(path)):
+                fired.append(f"{seed}: {_fired(gs)}")
             rec = json.loads((Path(path) / "summary.json").read_text()).get("guardrails")
-            gs = rec if rec is not None else replay_guardrails(Path(path))
-            sources.add("recorded" if rec is not None else "replayed")
-            if gs:
-                fired.append(f"{seed}: " + ", ".join(f"{x['epoch'] + 1} {x['check']}" for x in gs))
+            if rec is not None:  # trained with guardrails (health era)
+                recorded.append(f"{seed}: {_fired(rec) or 'none'}")
         label = g["cell_label"].iloc[0] or display(g["method"].iloc[0])
         lines.append(f"| {label} | {len(g)} | {len(fired)} of {len(g)} | {'; '.join(fired) or 'none'} | "
-                     f"{' + '.join(sorted(sources))} |")
+                     f"{'; '.join(recorded) or 'trained before health'} |")
     return "\n".join(lines) + "\n"

@@ -66,6 +66,7 @@ def validate(cfg: DictConfig) -> None:
     check(h.samples >= 0 and h.probe_steps >= 0 and h.uniform_epochs >= 1 and h.probe_lr > 0,
            "health.samples and health.probe_steps must be >= 0, health.uniform_epochs >= 1, health.probe_lr > 0")
     check(h.samples != 1, "health.samples must be 0 (off) or >= 2: uniformity needs pairs of images")
+    check(0 <= h.min_rank_fraction < 1, f"health.min_rank_fraction must be in [0, 1), got {h.min_rank_fraction}")
     check(cfg.train.grad_accum >= 1, f"train.grad_accum must be >= 1, got {cfg.train.grad_accum}")
     check(cfg.train.checkpoint_every >= 0, "train.checkpoint_every must be >= 0 (0: only at the end)")
     check(cfg.optim.lr > 0, f"optim.lr must be > 0, got {cfg.optim.lr}")

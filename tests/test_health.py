@@ -94,6 +94,24 @@ def test_each_guardrail_check_on_hand_made_inputs():
     assert check_guardrails([{"epoch": 0, "loss": 3.4}, {"epoch": 1, "loss": 3.4}], simclr) == []
 
 
+def test_the_projections_rank_floor_is_relative_to_their_dimensions():
+    """At the demo budget (256 samples, 128-dimensional projections) the floor is 5% of 128 = 6.4: the failing SwAV
+    evidence run's 3.2 trips it, the lowest healthy demo run's 10.2 does not; at the smoke budget (32 dimensions)
+    the floor stays the absolute 1.5."""
+    demo = compose(["method=simclr", "budget=demo"])
+    row = {"epoch": 0, "loss": 5.0, "health_rank_backbone": 40.0}
+    (found,) = check_guardrails([dict(row, health_rank_projection=3.2)], demo)
+    assert found["check"] == "low_rank" and "projections 3.20 < 6.4 (of at most 128)" in found["message"]
+    assert check_guardrails([dict(row, health_rank_projection=10.2)], demo) == []
+    assert check_guardrails([dict(row, health_rank_projection=3.2)], compose([
+        "method=simclr", "budget=demo", "health.min_rank_fraction=0"])) == []
+    smoke_cfg = compose(["method=simclr", "budget=smoke"])
+    assert check_guardrails([dict(row, health_rank_projection=1.6)], smoke_cfg) == []
+    assert check_guardrails([dict(row, health_rank_projection=1.4)], smoke_cfg)[0]["check"] == "low_rank"
+    with pytest.raises(ConfigError, match="health.min_rank_fraction"):
+        compose(["budget=smoke", "health.min_rank_fraction=1.5"])
+
+
 def test_a_non_finite_loss_names_the_first_non_finite_tensor():
     cfg = compose(["method=swav", "budget=smoke"])
     from ssl_bench.methods.base import build_method

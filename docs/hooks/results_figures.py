@@ -2,9 +2,10 @@
 
 A page links a figure by its path in the repository, relative to the page (``../results/reference/figures/x.png``
 from ``docs/results.md``), so the link also works when the Markdown is read in the repository. At build time this
-hook adds every figure under ``results/reference/figures/`` to the site as ``results/...`` (read from the results
-folder, so the site always shows what ``python -m ssl_bench.reference`` last regenerated) and points the pages' links
-at those files. A link to a figure that does not exist stays broken, and ``mkdocs build --strict`` fails on it.
+hook adds every figure under ``results/reference/figures/`` and ``results/health/figures/`` to the site as
+``results/...`` (read from the results folder, so the site always shows what ``python -m ssl_bench.reference`` and
+``scripts/health_evidence.sh`` last drew) and points the pages' links at those files. A link to a figure that does
+not exist stays broken, and ``mkdocs build --strict`` fails on it.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from pathlib import Path
 from mkdocs.structure.files import File, Files
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository (docs/hooks/ -> docs/ -> root)
-FIGURES = ROOT / "results" / "reference" / "figures"
+# The shipped reference figures and the guardrail evidence (scripts/health_evidence.sh).
+FIGURES = (ROOT / "results" / "reference" / "figures", ROOT / "results" / "health" / "figures")
 SUFFIXES = (".png", ".svg")
 
 
 def on_files(files: Files, config) -> Files:
-    for path in sorted(FIGURES.rglob("*")):
+    for path in sorted(p for folder in FIGURES for p in folder.rglob("*")):
         if path.suffix in SUFFIXES and path.is_file():
             rel = path.relative_to(ROOT).as_posix()  # results/reference/figures/...: docs/results/... in the site
             files.append(File(rel, src_dir=str(ROOT), dest_dir=config["site_dir"],
