@@ -73,19 +73,7 @@ def validate(cfg: DictConfig) -> None:
     check(cfg.optim.final_lr >= 0 and cfg.optim.weight_decay >= 0, "optim.final_lr and weight_decay must be >= 0")
     check(cfg.optim.warmup_epochs >= 0, "optim.warmup_epochs must be >= 0")
     check(cfg.head.hidden_dim > 0 and cfg.head.out_dim > 0, "head.hidden_dim and head.out_dim must be > 0")
-    check(set(cfg.crops.keys()) == {"global", "local"},
-           f"crops must have exactly 'global' and 'local', got {', '.join(cfg.crops.keys())}")
-    check(cfg.crops["global"].n >= 1, f"crops.global.n must be >= 1, got {cfg.crops['global'].n}")
-    check(cfg.crops["local"].n >= 0, f"crops.local.n must be >= 0, got {cfg.crops['local'].n}")
-    for kind, spec in cfg.crops.items():
-        lo, hi = (list(spec.scale) + [None, None])[:2]
-        check(len(spec.scale) == 2 and 0 < lo <= hi <= 1,
-               f"crops.{kind}.scale must be [min, max] with 0 < min <= max <= 1, got {list(spec.scale)}")
-        check(spec.size > 0, f"crops.{kind}.size must be > 0, got {spec.size}")
-        if cfg.dataset.image_size > 0 and spec.n > 0:
-            check(spec.size <= cfg.dataset.image_size,
-                   f"crops.{kind}.size={spec.size} is larger than the {cfg.dataset.name} images "
-                   f"({cfg.dataset.image_size} px); valid: 1..{cfg.dataset.image_size}")
+    _validate_crops(cfg)
     _validate_dataset(cfg)
     _validate_eval(cfg.eval)
     for key in ("train_subset",):
@@ -103,6 +91,23 @@ def class_list(spec: Any) -> list[str]:
         return read_class_list(spec)
     except DataNotFound as exc:
         raise ConfigError(str(exc)) from exc
+
+
+def _validate_crops(cfg: DictConfig) -> None:
+    """Two crop kinds (global, local), each with a valid scale range and a size that fits the dataset's images."""
+    check(set(cfg.crops.keys()) == {"global", "local"},
+           f"crops must have exactly 'global' and 'local', got {', '.join(cfg.crops.keys())}")
+    check(cfg.crops["global"].n >= 1, f"crops.global.n must be >= 1, got {cfg.crops['global'].n}")
+    check(cfg.crops["local"].n >= 0, f"crops.local.n must be >= 0, got {cfg.crops['local'].n}")
+    for kind, spec in cfg.crops.items():
+        lo, hi = (list(spec.scale) + [None, None])[:2]
+        check(len(spec.scale) == 2 and 0 < lo <= hi <= 1,
+               f"crops.{kind}.scale must be [min, max] with 0 < min <= max <= 1, got {list(spec.scale)}")
+        check(spec.size > 0, f"crops.{kind}.size must be > 0, got {spec.size}")
+        if cfg.dataset.image_size > 0 and spec.n > 0:
+            check(spec.size <= cfg.dataset.image_size,
+                   f"crops.{kind}.size={spec.size} is larger than the {cfg.dataset.name} images "
+                   f"({cfg.dataset.image_size} px); valid: 1..{cfg.dataset.image_size}")
 
 
 def _validate_dataset(cfg: DictConfig) -> None:
