@@ -64,6 +64,7 @@ def compare(overrides: Sequence[str] = (), train: bool = True, **plan: Any) -> p
     from ssl_bench import compare as cmp
 
     args = cmp.arguments(list(overrides))
+    train = train and bool(args.pop("train"))
     extra = list(plan.pop("overrides", []))
     return cmp.compare(cmp.plan(**{**args, **plan, "overrides": [*args["overrides"], *extra]}), train=train,
                        verbose=False)

@@ -100,7 +100,9 @@ COMMAND = Command(
      Key("name", "str", None, "folder of the comparison (null: <study|compare>-<dataset>-<budget>[-extras])"),
      Key("reference", "str", None, f"the method every other is tested against (null: {DEFAULT_REFERENCE})"),
      Key("margin", "float", None, "equivalence margin in accuracy points (TOST) and the effect the seeds must "
-         f"decide (null: the study's margin, else {DEFAULT_MARGIN})")),
+         f"decide (null: the study's margin, else {DEFAULT_MARGIN})"),
+     Key("train", "bool", True, "false: train nothing; write the table from the records that exist and name the "
+         "runs that are missing")),
     overrides="Every other key=value is an ordinary run override, given to every run; <method>:key=value (e.g. "
               "swav:method.epsilon=0.03) is one for that method only.",
     footer="Every run" + __doc__.split("\n\nEvery run", 1)[1])
@@ -224,10 +226,16 @@ def arguments(argv: list[str]) -> dict[str, Any]:
     return {**own, "seeds": "auto" if auto else own["seeds"], "overrides": overrides, "per_method": per_method}
 
 
+def plan_arguments(argv: list[str]) -> tuple[dict[str, Any], bool]:
+    """:func:`arguments` without ``train`` (not part of a plan), and ``train``."""
+    args = arguments(argv)
+    return args, bool(args.pop("train"))
+
+
 def parse(argv: list[str]) -> Plan:
     """Read the command line and compose (validate) every run's config; nothing is trained or written. With
     ``seeds=auto`` the plan holds the pilot's runs; :func:`auto_seeds` extends it."""
-    return plan(**arguments(argv))
+    return plan(**plan_arguments(argv)[0])
 
 
 def plan(*, methods: Sequence[str] | None = None, seeds: Sequence[int] | Literal["auto"] | None = None,
@@ -801,10 +809,12 @@ def write_outputs(plan: Plan, runs: pd.DataFrame, table: pd.DataFrame, md: str, 
         "budget_fingerprints": sorted(set(runs["budget_fp"]))})
 
 
-def compare(plan: Plan, train: bool = True, verbose: bool = True) -> pd.DataFrame:
+def compare(plan: Plan, train: bool = True, verbose: bool = True, require_all: bool = True) -> pd.DataFrame:
     """Run (or reuse) every run of the plan, check the budgets of the records and write the table. With
-    ``seeds=auto`` the pilot runs first, then the seeds it asks for (:func:`auto_seeds`)."""
-    status = execute(plan, train)
+    ``seeds=auto`` the pilot runs first, then the seeds it asks for (:func:`auto_seeds`). ``train=False`` trains
+    nothing: every record must exist, or with ``require_all=False`` the table is written from those that do and the
+    others are named as not trained yet."""
+    status = execute(plan, train, require_all)
     if plan.auto:
         n, design = auto_seeds(plan)
         print(design)
@@ -832,7 +842,8 @@ def main(argv: list[str]) -> int:
     if help_requested(argv):
         print(COMMAND.help())
         return 0
-    compare(parse(argv))
+    args, train = plan_arguments(argv)
+    compare(plan(**args), train=train, require_all=False)
     return 0
 
 

@@ -24,6 +24,7 @@ from ssl_bench.evaluation import final_evaluation, flat_knn
 from ssl_bench.evaluation.protocols import baseline_file, cache_tag, read_baselines
 from ssl_bench.health import HEALTH_KEYS
 from ssl_bench.identity import configuration_id
+from ssl_bench.kernels import kernel_path
 from ssl_bench.methods.base import build_method
 from ssl_bench.models import ProjectionHead, SSLModel, build_backbone
 from ssl_bench.multicrop import build_pretrain_set
@@ -62,13 +63,30 @@ def versions() -> dict[str, str]:
 
     out = {"python": platform.python_version(), "torch": torch.__version__,
            "torchvision": torchvision.__version__, "accelerate": accelerate.__version__,
-           "lightly": lightly.__version__}
-    try:
-        out["git"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                    cwd=Path(__file__).parent, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
+           "lightly": lightly.__version__, "kernel": kernel_path()}
+    out.update(code_state())
     return out
+
+
+# The tracked files that decide what a run trains (a change elsewhere, docs or results, leaves records valid).
+TRAINING_CODE = ("ssl_bench", "methods", "experiments", "pyproject.toml")
+
+
+def code_state() -> dict[str, Any]:
+    """``git``: the commit of this checkout; ``git_clean``: whether the training code (TRAINING_CODE) equals that
+    commit (no uncommitted change, no untracked file). Empty outside a git checkout (an installed wheel)."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=root, timeout=10,
+                              check=True).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--", *TRAINING_CODE)
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"git": commit, "git_clean": not dirty}
 
 
 def build_model(cfg: DictConfig) -> SSLModel:

@@ -8,6 +8,10 @@
     <root>/splits/<dataset>/         semi-supervised label splits
     <root>/verification.json         the verify ledger (results/reference)
 
+Which folders hold the runs a reader reads is decided here too (:func:`records_folder`): a results root's runs/ and
+nothing else under it, so the shipped records (results/reference/runs) are read only when named and the copies
+other folders keep beside them (results/health/runs) never pool with anyone's runs.
+
 A leaf module (pathlib only): the cheap readers (cells, results) use it without importing torch.
 """
 
@@ -17,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 LEDGER = "verification.json"  # ssl_bench.verify writes it, ssl_bench.cells reads it
+# Sub-folders of a results root that are not its runs: reading a root never descends into them.
+NOT_RUNS = ("reference", "health", "compare", "figures", "sweeps", "baselines", "splits")
 
 
 @dataclass(frozen=True)
@@ -75,3 +81,21 @@ class ResultsLayout:
     @property
     def ledger(self) -> Path:
         return self.root / LEDGER
+
+
+def records_folder(path: str | Path) -> Path:
+    """The folder whose run records a reader of ``path`` reads: a run folder or a folder of runs as given; a results
+    root (a folder with runs/, or with any of NOT_RUNS) its runs/ only, which need not exist yet."""
+    p = Path(path)
+    if (p / "summary.json").exists():
+        return p
+    layout = ResultsLayout(p)
+    if layout.runs.is_dir() or any((p / name).is_dir() for name in NOT_RUNS):
+        return layout.runs
+    return p
+
+
+def shipped_runs(results: str | Path) -> Path | None:
+    """``<results>/reference/runs`` when it holds records (the shipped ones beside a user's results root), else None."""
+    ref = ResultsLayout(Path(results) / "reference").runs
+    return ref if ref.is_dir() and any(ref.glob("*/summary.json")) else None

@@ -41,7 +41,7 @@ from ssl_bench import cells  # noqa: E402
 from ssl_bench.cli import guarded  # noqa: E402
 from ssl_bench.config import ConfigError  # noqa: E402
 from ssl_bench.health_plot import health_curves  # noqa: E402
-from ssl_bench.layout import ResultsLayout
+from ssl_bench.layout import ResultsLayout, records_folder, shipped_runs  # noqa: E402
 from ssl_bench.overrides import Command, Key, help_requested, writable_folder  # noqa: E402
 from ssl_bench.report import (  # noqa: E402
     STATS,
@@ -61,7 +61,15 @@ from ssl_bench.report import (  # noqa: E402
     t_interval,
 )
 from ssl_bench.report import label as config_label  # noqa: E402
-from ssl_bench.results import load, load_epochs, read_config, read_json, save_figure, write_atomic  # noqa: E402
+from ssl_bench.results import (  # noqa: E402
+    load,
+    load_epochs,
+    read_config,
+    read_json,
+    record_dirs,
+    save_figure,
+    write_atomic,
+)
 from ssl_bench.skipped import note as skipped_note  # noqa: E402
 
 ACC = {"metrics.knn_top1": "kNN top-1 accuracy (%)", "metrics.linear.top1": "linear probe top-1 accuracy (%)"}
@@ -73,9 +81,8 @@ def load_runs(results_dir: Path, study: str | None = None, sweeps: bool = False,
     """(runs, epochs): one row per finished run with its configuration label (``group``), and the per-epoch
     rows of those runs (with ``study``: the runs of its comparisons in ``compare_dir``, default
     ``<results_dir>/compare``)."""
-    # <results>/runs only: results/ also holds the shipped reference/, whose records must not pool with yours.
     layout = ResultsLayout(results_dir)
-    runs_dir = layout.runs if layout.runs.is_dir() else results_dir
+    runs_dir = source(results_dir)
     df = cells.assign(load(runs_dir, sweeps=sweeps))
     df["_cfg"] = [read_config(p) for p in df["path"]]
     df["crops"] = [crops_label(c) for c in df["_cfg"]]
@@ -98,6 +105,18 @@ def load_runs(results_dir: Path, study: str | None = None, sweeps: bool = False,
         epochs = epochs.merge(df[["path", "group", "variant", "cell"]], on="path", how="left")
         epochs["epoch"] = epochs["epoch"] + 1  # 1-based: "after epoch 1"
     return df, epochs
+
+
+def source(results_dir: Path) -> Path:
+    """The runs to plot: ``results_dir``'s own (ssl_bench.layout.records_folder); on a fresh clone, where there are
+    none yet, the shipped reference records beside them, said in one line."""
+    runs_dir = records_folder(results_dir)
+    shipped = shipped_runs(results_dir)
+    if shipped is not None and runs_dir != shipped and not record_dirs(runs_dir):
+        print(f"no runs of yours under {runs_dir} yet (ssl_bench.run and ssl_bench.compare write them there): "
+              f"plotting the shipped reference records in {shipped}", file=sys.stderr)
+        return shipped
+    return runs_dir
 
 
 def _study_variants(df: pd.DataFrame, compare_dir: Path, study: str) -> pd.DataFrame:

@@ -3,8 +3,10 @@
     python -m ssl_bench.reference            # rewrite results/reference/{compare,figures} from its runs/
     python -m ssl_bench.reference check=true # regenerate into a temporary folder; exit 1 if a table differs
     python -m ssl_bench.reference verify     # retrain each record's first epoch; exit 1 if today's code differs
+    python -m ssl_bench.reference pending    # the runs the shipped tables and claims still need, one a line
 
-Both include results/claims.md (ssl_bench.claims: the papers' claims, from the claim studies' records).
+Regenerating and checking include results/claims.md (ssl_bench.claims: the papers' claims, from the claim
+studies' records).
 
 The shipped records live in ``results/reference/`` (``runs/`` the run records, ``sweeps/`` the sweep
 studies), apart from a user's own ``results/runs``, so a user's run never overwrites them. What is generated
@@ -73,7 +75,7 @@ def _regenerate(data: dict[str, Any], out: Path, ref: Path, rel: Path) -> list[P
 
     written: list[Path] = []
     for argv in data.get("compare") or []:
-        plan = cmp.plan(**{**cmp.arguments(argv), "results": rel})  # the manifest lists command lines
+        plan = cmp.plan(**{**cmp.plan_arguments(argv)[0], "results": rel})  # the manifest lists command lines
         plan = dataclasses.replace(plan, out_dir=ResultsLayout(out).compare(plan.name))
         cmp.compare(plan, train=False, verbose=False)
         written += sorted(plan.out_dir.iterdir())
@@ -130,7 +132,7 @@ COMMAND = Command(
     "ssl_bench.reference", __doc__.split("\n\nThe shipped")[0],
     (Key("check", "bool", False, "regenerate into a temporary folder and compare; exit 1 if a table differs"),
      Key("out", "str", None, "where to regenerate (null: results/reference)")),
-    footer=__doc__.split("\n\n", 2)[2])
+    footer="The shipped" + __doc__.split("\n\nThe shipped", 1)[1])
 
 
 def pending(ref: Path = REFERENCE_DIR) -> list[tuple[str, list[str]]]:
@@ -143,7 +145,7 @@ def pending(ref: Path = REFERENCE_DIR) -> list[tuple[str, list[str]]]:
     rel = ref.relative_to(ROOT) if ref.is_relative_to(ROOT) else ref
     plans = []
     for argv in manifest(ref).get("compare") or []:
-        plan = cmp.plan(**{**cmp.arguments(argv), "results": rel})
+        plan = cmp.plan(**{**cmp.plan_arguments(argv)[0], "results": rel})
         if plan.auto:
             n, _ = cmp.auto_seeds(plan)
             plan = cmp.with_seeds(plan, [*plan.seeds, *range(max(plan.seeds) + 1, max(plan.seeds) + 1 + n -
@@ -165,10 +167,17 @@ def pending(ref: Path = REFERENCE_DIR) -> list[tuple[str, list[str]]]:
             why = ("stale: " + stale[d.name]) if d.name in stale else (
                 "" if (d / "summary.json").exists() else "interrupted" if (d / "checkpoint").exists() else "missing")
             if why:
-                overrides = [o for o in r.cfg.overrides if not o.startswith("output_dir=")]
+                overrides = last_wins([o for o in r.cfg.overrides if not o.startswith("output_dir=")])
                 out.setdefault(d.name, (r.seed, why, overrides + (["overwrite=true"] if why.startswith("stale")
                                                                   else [])))
     return [(why, o) for _, why, o in sorted(out.values(), key=lambda x: x[0])]
+
+
+def last_wins(overrides: list[str]) -> list[str]:
+    """``overrides`` with each key once, at its last value (what the run composed: later overrides win), so a
+    printed command reads as the run it stands for."""
+    last = {o.partition("=")[0].lstrip("+~"): i for i, o in enumerate(overrides)}
+    return [o for i, o in enumerate(overrides) if last[o.partition("=")[0].lstrip("+~")] == i]
 
 
 VERIFY = Command(
@@ -182,8 +191,10 @@ VERIFY = Command(
          "compares with a tolerance)"),
      Key("write", "bool", True, "record each verdict in verification.json")),
     footer="Exit 1 when today's code does not reproduce a record, naming the records to retrain. Equal numbers are "
-           "required with the record's thread count on a CPU; other thread counts use a relative tolerance (float "
-           "order), reported as approximate.")
+           "required on a CPU with the record's thread count, torch and CPU kernel path (ssl_bench.kernels: the "
+           "instruction set the arithmetic libraries use); elsewhere the numbers must agree within the spread "
+           "measured over kernel paths (ssl_bench.verify.SPREAD), reported as approximate. Writing the ledger needs "
+           "committed training code: each entry names the commit it was checked at.")
 
 
 def verify_main(argv: list[str]) -> int:
@@ -208,6 +219,7 @@ def verify_main(argv: list[str]) -> int:
     checks = verify.verify(REFERENCE_DIR, runs, own["threads"], write=own["write"])
     for line in verify.summary_lines(checks):
         print(line)
+    print(verify.coverage_line(REFERENCE_DIR))
     return 1 if any(c.status in (verify.STALE, verify.CONFIG_CHANGED) for c in checks) else 0
 
 

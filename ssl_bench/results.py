@@ -25,7 +25,7 @@ from ssl_bench import skipped
 from ssl_bench.config import ConfigError
 from ssl_bench.errors import UnreadableRecord, WriteFailed
 from ssl_bench.identity import configuration_id, differences, run_id, run_name
-from ssl_bench.layout import ResultsLayout
+from ssl_bench.layout import ResultsLayout, records_folder, shipped_runs
 from ssl_bench.report import crops_label, fmt_stat, label, t_interval
 from ssl_bench.schema import KNN_K
 
@@ -133,11 +133,12 @@ REFERENCE_DIR = Path(os.environ.get(REFERENCE_ENV) or Path(__file__).resolve().p
 
 
 def record_dirs(path: str | Path) -> list[Path]:
-    """Every finished run (a folder with summary.json) at or under ``path``."""
-    path = Path(path)
+    """Every finished run (a folder with summary.json) at or under ``path``: a run, a folder of runs, or a results
+    root's runs/ only (ssl_bench.layout.records_folder: the shipped and copied records beside it are not yours)."""
+    path = records_folder(path)
     if (path / "summary.json").exists():
         return [path]
-    return sorted(p.parent for p in path.rglob("summary.json"))
+    return sorted(p.parent for p in path.rglob("summary.json")) if path.is_dir() else []
 
 
 # Keys of a run config that hold a path: a record keeps them relative to its results folder (see portable).
@@ -245,7 +246,10 @@ def load(path: str | Path = "results", sweeps: bool = True) -> pd.DataFrame:
     A path without records is a ConfigError (one line)."""
     runs = record_dirs(path)
     if not runs:
-        raise ConfigError(f"no run records (summary.json) under {path}; run ssl_bench.run or ssl_bench.compare first")
+        where = records_folder(path)
+        shipped = shipped_runs(path) if where != Path(path) else None
+        raise ConfigError(f"no run records (summary.json) under {where}; run ssl_bench.run or ssl_bench.compare first"
+                          + (f", or read the shipped ones: {shipped.parent}" if shipped else ""))
     rows, extra, left_out = [], [], {}
     for run in runs:
         try:
@@ -363,29 +367,39 @@ def same_seed_note(cfg: DictConfig, summary: dict[str, Any], ref_dir: Path) -> s
     versions, code), or that they should be equal, so that a gap can be read."""
     ref, ref_cfg = read_summary(ref_dir), read_config(ref_dir)
     mine_v, ref_v = summary.get("versions") or {}, ref.get("versions") or {}
+    ledger = ResultsLayout.of_run(ref_dir).ledger
+    checked = (read_json(ledger).get("records", {}).get(ref_dir.name, {}) if ledger.exists() else {})
     reasons = []
     t_mine, t_ref = cfg.train.num_threads, (ref_cfg.get("train") or {}).get("num_threads")
     if t_mine != t_ref:
-        reasons.append(f"threads (yours train.num_threads={t_mine}, the reference's {t_ref}: another summation order)")
-    for what, a, b in (("device", (summary.get("cost") or {}).get("device"), (ref.get("cost") or {}).get("device")),
-                       ("processes", (summary.get("cost") or {}).get("num_processes"),
-                        (ref.get("cost") or {}).get("num_processes")),
-                       ("precision", summary.get("precision"), ref.get("precision")),
+        reasons.append(f"threads (yours {t_mine}, the reference's {t_ref}: sums are added in another order)")
+    cost, ref_cost = summary.get("cost") or {}, ref.get("cost") or {}
+    for what, a, b in (("device", cost.get("device"), ref_cost.get("device")),
+                       ("processes", cost.get("num_processes"), ref_cost.get("num_processes")),
+                       ("precision", _precision(summary.get("precision")), _precision(ref.get("precision"))),
                        ("torch", mine_v.get("torch"), ref_v.get("torch"))):
         if a != b:
             reasons.append(f"{what} (yours {a}, the reference's {b})")
-    ledger = ResultsLayout.of_run(ref_dir).ledger
-    checked = (read_json(ledger).get("records", {}).get(ref_dir.name, {}) if ledger.exists() else {})
+    ref_kernel = ref_v.get("kernel") or (checked.get("kernel") if checked.get("exact") else None)
+    if mine_v.get("kernel") and mine_v.get("kernel") != ref_kernel:
+        reasons.append(f"CPU kernels (yours {mine_v['kernel'].split(';')[0]}, the reference's "
+                       f"{(ref_kernel or 'not recorded').split(';')[0]}: another instruction set rounds differently)")
     if mine_v.get("git") != ref_v.get("git") and not (checked.get("status") == "reproduces"
                                                       and checked.get("checked_with") == mine_v.get("git")):
         reasons.append(f"code (yours {mine_v.get('git')}, the reference trained at {ref_v.get('git')}"
                        + (f", verified to reproduce at {checked.get('checked_with')}" if checked.get("status") ==
                           "reproduces" else ", not verified against yours") + ")")
     if reasons:
-        return ("same seed, yet the two can differ through " + "; ".join(reasons)
-                + ": a gap within the reference's seed spread says nothing about the method")
-    return ("same seed, threads, device, precision, torch and code as the reference: the numbers should be equal; "
-            "a gap means the code or a library changed (python -m ssl_bench.reference verify)")
+        return ("same seed, yet your run and the reference can differ through " + "; ".join(reasons)
+                + ". Each changes the last digits of a step and training amplifies them over the run, like another "
+                "seed: a gap within the reference's interval above says nothing about the method")
+    return ("same seed, threads, device, precision, torch, CPU kernels and code as the reference: the numbers should "
+            "be equal; a gap means the code or a library changed (python -m ssl_bench.reference verify)")
+
+
+def _precision(value: Any) -> str:
+    """A run's precision in words: None and 'no' both mean full float32."""
+    return "float32" if value in (None, "no", "fp32") else f"mixed {value}"
 
 
 def migrate(src: str | Path, dst: str | Path | None = None) -> list[tuple[Path, Path]]:
