@@ -1,5 +1,9 @@
 """One ordinary run: resolved config -> train -> evaluate -> result record. Used by every entry point
-(run, sweep, compare), so a trial or a comparison row is exactly what ``ssl_bench.run`` produces."""
+(run, sweep, compare), so a trial or a comparison row is exactly what ``ssl_bench.run`` produces.
+
+The record (ssl_bench.results): config.yaml, metrics.jsonl (per epoch), baseline.json (the random-init kNN),
+predictions.npz (the final evaluation's per-test-image kNN and linear predictions, written just before the
+summary; ssl_bench.evaluation.predictions) and summary.json, written last."""
 
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from ssl_bench.config import ConfigError
 from ssl_bench.data import EvalDataset, eval_transform, fixed_subset, load_split, pretrain_dataset
 from ssl_bench.evaluation import final_evaluation, flat_knn
+from ssl_bench.evaluation.predictions import write_predictions
 from ssl_bench.evaluation.protocols import baseline_file, cache_tag, read_baselines
 from ssl_bench.health import HEALTH_KEYS
 from ssl_bench.identity import configuration_id
@@ -206,13 +211,17 @@ def _run(cfg: DictConfig, acc: Accelerator, rid: str, run_dir: Path, epoch_callb
         say(f"final evaluation: {', '.join(dict.fromkeys(['knn', *cfg.eval.protocols]))} ...")
         t_final = time.time()
         # kNN (flat knn_top1* keys) + eval.protocols over eval.seeds, with their random-init floor (metrics.random).
+        predictions: dict[str, Any] = {}  # per test image, kept beside the summary (not in it)
         final = final_evaluation(cfg, acc, trainer.unwrapped.backbone, run_dir, trainer.num_workers,
-                                 random_knn=read_json(baseline_path) if baseline_path.exists() else None)
+                                 random_knn=read_json(baseline_path) if baseline_path.exists() else None,
+                                 predictions=predictions)
         summary = _summary(cfg, acc, rid, state, final, eval_s + (time.time() - t_final))
         if baseline_path.exists():
             summary["metrics"].update({f"random_{k}": v for k, v in read_json(baseline_path).items()})
         _add_last_epoch(summary, read_metrics(run_dir) if acc.is_main_process else [], say)
         if acc.is_main_process:
+            if predictions:  # before the summary, which marks the record complete
+                write_predictions(run_dir, predictions)
             write_json(run_dir / "summary.json", summary)
             say("\n".join([headline(summary), *reference_lines(cfg, summary, run_dir),
                            f"wall {state.wall_s:.0f} s, {summary['cost']['images_per_s']:.0f} images/s, peak memory "

@@ -4,6 +4,7 @@
     python -m ssl_bench.reference check=true # regenerate into a temporary folder; exit 1 if a table differs
     python -m ssl_bench.reference verify     # retrain each record's first epoch; exit 1 if today's code differs
     python -m ssl_bench.reference pending    # the runs the shipped tables and claims still need, one a line
+    python -m ssl_bench.reference retrain    # retrain records' whole runs, compare every number (ssl_bench.retrain)
 
 Regenerating and checking include results/claims.md (ssl_bench.claims: the papers' claims, from the claim
 studies' records).
@@ -223,9 +224,52 @@ def verify_main(argv: list[str]) -> int:
     return 1 if any(c.status in (verify.STALE, verify.CONFIG_CHANGED) for c in checks) else 0
 
 
+RETRAIN = Command(
+    "ssl_bench.reference retrain", "Retrain shipped records' whole runs at today's code and compare every number "
+    "(ssl_bench.retrain); each result goes to <record>/retrain.json, and an equal record gets the new run's "
+    "predictions.npz.\n\n"
+    "    python -m ssl_bench.reference retrain [runs=[name,...]] [set=table|claims|all] [scratch=DIR] [list=true]",
+    (Key("runs", "list[str]", None, "only these run folders (names under results/reference/runs)"),
+     Key("set", "str", "table", "table: the five-method table's records; claims: the claims'; all: every record",
+         ("table", "claims", "all")),
+     Key("scratch", "str", None, "where the new records are trained, <scratch>/<commit>/runs (null: results/retrain "
+         "of this checkout, untracked); keep it outside git"),
+     Key("list", "bool", False, "print the selected records' names, one a line, and stop")),
+    footer="Exit 1 when a record's numbers differ (a finding: the shipped record is left untouched, the new one kept "
+           "in scratch) or it could not be retrained. Needs committed training code; records already equal at this "
+           "commit are skipped and an interrupted retrain continues from its checkpoint, so running it again resumes. "
+           "Equality is 'exact' on the record's kernel path, threads and torch, 'approximate' where the record names "
+           "no kernel path. One demo record takes about as long as it took to train (summary.json cost.wall_s).")
+
+
+def retrain_main(argv: list[str]) -> int:
+    from ssl_bench import retrain
+
+    if help_requested(argv):
+        print(RETRAIN.help())
+        return 0
+    own, _, _ = RETRAIN.parse(argv)
+    if own["runs"]:
+        names = {d.name: d for d in retrain.record_set("all", REFERENCE_DIR)}
+        unknown = [n for n in own["runs"] if n not in names]
+        if unknown:
+            raise ConfigError(f"runs: no record '{unknown[0]}' under {ResultsLayout(REFERENCE_DIR).runs}")
+        runs = [names[n] for n in own["runs"]]
+    else:
+        runs = retrain.record_set(own["set"], REFERENCE_DIR)
+    if own["list"]:
+        print("\n".join(d.name for d in runs))
+        return 0
+    results = retrain.retrain(REFERENCE_DIR, runs, Path(own["scratch"] or ROOT / "results" / "retrain"))
+    print(retrain.summary_line(results))
+    return 1 if any(r.status != retrain.EQUAL for r in results) else 0
+
+
 def main(argv: list[str]) -> int:
     if argv and argv[0] == "verify":
         return verify_main(argv[1:])
+    if argv and argv[0] == "retrain":
+        return retrain_main(argv[1:])
     if argv and argv[0] == "pending":  # one run a line: its overrides, then '# why'
         for why, overrides in pending():
             print(" ".join(overrides) + f"  # {why}")

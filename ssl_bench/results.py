@@ -2,6 +2,9 @@
 
     config.yaml      the resolved config
     metrics.jsonl    one JSON line per finished epoch
+    baseline.json    the kNN of the randomly initialised backbone (before training)
+    predictions.npz  the final evaluation's predicted class of every test image, kNN and linear probe, one row
+                     per evaluation seed, with the labels (ssl_bench.evaluation.predictions; read_predictions)
     summary.json     method, dataset, budget, seed, epochs, metrics.*, cost.*, versions (written last)
 
 Every file is written to a temporary name and renamed, so a reader never sees half a file and a crash
@@ -117,6 +120,24 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
             raise UnreadableRecord(p, f"{where} (of {len(lines)}) is not a JSON epoch row (cut short?)")
         rows.append(row)
     return rows
+
+
+def read_predictions(run_dir: str | Path) -> dict[str, Any] | None:
+    """A record's per-test-image predictions (predictions.npz: ``seeds``, ``index``, ``labels``, ``knn``,
+    ``linear``, ``knn_k``; see ssl_bench.evaluation.predictions) as numpy arrays, or None for a record without
+    them (written before records kept them). A damaged file is UnreadableRecord."""
+    import zipfile
+
+    import numpy as np
+
+    path = Path(run_dir) / "predictions.npz"
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise UnreadableRecord(path, f"not a readable .npz (cut short?): {exc}") from None
 
 
 def write_metrics(run_dir: str | Path, rows: list[dict]) -> None:

@@ -55,6 +55,12 @@ def knn_accuracy(train_f: Tensor, train_y: Tensor, test_f: Tensor, test_y: Tenso
     """Top-1 accuracy (in %) for each k; features are L2-normalised here. k is capped at the bank size."""
     num_classes = int(num_classes or int(max(train_y.max(), test_y.max())) + 1)
     preds = knn_predict(train_f, train_y, test_f, ks, temperature, num_classes, chunk, device=device)
+    return top1_of(preds, test_y)
+
+
+def top1_of(preds: dict[int, Tensor], test_y: Tensor) -> dict[int, float]:
+    """Top-1 accuracy (in %) of each k's predictions: one formula for the accuracy and the kept predictions
+    (predictions.npz), so a record's accuracy is exactly the share of its kept predictions that are right."""
     test_y = test_y.cpu()
     return {k: 100.0 * float((p == test_y).sum()) / max(1, len(test_y)) for k, p in preds.items()}
 

@@ -134,6 +134,12 @@ def topk_accuracy(logits: Tensor, y: Tensor, ks: tuple[int, ...] = (1, 5)) -> di
 def evaluate_linear(clf: nn.Module, test_f: Tensor, test_y: Tensor, chunk: int = 8192,
                     device: torch.device | str = "cpu") -> dict[str, float]:
     """Top-1 / top-5 of the probe on fixed test features."""
+    return topk_accuracy(linear_logits(clf, test_f, chunk, device), test_y)
+
+
+@torch.no_grad()
+def linear_logits(clf: nn.Module, test_f: Tensor, chunk: int = 8192, device: torch.device | str = "cpu") -> Tensor:
+    """The probe's logits [M, classes] on fixed test features (on CPU): shared by the accuracy and the kept
+    predictions (their argmax), so both come from one forward pass."""
     clf = clf.to(device).eval()
-    logits = torch.cat([clf(rows(test_f, s, s + chunk, device)).cpu() for s in range(0, len(test_f), chunk)])
-    return topk_accuracy(logits, test_y)
+    return torch.cat([clf(rows(test_f, s, s + chunk, device)).cpu() for s in range(0, len(test_f), chunk)])

@@ -42,8 +42,9 @@ from ssl_bench.config import ConfigError
 from ssl_bench.data import EvalDataset, eval_transform, fixed_subset, load_split, num_classes
 from ssl_bench.evaluation.features import extract_features
 from ssl_bench.evaluation.finetune import evaluate_classifier, finetune, train_supervised
-from ssl_bench.evaluation.knn import knn_accuracy
-from ssl_bench.evaluation.linear import evaluate_linear, train_linear_augmented, train_linear_cached
+from ssl_bench.evaluation.knn import knn_predict, top1_of
+from ssl_bench.evaluation.linear import linear_logits, topk_accuracy, train_linear_augmented, train_linear_cached
+from ssl_bench.evaluation.predictions import prediction_arrays
 from ssl_bench.evaluation.splits import dataset_labels, fraction_name, label_subset
 from ssl_bench.layout import ResultsLayout
 from ssl_bench.models import build_backbone
@@ -159,6 +160,8 @@ class Evaluator:
         self._features: dict[tuple, tuple[Tensor, Tensor]] = {}
         self._split_files: dict[str, list[str]] = defaultdict(list)
         self._labeled: dict[str, list[int]] = defaultdict(list)
+        # name (index, labels, knn, linear) -> eval seed -> per-test-image array, of the evaluated backbone only.
+        self.kept: dict[str, dict[int, np.ndarray]] = defaultdict(dict)
 
     # -- data ------------------------------------------------------------------------------------
     def labels(self, which: str) -> np.ndarray:
@@ -214,8 +217,9 @@ class Evaluator:
     def knn(self, backbone: nn.Module, tag: str, seed: int) -> dict[str, float]:
         e = self.cfg.eval
         tr, te = self.features(tag, backbone, "train", seed), self.features(tag, backbone, "test", seed)
-        acc = knn_accuracy(tr[0], tr[1], te[0], te[1], knn_ks(e), e.knn_temperature, self.num_classes,
-                           device=self.device)
+        preds = knn_predict(tr[0], tr[1], te[0], knn_ks(e), e.knn_temperature, self.num_classes, device=self.device)
+        acc = top1_of(preds, te[1])
+        self.keep(tag, "knn", seed, preds[KNN_K], te[1])
         return {"top1": acc[KNN_K], **{f"top1_k{k}": acc[k] for k in knn_ks(e)}}
 
     def linear(self, backbone: nn.Module, tag: str, seed: int) -> dict[str, float]:
@@ -230,7 +234,23 @@ class Evaluator:
             train, _ = self.subset("train", seed)
             clf = train_linear_augmented(backbone, EvalDataset(train, self.aug_tf), self.num_classes, self.acc,
                                          num_workers=self.num_workers, **opts)
-        return evaluate_linear(clf, test_f, test_y, device=self.device)
+        logits = linear_logits(clf, test_f, device=self.device)
+        self.keep(tag, "linear", seed, logits.argmax(1), test_y)
+        return topk_accuracy(logits, test_y)
+
+    def keep(self, tag: str, name: str, seed: int, predicted: Tensor, test_y: Tensor) -> None:
+        """Keep the evaluated backbone's per-test-image predictions (predictions.npz) with the images they are of;
+        the floors' and the supervised reference's are not kept."""
+        if tag != "pretrained":
+            return
+        ds, s = self.subset("test", seed)
+        index = np.asarray(ds.indices) if s is not None else np.arange(len(ds))  # type: ignore[attr-defined,arg-type]
+        self.kept["index"][seed], self.kept["labels"][seed] = index, test_y.cpu().numpy()
+        self.kept[name][seed] = predicted.cpu().numpy()
+
+    def predictions(self, seeds: list[int]) -> dict[str, np.ndarray]:
+        """The arrays of predictions.npz (ssl_bench.evaluation.predictions) for ``seeds``; empty when none kept."""
+        return prediction_arrays(seeds, self.kept, KNN_K) if self.kept else {}
 
     def finetune(self, backbone: nn.Module, seed: int, i: int) -> dict[str, float]:
         e, d = self.cfg.eval, self.cfg.dataset
@@ -349,11 +369,14 @@ class Evaluator:
 
 def evaluate_all(cfg: DictConfig, accelerator, backbone: nn.Module, *, protocols: list[str], seeds: list[int],
                  work_dir: Path, splits_dir: Path, num_workers: int = 0, random_knn: dict[str, float] | None = None,
-                 log: Callable[[str], None] | None = None, baselines: Path | None = None) -> dict[str, Any]:
+                 log: Callable[[str], None] | None = None, baselines: Path | None = None,
+                 predictions: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     """The metrics tree for ``backbone`` on cfg.dataset: the protocols, their random-init floor (when
     eval.random_baseline) and the supervised ceiling (when 'supervised' is among the protocols).
     ``random_knn`` (flat knn_top1* of the run's baseline.json, seed 0) is reused instead of recomputed, and so
-    is every floor already in the ``baselines`` file (see :func:`baseline_file`); new floors are added to it."""
+    is every floor already in the ``baselines`` file (see :func:`baseline_file`); new floors are added to it.
+    ``predictions``, when given, is filled with the per-test-image predictions of ``backbone`` (the arrays of
+    predictions.npz, ssl_bench.evaluation.predictions): a separate output, so the metrics tree is unchanged."""
     bad = [p for p in protocols if p not in EVAL_PROTOCOLS]
     if bad:
         raise ConfigError(f"unknown eval protocol '{bad[0]}'; valid choices: {', '.join(EVAL_PROTOCOLS)}")
@@ -363,6 +386,8 @@ def evaluate_all(cfg: DictConfig, accelerator, backbone: nn.Module, *, protocols
         for p in protocols:
             ev.require_labels(p)
         out: dict[str, Any] = ev.evaluate(backbone, "pretrained", main, seeds)
+        if predictions is not None:
+            predictions.update(ev.predictions(seeds))
         if cfg.eval.random_baseline and main:
             cached = read_baselines(baselines, accelerator)  # {protocol|seeds: {record key: record}}
             reuse = (random_knn is not None and "knn" in main and list(seeds) == [0]
@@ -398,13 +423,15 @@ def evaluate_all(cfg: DictConfig, accelerator, backbone: nn.Module, *, protocols
 
 
 def final_evaluation(cfg: DictConfig, accelerator, backbone: nn.Module, run_dir: Path, num_workers: int = 0,
-                     random_knn: dict[str, float] | None = None) -> dict[str, Any]:
+                     random_knn: dict[str, float] | None = None,
+                     predictions: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     """The evaluation at the end of ``ssl_bench.run``: kNN (always; the flat ``knn_top1*`` keys come from it)
     and the other protocols of eval.protocols, over eval.seeds. Returns the record's metrics: the flat kNN keys
-    plus the structured tree of ``evaluate_all``."""
+    plus the structured tree of ``evaluate_all``; ``predictions`` (when given) gets the per-test-image predictions
+    the run keeps in predictions.npz."""
     protocols = ["knn", *[p for p in cfg.eval.protocols if p != "knn"]]
     tree = evaluate_all(cfg, accelerator, backbone, protocols=protocols, seeds=list(cfg.eval.seeds),
                         work_dir=Path(run_dir) / "features.tmp", splits_dir=splits_root(cfg, Path(run_dir).parent),
                         num_workers=num_workers, random_knn=random_knn,
-                        baselines=baseline_file(cfg, accelerator, Path(run_dir).parent))
+                        baselines=baseline_file(cfg, accelerator, Path(run_dir).parent), predictions=predictions)
     return {**flat_knn(tree["knn"]), **tree}
