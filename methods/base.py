@@ -27,7 +27,26 @@ from ssl_bench.registry import MethodEntry, build_method, register, registry  # 
 
 @dataclass
 class Context:
-    """What the loop tells a hook: where training stands and how to reach the shared machinery."""
+    """What the loop tells a hook: where training stands and how to reach the shared machinery.
+
+    The loop builds a fresh one for every hook call; in a plain PyTorch loop, build it yourself with the fields a
+    hook reads (``swav.after_step(Context(step=step))``).
+
+    :ivar epoch: the 0-based epoch about to run (``on_epoch_start``) or running (the other hooks).
+    :ivar step: optimiser steps taken so far over the whole run (with ``train.grad_accum`` > 1, one per
+        accumulation cycle).
+    :ivar epochs: the run's epochs (``train.epochs``), for schedules over training (CARL's KL weight).
+    :ivar steps_per_epoch: optimiser steps per epoch, for schedules counted in steps (SwAV's frozen prototypes).
+    :ivar accelerator: the run's ``accelerate.Accelerator`` (its device, process index and collectives); ``None``
+        in a plain loop. Objectives reach other processes through ``ssl_bench.distributed``'s helpers, which are
+        no-ops on one process.
+    :ivar embed_dataset: a function returning the dataset indices ``[N]`` and the projections ``z`` ``[N, D]`` of the
+        whole pretraining set (float32, on the CPU, in dataset order), computed on the global crops without
+        augmentation: the full pass that memory banks need (DeepCluster-v2, SeLa-v2). ``None`` where there is no
+        such pass (a streamed dataset, which the config refuses for these methods).
+    :ivar dataset_size: images in the pretraining set (N).
+    :ivar extras: free room for what a later loop adds; empty today.
+    """
 
     epoch: int = 0  # 0-based epoch about to run / running
     step: int = 0  # optimiser steps taken so far
@@ -45,6 +64,15 @@ class Method(nn.Module):
     """Base class: a loss over crop projections plus optional hooks. Holds no training logic.
 
     Calling the module is calling :meth:`loss`: ``loss, stats = objective([z_view1, z_view2, ...])``.
+
+    The loop calls, in this order: :meth:`on_train_start` once (a fresh run, not a resumed one); for each epoch
+    :meth:`on_epoch_start`, then per batch :meth:`loss`, the backward pass, :meth:`after_backward`, the optimiser
+    step and :meth:`after_step`; at the end of the epoch :meth:`epoch_stats` for the record. Each hook gets a
+    :class:`Context`. Everything stateful the objective keeps (prototypes, centroids, pseudo-labels) belongs in
+    its ``state_dict`` (parameters and buffers), so checkpoints carry it; what differs per process (a queue) goes
+    through :meth:`local_state_dict`.
+
+    :param embed_dim: D, the dimension of the projections :meth:`loss` receives (``head.out_dim`` in a run).
     """
 
     def __init__(self, embed_dim: int) -> None:
@@ -55,27 +83,47 @@ class Method(nn.Module):
         return self.loss(z_crops, {} if batch is None else batch)
 
     def loss(self, z_crops: list[Tensor], batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
-        """z for every crop (global crops first), each [B_local, D]; returns (loss, logged stats)."""
+        """The loss of one batch.
+
+        :param z_crops: the projections of every crop, global crops first, each ``[B_local, D]`` (this process's
+            part of the batch; an objective that needs the global batch gathers it).
+        :param batch: the batch as the loader gives it: ``index``, each image's dataset index (for per-sample state
+            such as pseudo-labels), and ``label`` (-1 where the split has none); empty in a plain loop.
+        :returns: ``(loss, stats)``: a scalar tensor to backpropagate and the numbers logged for the step.
+        """
         raise NotImplementedError
 
     # Optional hooks, no-ops by default.
-    def on_train_start(self, ctx: Context) -> None: ...
+    def on_train_start(self, ctx: Context) -> None:
+        """Once, before the first step of a fresh run (not when resuming: the checkpoint holds the state). E.g. fill
+        a memory bank with ``ctx.embed_dataset()`` (DeepCluster-v2, SeLa-v2)."""
 
-    def on_epoch_start(self, ctx: Context) -> None: ...
+    def on_epoch_start(self, ctx: Context) -> None:
+        """At the start of every epoch, before its first batch (``ctx.epoch`` is the epoch about to run; a run resumed
+        mid-epoch does not call it again). E.g. k-means or a full-dataset Sinkhorn on last epoch's features, a
+        schedule that changes per epoch (CARL's KL weight), starting a queue (SwAV)."""
 
-    def after_backward(self, ctx: Context) -> None: ...
+    def after_backward(self, ctx: Context) -> None:
+        """After each backward pass, before the optimiser step: the gradients are there to change. E.g. drop the
+        prototypes' gradient while they are frozen (SwAV)."""
 
-    def after_step(self, ctx: Context) -> None: ...
+    def after_step(self, ctx: Context) -> None:
+        """After each optimiser step (``ctx.step`` already counts it). E.g. re-normalise the prototypes onto the unit
+        sphere (SwAV)."""
 
     def epoch_stats(self) -> dict[str, float]:
-        """Diagnostics for the per-epoch record (e.g. collapse indicators)."""
+        """Diagnostics for the per-epoch record (e.g. collapse indicators: :func:`assignment_stats`)."""
         return {}
 
     # State kept per process (queues): saved and restored per rank, never broadcast.
     def local_state_dict(self) -> dict[str, Any]:
+        """State that differs between processes (a queue of this process's features): saved per rank in the
+        checkpoint as ``method_local_<rank>.pt`` and given back to the same rank, never broadcast. The shared state
+        belongs in the module's ``state_dict``."""
         return {}
 
-    def load_local_state_dict(self, state: dict[str, Any]) -> None: ...
+    def load_local_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`local_state_dict` returned on this rank (resume)."""
 
 
 def check_crops(name: str, num_global_crops: int, num_local_crops: int) -> None:

@@ -64,7 +64,7 @@ def compare(overrides: Sequence[str] = (), train: bool = True, **plan: Any) -> p
     from ssl_bench import compare as cmp
 
     args = cmp.arguments(list(overrides))
-    train = train and bool(args.pop("train"))
+    train = bool(args.pop("train")) and train  # pop first: a train=false among the overrides wins too
     extra = list(plan.pop("overrides", []))
     return cmp.compare(cmp.plan(**{**args, **plan, "overrides": [*args["overrides"], *extra]}), train=train,
                        verbose=False)

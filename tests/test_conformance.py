@@ -15,6 +15,7 @@ SHIPPED = ["swav", "simclr", "deepclusterv2", "selav2", "carl"]
 CHECKS = ["config", "crops", "gradients", "resume", "seed", "diagnostics", "processes"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SHIPPED)
 def test_every_shipped_objective_passes(name, tmp_path):
     report = check_method(name, workdir=tmp_path)

@@ -139,6 +139,7 @@ SLOW = ("claims", "reference")
 CATALOGUE = [(case, entry) for case in DAMAGE for entry in ENTRY if entry not in SLOW or case == "summary cut short"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strict", [False, True], ids=["skip", "strict"])
 @pytest.mark.parametrize(("case", "entry"), CATALOGUE)
 def test_a_damaged_record_is_one_line_and_the_others_are_read_and_untouched(world, case, entry, strict):
@@ -173,6 +174,7 @@ def test_a_damaged_record_is_one_line_and_the_others_are_read_and_untouched(worl
 
 
 # -- sweep storage ------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_sqlite_study_cut_short_is_one_line_naming_it(world):
     db = world / "results/sweeps" / f"{STUDY}.db"
     db.write_bytes(db.read_bytes()[: db.stat().st_size * 3 // 4])
@@ -183,6 +185,7 @@ def test_a_sqlite_study_cut_short_is_one_line_naming_it(world):
     assert record_hashes(world) == before
 
 
+@pytest.mark.slow
 def test_a_journal_with_a_cut_last_entry_continues_from_the_last_complete_one(world):
     import optuna
     from optuna.storages.journal import JournalFileBackend
@@ -261,6 +264,7 @@ def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
         assert torch.equal(a[k], b[k]), k
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["after_state", "after_manifest"])
 def test_kill_inside_a_checkpoint_write_then_resume_gives_the_uninterrupted_weights(tmp_path, uninterrupted, where):
     """kill -9 (os._exit) inside the second checkpoint's write, after its model and optimiser files (incomplete) or
@@ -281,6 +285,7 @@ def test_kill_inside_a_checkpoint_write_then_resume_gives_the_uninterrupted_weig
                                                                                         "checkpoint.prev"]
 
 
+@pytest.mark.slow
 def test_a_damaged_latest_checkpoint_resumes_from_the_previous_one_or_says_none_is_usable(tmp_path, uninterrupted):
     out = tmp_path / "runs"
     out.mkdir()

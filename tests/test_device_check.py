@@ -9,9 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_device_check_runs_every_step_on_the_cpu(tmp_path):
     env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "out")}
     proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "device_check.sh"), "--cpu"], cwd=tmp_path, env=env,

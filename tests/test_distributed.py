@@ -19,6 +19,9 @@ from ssl_bench.experiment import run_experiment
 from ssl_bench.health import HEALTH_KEYS
 from ssl_bench.identity import run_id
 
+pytestmark = pytest.mark.slow  # integration: several processes
+
+
 TESTS = Path(__file__).parent
 
 

@@ -2,9 +2,11 @@
 
 The site builds with ``mkdocs build --strict`` (a broken link or anchor, a missing figure, an API page whose module does
 not load fails), the README's relative links point at files that exist, every ``ssl_bench.run`` command the README
-and the docs show composes (its groups and keys are real, its values valid), and the example objective that
-docs/adding-an-objective.md shows (examples/plugin_method) registers and runs with that page's commands. Offline,
-CPU, well under a minute.
+and the docs show composes (its groups and keys are real, its values valid) and every ``accelerate launch`` they show
+carries ``-q``, the configuration reference generated at build time has every key of the schema with a meaning, the
+API reference renders its docstrings (no reStructuredText role left as text), and the example objective that
+docs/adding-an-objective.md shows (examples/plugin_method) registers and runs with that page's commands. Commands
+are read from ``bash`` code blocks only: ``text`` blocks hold the output the pages paste. Offline, CPU, about a minute.
 """
 
 from __future__ import annotations
@@ -21,19 +23,23 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-PAGES = sorted(DOCS.glob("*.md"))
+PAGES = sorted(p for p in DOCS.rglob("*.md") if "hooks" not in p.relative_to(DOCS).parts)
+# The languages of the code blocks that hold commands a reader types (output is pasted in ``text`` blocks).
+COMMAND_BLOCKS = ("bash", "sh", "shell", "console")
 # Its commands run the example objective the page defines: checked with that objective registered, in a subprocess.
 PLUGIN_PAGE = DOCS / "adding-an-objective.md"
 
 
 def _fenced_lines(path: Path) -> list[str]:
-    """The lines of a page's fenced code blocks, with backslash continuations joined and comments dropped."""
-    lines, inside, pending = [], False, ""
+    """The lines of a page's command blocks (```bash), with backslash continuations joined and comments dropped."""
+    lines, inside, commands, pending = [], False, False, ""
     for raw in path.read_text().splitlines():
         if raw.lstrip().startswith("```"):
+            if not inside:
+                commands = raw.strip()[3:].split(" ")[0].strip() in COMMAND_BLOCKS
             inside, pending = not inside, ""
             continue
-        if not inside:
+        if not inside or not commands:
             continue
         line = pending + raw.strip()
         if line.endswith("\\"):
@@ -82,28 +88,115 @@ def _documented_runs(paths: list[Path]) -> list[tuple[str, list[str]]]:
     return runs
 
 
-def test_the_site_builds_strict(tmp_path):
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    """The site, built once for the tests below as the README says: ``mkdocs build --strict``, no warning."""
     pytest.importorskip("mkdocs", reason="mkdocs is in the dev extra: pip install -e '.[dev]'")
     pytest.importorskip("mkdocstrings", reason="mkdocstrings[python] is in the dev extra: pip install -e '.[dev]'")
+    pytest.importorskip("material", reason="mkdocs-material is in the dev extra: pip install -e '.[dev]'")
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
-    site = tmp_path / "site"
+    env.pop("SSL_BENCH_CONFIG_PATH", None)  # the reference documents the shipped configs
+    out = tmp_path_factory.mktemp("docs") / "site"
     built = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", ROOT / "mkdocs.yml",
-                            "--site-dir", site], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+                            "--site-dir", out], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     log = built.stdout + built.stderr
     assert built.returncode == 0, "mkdocs build --strict failed:\n" + log[-4000:]
     assert "WARNING" not in log, log[-4000:]
+    return out
+
+
+def _html(site: Path, page: Path) -> Path:
+    rel = page.relative_to(DOCS).with_suffix("")
+    return site / (rel.parent if rel.name == "index" else rel) / "index.html"
+
+
+def test_the_site_builds_strict(site):
     # Every page of docs/ is in the site, and the figures the pages show are the files of results/reference/figures/.
     for page in PAGES:
-        html = site / ("index.html" if page.stem == "index" else f"{page.stem}/index.html")
-        assert html.is_file(), f"{page.name} is not in the site (missing from the nav of mkdocs.yml?)"
-    shown = re.findall(r"\]\(\.\./(results/[^)\s]+)\)", "".join(p.read_text() for p in PAGES))
+        assert _html(site, page).is_file(), f"{page.name} is not in the site (missing from the nav of mkdocs.yml?)"
+    shown = re.findall(r"\]\((?:\.\./)+(results/[^)\s]+)\)", "".join(p.read_text() for p in PAGES))
     assert shown, "the docs show no figure of results/"
     for rel in shown:
         assert (site / rel).read_bytes() == (ROOT / rel).read_bytes(), rel
-    # The API reference rendered its modules (a module that fails to load is an error above; this catches an empty one).
+    # Generated files are shown as they are, never copied into a page: the claims report and the shipped tables.
+    report = (site / "claims-report" / "index.html").read_text()
+    first = (ROOT / "results" / "claims.md").read_text().splitlines()[0].lstrip("# ").strip()
+    assert first.replace("'", "&#39;") in report or first in report, "results/claims.md is not in the site"
+    results_page = (DOCS / "results.md").read_text()
+    for table in sorted((ROOT / "results" / "reference" / "compare").glob("*/table.md")):
+        assert f'--8<-- "{table.relative_to(ROOT).as_posix()}"' in results_page, f"{table} is not shown in results.md"
+
+
+def _schema_keys() -> list[str]:
+    """Every key of the run config's schema (the method section excepted), read from the dataclasses directly."""
+    from omegaconf import OmegaConf
+
+    from ssl_bench.schema import RunConfig
+
+    def flatten(tree: dict, prefix: str = "") -> list[str]:
+        out = []
+        for k, v in tree.items():
+            out += flatten(v, f"{prefix}{k}.") if isinstance(v, dict) and v else [f"{prefix}{k}"]
+        return out
+
+    tree = OmegaConf.to_container(OmegaConf.structured(RunConfig), resolve=False)
+    return [k for k in flatten(tree) if k != "method"]
+
+
+def test_the_configuration_reference_has_every_schema_key(site):
+    """docs/configuration.md's tables are generated from the schema at build time (docs/hooks/config_reference.py):
+    every key of ssl_bench/schema.py and of every registered objective's dataclass is in the built page, with a
+    meaning; the hook's fallback meanings name only keys that exist."""
+    import dataclasses
+    import html as html_lib
+
+    from ssl_bench.registry import registry
+
+    page = (site / "configuration" / "index.html").read_text()
+    rows = {m[0]: html_lib.unescape(re.sub(r"<[^>]+>", "", m[1])).strip() for m in re.findall(
+        r'<code id="([^"]+)">[^<]*</code></td>\s*<td>.*?</td>\s*<td>(.*?)</td>', page, re.S)}
+    keys = {k: k for k in _schema_keys()}
+    for name, entry in registry().items():
+        keys.update({f"{name}.{f.name}": f"{name}:method.{f.name}" for f in dataclasses.fields(entry.config)
+                     if f.name != "name"})
+    assert len(keys) > 100, len(keys)
+    missing = sorted(k for k in keys if k not in rows)
+    assert not missing, f"keys missing from the configuration reference (docs/hooks/config_reference.py): {missing}"
+    no_meaning = sorted(k for k in keys if len(rows[k]) < 10)
+    assert not no_meaning, (f"keys without a meaning in the configuration reference: {no_meaning}; write a comment "
+                            "above the field in ssl_bench/schema.py (or methods/<name>.py)")
+    sys.path.insert(0, str(DOCS / "hooks"))
+    try:
+        import config_reference
+    finally:
+        sys.path.remove(str(DOCS / "hooks"))
+    stale = sorted(set(config_reference.MEANINGS) - set(keys.values()))
+    assert not stale, f"MEANINGS in docs/hooks/config_reference.py names keys the schema no longer has: {stale}"
+
+
+def test_the_api_reference_renders_the_public_surface(site):
+    """The API page renders its modules with their docstrings as Markdown: no reStructuredText role left as text, the
+    objective interface with its hooks and Context, the five objectives, compare's plan, and the Python API."""
     api = (site / "api" / "index.html").read_text()
-    for name in ("ssl_bench.api.compose", "ssl_bench.results.load", "ssl_bench.errors.ConfigError"):
+    for name in ("ssl_bench.api.compose", "ssl_bench.api.run", "ssl_bench.results.load", "ssl_bench.errors.ConfigError",
+                 "ssl_bench.compare.plan", "ssl_bench.compare.Plan", "ssl_bench.methods.base.Context",
+                 "ssl_bench.methods.base.Method.on_epoch_start", "ssl_bench.methods.base.Method.after_step",
+                 "ssl_bench.methods.swav.SwAV", "ssl_bench.methods.carl.CARLConfig", "ssl_bench.registry.register"):
         assert f'id="{name}"' in api, f"{name} is not in the API reference"
+    text = re.sub(r"<[^>]+>", "", api)
+    roles = re.findall(r":(?:func|class|meth|mod|attr|data|exc):`?\w", text)
+    assert not roles, f"reStructuredText roles shown as text in the API reference: {roles[:5]}"
+    assert "&gt;&gt;&gt;" not in re.sub(r'<div class="highlight">.*?</div>', "", api, flags=re.S), \
+        "a doctest outside a code block"
+
+
+def test_documented_accelerate_launches_are_quiet():
+    """Every ``accelerate launch`` a reader is told to type carries ``-q``: a failing process then shows its own
+    error, not the launcher's traceback around it."""
+    loud = [f"{path.relative_to(ROOT)}: {line}" for path in [ROOT / "README.md", *PAGES]
+            for line in _fenced_lines(path) if re.search(r"\baccelerate launch\b", line)
+            and not re.search(r"\baccelerate launch (?:\S+ )*?(?:-q|--quiet)\b", line)]
+    assert not loud, "accelerate launch without -q:\n" + "\n".join(loud)
 
 
 def test_the_readme_links_exist():

@@ -195,6 +195,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_one_and_two_processes_give_the_same_evaluation(trained, tmp_path):
     one, two = tmp_path / "one" / trained[0].name, tmp_path / "two" / trained[0].name
     shutil.copytree(trained[0], one)

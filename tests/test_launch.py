@@ -111,6 +111,7 @@ def test_slurm_script(capsys, tmp_path):
     assert "dataset.root=/data/in 1k" in args and args[-2] == "resume=true"
 
 
+@pytest.mark.slow
 def test_generated_commands_run_two_nodes_on_localhost(capsys, tmp_path):
     """Both machines' commands (2 nodes x 1 process, gloo) started on this machine form one 2-process run."""
     cmds, _ = commands(capsys, "nodes=2", "gpus=1", "address=127.0.0.1", "port=29563", "budget=smoke",

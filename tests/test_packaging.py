@@ -27,6 +27,7 @@ def _wheel_files(src: Path) -> set[str]:
     return want
 
 
+@pytest.mark.slow
 def test_the_wheel_installs_and_runs_from_anywhere(tmp_path):
     pytest.importorskip("setuptools.build_meta", reason="setuptools (the build backend) is not installed")
     pytest.importorskip("pip", reason="pip is not installed")

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # integration: several processes
+
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "plugin_method"
 SHIPPED = ["carl", "deepclusterv2", "selav2", "simclr", "swav"]

@@ -144,11 +144,16 @@ def test_a_run_prints_its_numbers_beside_the_shipped_reference(tmp_path):
     assert "yours 73.00 | reference, same seed 72.00 (difference +1.00) | reference 72.00 ± 2.00 (n=3;" in lines[1]
     assert "(difference +1.00)" in lines[1] and lines[2].startswith("  linear probe top-1: yours 77.00")
     # Why the same seed can give another number, or that it should not.
-    assert lines[3].startswith("  same seed, threads, device, precision, torch and code as the reference: the numbers "
-                               "should be equal")
+    assert lines[3].startswith("  same seed, threads, device, precision, torch, CPU kernels and code as the reference: "
+                               "the numbers should be equal")
     threads = compose([*BASE, "seed=1", "train.num_threads=2", f"output_dir={tmp_path / 'runs'}"])
     note = results.reference_lines(threads, mine, tmp_path / "runs" / "x", reference=ref)[3]
-    assert note.startswith("  same seed, yet the two can differ through threads (yours train.num_threads=2")
+    assert note.startswith("  same seed, yet your run and the reference can differ through threads (yours 2, the "
+                           "reference's 1: sums are added in another order)")
+    # Full precision is one thing whether written None or "no"; another CPU's kernels are named in words.
+    other_cpu = {**mine, "precision": "no", "versions": {"kernel": "GenuineIntel AVX2; aten AVX2; mkl auto"}}
+    note = results.reference_lines(cfg, other_cpu, tmp_path / "runs" / "x", reference=ref)[3]
+    assert "precision" not in note and "CPU kernels (yours GenuineIntel AVX2, the reference's not recorded" in note
     other = compose([*BASE, "method.num_prototypes=10", f"output_dir={tmp_path / 'runs'}"])
     assert results.reference_lines(other, mine, tmp_path / "runs" / "x", reference=ref) == []
 
@@ -162,6 +167,7 @@ def test_old_records_migrate_to_readable_names(tmp_path):
 
 
 # -- the shipped reference ----------------------------------------------------------------------------
+@pytest.mark.slow
 def test_every_shipped_table_regenerates_exactly_from_the_shipped_records():
     """results/reference/{compare,figures} and results/claims.md: every *.md and *.csv equals what the records
     give today."""

@@ -224,6 +224,7 @@ def test_precision_accumulation_optimisers_and_tensorboard(tmp_path, extra):
         assert list((tmp_path / run_id(cfg)).rglob("events.out.tfevents*"))
 
 
+@pytest.mark.slow
 def test_two_processes_run_end_to_end_and_only_rank0_writes(tmp_path):
     env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",

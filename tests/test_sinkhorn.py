@@ -76,6 +76,7 @@ def test_rejects_bad_parameters():
         sinkhorn(cosine_scores(4, 3), iterations=0)
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_codes_of_the_whole_batch(tmp_path):
     """accelerate launch, 2 gloo processes, each with half the batch: same codes as one process."""
     out = tmp_path / "codes"

@@ -24,6 +24,7 @@ def argv(tmp_path, *extra, sweep_name="swav_prototypes_epsilon"):
     return [f"sweep={sweep_name}", "method=swav", "budget=smoke", f"results={tmp_path}", "study_name=s", *extra]
 
 
+@pytest.mark.slow
 def test_three_trials_write_records_and_a_study_and_running_again_adds_trials(tmp_path):
     assert guarded(sweep.main, argv(tmp_path, "n_trials=3", "eval.random_baseline=false")) == 0
     db = tmp_path / "sweeps" / "s.db"
@@ -222,6 +223,7 @@ def test_cli_bad_search_space_exit_code_without_traceback(tmp_path):
     assert_cli_error("ssl_bench.sweep", "sweep=nope", f"results={tmp_path}", starts="error: unknown sweep 'nope'")
 
 
+@pytest.mark.slow
 def test_two_processes_per_trial_only_the_main_one_talks_to_the_study(tmp_path):
     """accelerate launch: the main process asks the study and broadcasts each trial's parameters; the process
     group survives from one trial to the next."""

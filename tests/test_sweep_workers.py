@@ -14,6 +14,9 @@ import pytest
 from benchmarks.sweep_workers import grid_file, start, tally, wait_for_line, worker_command
 from ssl_bench.sweep import pgserver
 
+pytestmark = pytest.mark.slow  # integration: several processes
+
+
 GRID = {"method.num_prototypes": [8, 16], "method.sinkhorn_iterations": [1, 3]}
 CELLS = {(8, 1), (8, 3), (16, 1), (16, 3)}
 

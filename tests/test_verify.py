@@ -108,6 +108,7 @@ def test_the_ledger_marks_stale_records_for_tables_and_the_check(smoke_record, t
     assert stale_records(ref) == {}
 
 
+@pytest.mark.slow
 def test_the_shipped_sample_reproduces_with_todays_code(tmp_path):
     """One shipped record per method (the budget as defined, lowest seed): its first epoch retrained now must give
     its logged loss exactly on the kernel path it was made or verified on, within the measured spread on another
