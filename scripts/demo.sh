@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job: SwAV on the embedded Fashion-MNIST at the demo budget (about 4 minutes on 2 CPU cores).
+# The main job: SwAV on the embedded Fashion-MNIST at the demo budget (minutes on 2 CPU cores; the run prints its progress).
 # Extra key=value arguments are passed on, e.g. scripts/demo.sh method=simclr seed=1
 set -euo pipefail
 cd "$(dirname "$0")/.."

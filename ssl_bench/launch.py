@@ -107,9 +107,10 @@ def check_scale(cfg: DictConfig, cl: Cluster) -> list[str]:
 
 def accelerate_args(cl: Cluster, machine_rank: str, address: str, port: str) -> list[str]:
     """`accelerate launch` flags for one machine (rank/address/port may be shell variables)."""
+    # -q: our one-line errors stay one line (without it accelerate wraps them in its own traceback)
     if cl.processes == 1:  # one GPU: no process group to set up
-        return ["accelerate", "launch", "--num_processes", "1", "-m", ENTRIES[cl.entry]]
-    args = ["accelerate", "launch", "--multi_gpu", "--num_machines", str(cl.nodes), "--num_processes",
+        return ["accelerate", "launch", "-q", "--num_processes", "1", "-m", ENTRIES[cl.entry]]
+    args = ["accelerate", "launch", "-q", "--multi_gpu", "--num_machines", str(cl.nodes), "--num_processes",
             str(cl.processes), "--machine_rank", machine_rank, "--main_process_ip", address,
             "--main_process_port", port]
     if cl.nodes > 1:  # static rendezvous at the main node: every node names the same address and port

@@ -30,7 +30,7 @@ def test_one_command_per_node_with_its_machine_rank(capsys):
                          "budget=imagenet_400ep", "dataset=imagenet", "dataset.root=/data/in1k")
     assert len(cmds) == 4
     for r, cmd in enumerate(cmds):
-        assert cmd[:3] == ["accelerate", "launch", "--multi_gpu"]
+        assert cmd[:4] == ["accelerate", "launch", "-q", "--multi_gpu"]
         assert (flag(cmd, "--num_machines"), flag(cmd, "--num_processes"), flag(cmd, "--machine_rank")) == (
             "4", "32", str(r))
         assert (flag(cmd, "--main_process_ip"), flag(cmd, "--main_process_port")) == ("10.1.2.3", "29999")
@@ -59,7 +59,7 @@ def test_sweep_entry_checks_the_sweep_and_every_batch_of_its_grid(capsys):
 
 def test_one_gpu_needs_no_process_group(capsys):
     (cmd,), _ = commands(capsys, "nodes=1", "gpus=1", "budget=smoke")
-    assert cmd == ["accelerate", "launch", "--num_processes", "1", "-m", "ssl_bench.run", "budget=smoke"]
+    assert cmd == ["accelerate", "launch", "-q", "--num_processes", "1", "-m", "ssl_bench.run", "budget=smoke"]
 
 
 def test_queue_per_process_is_printed(capsys):
