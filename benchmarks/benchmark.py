@@ -10,7 +10,7 @@
    The ratio is measured with each speed option off and on (``--options``): both loops then get the option
    (channels-last model and crops, fused optimiser, compiled backbone and head), so the ratio stays the
    cost of our loop, not of the option.
-2. Sinkhorn-Knopp: ``ssl_bench.sinkhorn.sinkhorn`` against lightly's ``sinkhorn`` on a 4096 x 3000
+2. Sinkhorn-Knopp: ``ssl_bench.ops.sinkhorn.sinkhorn`` against lightly's ``sinkhorn`` on a 4096 x 3000
    float32 matrix of cosine scores (epsilon 0.05, 3 iterations): median time, speed-up, largest code
    difference; and what each returns once scores / epsilon exceeds float32's exp range (~88).
 
@@ -42,13 +42,13 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 from accelerate.state import AcceleratorState, GradientState  # noqa: E402
 from lightly.loss.swav_loss import sinkhorn as lightly_sinkhorn  # noqa: E402
 
-from ssl_bench.config import compose  # noqa: E402
-from ssl_bench.experiment import build_model, make_accelerator  # noqa: E402
+from ssl_bench.config.compose import compose  # noqa: E402
 from ssl_bench.methods.base import Method  # noqa: E402
-from ssl_bench.models import apply_speed_options  # noqa: E402
-from ssl_bench.optim import build_optimizer  # noqa: E402
-from ssl_bench.sinkhorn import random_cosine_scores, sinkhorn, sinkhorn_log_reference  # noqa: E402
-from ssl_bench.train import Trainer  # noqa: E402
+from ssl_bench.models.networks import apply_speed_options  # noqa: E402
+from ssl_bench.ops.sinkhorn import random_cosine_scores, sinkhorn, sinkhorn_log_reference  # noqa: E402
+from ssl_bench.pipeline.experiment import build_model, make_accelerator  # noqa: E402
+from ssl_bench.training.loop import Trainer  # noqa: E402
+from ssl_bench.training.optim import build_optimizer  # noqa: E402
 
 LOOP_GOAL = 1.03  # ours / bare, per step
 # The speed options the loop ratio is measured with (each alone; "off" is none of them).

@@ -1,7 +1,7 @@
 """The prepared GPU check (issue 15): one script, one GPU, under 8 minutes, a markdown table and a JSON file.
 
 1. methods:  every registered method for a few steps on the device in bf16 (loss finite, record written);
-2. sinkhorn: ssl_bench.sinkhorn vs lightly's on 4096 x 3000 scores, 3 iterations (time, same codes);
+2. sinkhorn: ssl_bench.ops.sinkhorn vs lightly's on 4096 x 3000 scores, 3 iterations (time, same codes);
 3. swav:     SwAV ResNet-50, 2 x 224 + 6 x 96, images/s and peak memory at 64 and 128 images per GPU, eager
              vs channels-last vs compiled, on a pre-built batch (no loader);
 4. loader:   the loader alone (16 workers, the device half included) on synthetic ImageNet-size JPEGs the
@@ -46,11 +46,11 @@ from torch.utils.data import DataLoader, Subset  # noqa: E402
 
 from benchmarks.benchmark import _Indices, bench_sinkhorn, cpu_name, synthetic_batch  # noqa: E402
 from benchmarks.loader import write_jpegs  # noqa: E402
-from ssl_bench.config import compose  # noqa: E402
+from ssl_bench.config.compose import compose  # noqa: E402
 from ssl_bench.data import pretrain_dataset  # noqa: E402
-from ssl_bench.experiment import build_model, make_accelerator  # noqa: E402
-from ssl_bench.multicrop import build_pretrain_set  # noqa: E402
-from ssl_bench.train import Trainer, peak_memory_mb  # noqa: E402
+from ssl_bench.pipeline.experiment import build_model, make_accelerator  # noqa: E402
+from ssl_bench.training.loop import Trainer, peak_memory_mb  # noqa: E402
+from ssl_bench.training.multicrop import build_pretrain_set  # noqa: E402
 
 SECTIONS = ("methods", "sinkhorn", "swav", "loader", "fed")
 BACKENDS = ("pil", "hybrid", "device_decode")
@@ -209,9 +209,9 @@ def _cycled(base: torch.utils.data.Dataset, n: int) -> Subset:
 
 # -- 1. every method ----------------------------------------------------------------------------------
 def check_methods(rep: Report, sz: Sizes, data: Path, work: Path, precision: str) -> None:
-    from ssl_bench.experiment import run_experiment
     from ssl_bench.methods import registry
-    from ssl_bench.results import read_metrics
+    from ssl_bench.pipeline.experiment import run_experiment
+    from ssl_bench.records.io import read_metrics
 
     for name in registry():
         t0 = time.time()

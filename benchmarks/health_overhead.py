@@ -29,10 +29,11 @@ def main() -> None:
     if not any(o.startswith("budget=") for o in overrides):
         overrides = ["budget=smoke", *overrides]
 
-    from ssl_bench import health, train
-    from ssl_bench.config import compose
-    from ssl_bench.experiment import run_experiment
-    from ssl_bench.results import read_metrics
+    from ssl_bench.config.compose import compose
+    from ssl_bench.pipeline.experiment import run_experiment
+    from ssl_bench.records.io import read_metrics
+    from ssl_bench.training import health
+    from ssl_bench.training import loop as train
 
     spent = {"measure": 0.0, "views": 0.0}
     measure, init = train.Trainer.health_row, health.HealthSample.__init__

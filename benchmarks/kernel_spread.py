@@ -1,5 +1,6 @@
-"""How far the suite's exact numbers move on another CPU kernel path (ssl_bench.kernels): the measurement behind the
-tolerances of ssl_bench.verify.SPREAD and tests/test_speed.py's fused-optimiser check.
+"""How far the suite's exact numbers move on another CPU kernel path (ssl_bench.common.kernels): the measurement behind
+the
+tolerances of ssl_bench.analysis.verify.SPREAD and tests/test_speed.py's fused-optimiser check.
 
     .venv/bin/python -m benchmarks.kernel_spread                 # the verify sample (5 records) and the optimisers
     .venv/bin/python -m benchmarks.kernel_spread --only optim    # the fused optimisers only (seconds)
@@ -33,8 +34,8 @@ RELATIVE = ("loss", "assign_entropy", "lambda_e")
 
 def child_records() -> None:
     """In the child: the verify sample's epoch-1 numbers retrained on this process's path, as JSON lines."""
-    from ssl_bench import verify
-    from ssl_bench.results import REFERENCE_DIR, record_dirs
+    from ssl_bench.analysis import verify
+    from ssl_bench.records.io import REFERENCE_DIR, record_dirs
 
     for d in verify.sample(record_dirs(REFERENCE_DIR / "runs")):
         with tempfile.TemporaryDirectory() as tmp:
@@ -70,7 +71,7 @@ def run_paths(kind: str) -> dict[str, dict[str, dict[str, float]]]:
 
 
 def report_records(got: dict[str, dict[str, dict[str, float]]]) -> None:
-    from ssl_bench.verify import SPREAD
+    from ssl_bench.analysis.verify import SPREAD
 
     own = got["own"]
     worst: dict[str, float] = {}
@@ -116,7 +117,7 @@ def main() -> None:
     if args.child:
         (child_records if args.child == "records" else child_optim)()
         return
-    from ssl_bench.kernels import kernel_path
+    from ssl_bench.common.kernels import kernel_path
 
     print(f"this machine: {kernel_path()}\n")
     if args.only in (None, "records"):

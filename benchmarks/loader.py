@@ -42,9 +42,9 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.benchmark import cpu_name, load  # noqa: E402
-from ssl_bench.config import compose  # noqa: E402
+from ssl_bench.config.compose import compose  # noqa: E402
 from ssl_bench.data import pretrain_dataset  # noqa: E402
-from ssl_bench.multicrop import (  # noqa: E402
+from ssl_bench.training.multicrop import (  # noqa: E402
     DecodeMultiCrop,
     EncodedImageDataset,
     HybridCropDataset,

@@ -3,7 +3,7 @@
 A method turns the projections of a batch's crops into a loss and keeps its own state (prototypes,
 queues, memory banks, pseudo-labels). It knows nothing of the loop: it is an ``nn.Module`` constructed from
 keyword arguments (its hyperparameters, the fields of its config dataclass, plus the run values it names, see
-:func:`ssl_bench.registry.run_values`), so it works in any PyTorch loop; the ssl_bench loop calls ``loss`` and
+:func:`ssl_bench.config.registry.run_values`), so it works in any PyTorch loop; the ssl_bench loop calls ``loss`` and
 the optional hooks below with a :class:`Context`. Adding a method is one file in methods/ (or in another package,
 registered through the entry-point group ``ssl_bench.methods``) whose class is decorated with :func:`register`.
 """
@@ -18,11 +18,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ssl_bench.distributed import all_reduce_
-from ssl_bench.errors import ConfigError
-
 # The registry and the config adapter live in a torch-free leaf module (the config imports it); re-exported here.
-from ssl_bench.registry import MethodEntry, build_method, register, registry  # noqa: F401
+from ssl_bench.config.registry import MethodEntry, build_method, register, registry  # noqa: F401
+from ssl_bench.errors import ConfigError
+from ssl_bench.ops.distributed import all_reduce_
 
 
 @dataclass
@@ -38,7 +37,7 @@ class Context:
     :ivar epochs: the run's epochs (``train.epochs``), for schedules over training (CARL's KL weight).
     :ivar steps_per_epoch: optimiser steps per epoch, for schedules counted in steps (SwAV's frozen prototypes).
     :ivar accelerator: the run's ``accelerate.Accelerator`` (its device, process index and collectives); ``None``
-        in a plain loop. Objectives reach other processes through ``ssl_bench.distributed``'s helpers, which are
+        in a plain loop. Objectives reach other processes through ``ssl_bench.ops.distributed``'s helpers, which are
         no-ops on one process.
     :ivar embed_dataset: a function returning the dataset indices ``[N]`` and the projections ``z`` ``[N, D]`` of the
         whole pretraining set (float32, on the CPU, in dataset order), computed on the global crops without

@@ -34,9 +34,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ssl_bench.distributed import all_gather
 from ssl_bench.errors import ConfigError
 from ssl_bench.methods.base import Context, Method, assignment_stats, check_crops, hyperparameters, register
+from ssl_bench.ops.distributed import all_gather
 
 KL_MODES = ("per_view", "pooled")
 

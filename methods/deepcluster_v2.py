@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ssl_bench.distributed import all_reduce_
+from ssl_bench.common.progress import bar
 from ssl_bench.errors import ConfigError
 from ssl_bench.methods.base import Context, hyperparameters, register
 from ssl_bench.methods.memory_bank import MemoryBankMethod, check_bank_config
-from ssl_bench.progress import bar
+from ssl_bench.ops.distributed import all_reduce_
 
 CHUNK = 1 << 15  # bank rows scored at once (bounds the [rows, K] score matrix)
 

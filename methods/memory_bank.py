@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ssl_bench.distributed import all_gather, all_reduce_, rank, world_size
 from ssl_bench.errors import ConfigError
 from ssl_bench.methods.base import Context, Method, assignment_stats
+from ssl_bench.ops.distributed import all_gather, all_reduce_, rank, world_size
 
 BANK_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 

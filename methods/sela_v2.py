@@ -6,8 +6,8 @@ Assignment phase (D.2, Eq. 12): at the start of every epoch, for each head, Sink
 z^T C of the whole memory bank (the previous epoch's projections, shared with DeepCluster-v2, see
 methods/memory_bank.py for the bank, its sharding and its bytes per sample): the equal partition of
 all N samples over the K clusters, Q = argmax_Q Tr(Q^T C^T Z) + eps H(Q) with Q 1 = 1/K, Q^T 1 = 1/N.
-With W processes each holds N/W columns and the row sums are all-reduced (ssl_bench.sinkhorn, shared with
-SwAV), so the assignments equal one process's on the whole bank. ssl_bench.sinkhorn stabilises the
+With W processes each holds N/W columns and the row sums are all-reduced (ssl_bench.ops.sinkhorn, shared with
+SwAV), so the assignments equal one process's on the whole bank. ssl_bench.ops.sinkhorn stabilises the
 kernel by each sample's maximum and falls back to log-domain iterations when a scaling vector stops being
 finite, so N in the tens of thousands and K in the thousands stay finite.
 
@@ -35,11 +35,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ssl_bench.common.progress import bar
 from ssl_bench.errors import ConfigError
 from ssl_bench.methods.base import Context, hyperparameters, register
 from ssl_bench.methods.memory_bank import MemoryBankMethod, check_bank_config
-from ssl_bench.progress import bar
-from ssl_bench.sinkhorn import sinkhorn
+from ssl_bench.ops.sinkhorn import sinkhorn
 
 
 @dataclass

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ssl_bench.distributed import all_gather, rank, world_size
 from ssl_bench.errors import ConfigError
 from ssl_bench.methods.base import Method, check_crops, hyperparameters, register
+from ssl_bench.ops.distributed import all_gather, rank, world_size
 
 
 @dataclass

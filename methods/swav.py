@@ -32,7 +32,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssl_bench.distributed import world_size
 from ssl_bench.errors import ConfigError
 from ssl_bench.methods.base import (
     Context,
@@ -43,7 +42,8 @@ from ssl_bench.methods.base import (
     hyperparameters,
     register,
 )
-from ssl_bench.sinkhorn import sinkhorn
+from ssl_bench.ops.distributed import world_size
+from ssl_bench.ops.sinkhorn import sinkhorn
 
 
 @dataclass
@@ -150,7 +150,7 @@ class SwAV(Method):
         self.num_global = num_global_crops
         self.prototypes = nn.Linear(embed_dim, m.num_prototypes, bias=False)
         self.normalize_prototypes()
-        if m.fixed_prototypes:  # excluded from the optimiser's groups (ssl_bench.optim skips them)
+        if m.fixed_prototypes:  # excluded from the optimiser's groups (ssl_bench.training.optim skips them)
             self.prototypes.weight.requires_grad_(False)
         self.queue: Tensor | None = None  # per process: [num_global, queue_length / N, D]; not a buffer
         self._counts = torch.zeros(m.num_prototypes)

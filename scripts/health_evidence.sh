@@ -4,7 +4,7 @@
 #   results/reference/): CARL without its KL term, and SwAV with the queue from epoch 0, unfrozen prototypes and a
 #   10x lr; running the script again resumes them;
 # - the healthy side is the shipped reference records (results/reference/runs): records trained with health on have
-#   their guardrails recorded, older ones are replayed with today's thresholds (ssl_bench.health_plot);
+#   their guardrails recorded, older ones are replayed with today's thresholds (ssl_bench.analysis.health_plot);
 # - results/health/evidence.md: per configuration, the runs in which a guardrail fired; results/health/figures: the
 #   health curves of the failing runs beside SwAV and CARL at their defaults (copies of the reference records
 #   that recorded health).
@@ -19,8 +19,8 @@ run method=swav method.queue_start_epoch=0 method.queue_length=512 method.freeze
 $py - "$out" <<'PY'
 import json, shutil, sys
 from pathlib import Path
-from ssl_bench.health_plot import guardrail_table
-from ssl_bench.results import write_atomic
+from ssl_bench.analysis.health_plot import guardrail_table
+from ssl_bench.records.io import write_atomic
 out, ref = Path(sys.argv[1]), Path("results/reference/runs")
 for run in sorted(ref.glob("*-fashion_mnist-demo-s*")):  # SwAV and CARL at their defaults, with health recorded
     summary = json.loads((run / "summary.json").read_text())

@@ -1,7 +1,7 @@
 """The ``ssl-bench`` command: ``ssl-bench <command> [key=value ...]`` is ``python -m ssl_bench.<command> ...``.
 
     ssl-bench run budget=smoke          ssl-bench compare study=methods        ssl-bench <command> --help
-    ssl-bench check-method swav         (python -m ssl_bench.conformance swav)
+    ssl-bench check-method swav         (python -m ssl_bench.check_method swav)
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ COMMANDS = {
     "launch": "the commands (or a SLURM script) that run a config on many GPUs and nodes",
     "reference": "regenerate or check the shipped reference tables and figures",
     "claims": "the papers' claims tested at small scale: results/claims.md from the records",
-    "check-method": "does an objective behave? loss, gradients, resume, 1 = 2 processes, seed (ssl_bench.conformance)",
+    "check-method": "does an objective behave? loss, gradients, resume, 1 = 2 processes, seed "
+                    "(ssl_bench.analysis.conformance)",
 }
 # Commands whose module is not named like the command.
-MODULES = {"check-method": "conformance"}
+MODULES = {"check-method": "check_method"}
 
 
 def usage() -> str:

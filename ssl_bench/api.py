@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 def compose(overrides: Sequence[str] = ()) -> DictConfig:
     """The resolved, validated run config of ``python -m ssl_bench.run <overrides>``."""
-    from ssl_bench.config import compose as _compose
+    from ssl_bench.config.compose import compose as _compose
 
     return _compose(list(overrides))
 
@@ -33,13 +33,14 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
 def run(overrides: Sequence[str] | DictConfig = ()) -> dict[str, Any]:
     """Train, evaluate and record one run (a finished one is reused); returns its summary, with ``path`` (the
     run folder) added."""
-    from ssl_bench.experiment import run_experiment
-    from ssl_bench.overrides import writable_folder
-    from ssl_bench.results import find_run_dir
+    from ssl_bench.analysis.against_reference import reference_lines
+    from ssl_bench.config.overrides import writable_folder
+    from ssl_bench.pipeline.experiment import run_experiment
+    from ssl_bench.records.io import find_run_dir
 
     cfg = overrides if isinstance(overrides, DictConfig) else compose(overrides)
     writable_folder(cfg.output_dir, "output_dir")
-    summary = dict(run_experiment(cfg))
+    summary = dict(run_experiment(cfg, beside=reference_lines))
     summary.setdefault("path", str(find_run_dir(cfg)))
     return summary
 
@@ -59,9 +60,9 @@ def evaluate(checkpoint: str | Path, eval: str | Sequence[str] | None = None,  #
 def compare(overrides: Sequence[str] = (), train: bool = True, **plan: Any) -> pd.DataFrame:
     """``python -m ssl_bench.compare <overrides>``: runs (or reuses) every run and returns the table (also written
     to <results>/compare/<name>/); ``train=False`` only tabulates the records that exist. Keywords are those of
-    :func:`ssl_bench.compare.plan` and win over the same key in ``overrides``, e.g.
+    :func:`ssl_bench.analysis.compare.plan` and win over the same key in ``overrides``, e.g.
     ``api.compare(["budget=smoke"], methods=["swav", "simclr"], seeds=[0, 1], results="results")``."""
-    from ssl_bench import compare as cmp
+    from ssl_bench.analysis import compare as cmp
 
     args = cmp.arguments(list(overrides))
     train = bool(args.pop("train")) and train  # pop first: a train=false among the overrides wins too
@@ -71,15 +72,15 @@ def compare(overrides: Sequence[str] = (), train: bool = True, **plan: Any) -> p
 
 
 def load(path: str | Path = "results", sweeps: bool = True) -> pd.DataFrame:
-    """Every finished run at or under ``path`` as a DataFrame (ssl_bench.results.load); a single run folder too."""
-    from ssl_bench.results import load as _load
+    """Every finished run at or under ``path`` as a DataFrame (ssl_bench.records.io.load); a single run folder too."""
+    from ssl_bench.records.io import load as _load
 
     return _load(path, sweeps=sweeps)
 
 
 def load_run(path: str | Path) -> dict[str, Any]:
     """One run's record: its summary.json as a dict."""
-    from ssl_bench.results import read_summary
+    from ssl_bench.records.io import read_summary
 
     return read_summary(Path(path))
 

@@ -1,9 +1,10 @@
 """The user-facing exceptions, in one leaf module that every layer imports (it imports nothing of its own), so
 that raising or catching one never pulls in the config schema, the methods, the training loop or torch.
 
-:func:`ssl_bench.cli.guarded` turns ConfigError and DataNotFound into one ``error: ...`` line and exit 2, and
-TrainingStopped into one ``stopped: ...`` line and its exit code. The old homes (ssl_bench.config, ssl_bench.data,
-ssl_bench.train) still export them.
+:func:`ssl_bench.config.cli.guarded` turns ConfigError and DataNotFound into one ``error: ...`` line and exit 2, and
+TrainingStopped into one ``stopped: ...`` line and its exit code. The old homes (ssl_bench.config.compose,
+ssl_bench.data,
+ssl_bench.training.loop) still export them.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class TrainingStopped(RuntimeError):
 class UnreadableRecord(ConfigError):
     """A run folder's record (summary.json, config.yaml, metrics.jsonl) cannot be read: cut short, not JSON/YAML,
     or not a record. The message is one line naming the file and what is wrong. Readers of many records skip
-    the folder with a warning instead (ssl_bench.skipped); with strict=true it is an error (exit 2)."""
+    the folder with a warning instead (ssl_bench.common.skipped); with strict=true it is an error (exit 2)."""
 
     def __init__(self, path: object, problem: str) -> None:
         import os

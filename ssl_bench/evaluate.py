@@ -36,18 +36,18 @@ from accelerate.state import AcceleratorState, GradientState
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ssl_bench.cli import guarded
-from ssl_bench.config import ConfigError, _one_line, _split_overrides, check_settable, compose
+from ssl_bench.common.progress import configure as configure_progress
+from ssl_bench.config.cli import guarded
+from ssl_bench.config.compose import ConfigError, _one_line, _split_overrides, check_settable, compose
+from ssl_bench.config.overrides import Command, Key, help_requested, writable_file
+from ssl_bench.config.schema import EVAL_PROTOCOLS, RunConfig
+from ssl_bench.config.validation import validate
 from ssl_bench.evaluation import evaluate_all, export_backbone, load_backbone
 from ssl_bench.evaluation.checkpoint import WEIGHT_SUFFIXES
 from ssl_bench.evaluation.protocols import baseline_file, splits_root
-from ssl_bench.layout import ResultsLayout
-from ssl_bench.models import build_backbone
-from ssl_bench.overrides import Command, Key, help_requested, writable_file
-from ssl_bench.progress import configure as configure_progress
-from ssl_bench.results import read_json, relative_to_results, write_json
-from ssl_bench.schema import EVAL_PROTOCOLS, RunConfig
-from ssl_bench.validation import validate
+from ssl_bench.models.networks import build_backbone
+from ssl_bench.records.io import read_json, relative_to_results, write_json
+from ssl_bench.records.layout import ResultsLayout
 
 COMMAND = Command(
     "ssl_bench.evaluate", __doc__.split("\n\nProtocols")[0],
@@ -196,8 +196,8 @@ def evaluate_checkpoint(cfg: DictConfig, accelerator: Accelerator, src: Source, 
                         argv: list[str] | None = None) -> dict[str, Any]:
     """Load the backbone of ``src``, export it and/or run ``protocols``, and write the results; returns the
     metrics written (empty when only exporting)."""
-    from ssl_bench.experiment import set_threads
-    from ssl_bench.train import default_num_workers
+    from ssl_bench.pipeline.experiment import set_threads
+    from ssl_bench.training.loop import default_num_workers
 
     main = accelerator.is_main_process
     say = print if main else (lambda *a, **k: None)

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig
 
-from ssl_bench.cli import guarded
-from ssl_bench.config import ConfigError, compose
-from ssl_bench.overrides import Command, Key, help_requested
+from ssl_bench.config.cli import guarded
+from ssl_bench.config.compose import ConfigError, compose
+from ssl_bench.config.overrides import Command, Key, help_requested
 
 ENTRIES = {"run": "ssl_bench.run", "sweep": "ssl_bench.sweep"}
 

@@ -4,14 +4,15 @@
     python -m ssl_bench.reference check=true # regenerate into a temporary folder; exit 1 if a table differs
     python -m ssl_bench.reference verify     # retrain each record's first epoch; exit 1 if today's code differs
     python -m ssl_bench.reference pending    # the runs the shipped tables and claims still need, one a line
-    python -m ssl_bench.reference retrain    # retrain records' whole runs, compare every number (ssl_bench.retrain)
+    python -m ssl_bench.reference retrain    # retrain records' whole runs, compare every number
+    (ssl_bench.analysis.retrain)
 
 Regenerating and checking include results/claims.md (ssl_bench.claims: the papers' claims, from the claim
 studies' records).
 
 The shipped records live in ``results/reference/`` (``runs/`` the run records, ``sweeps/`` the sweep
 studies), apart from a user's own ``results/runs``, so a user's run never overwrites them. What is generated
-from them is listed in ``results/reference/manifest.yaml``: the comparisons (``ssl_bench.compare``
+from them is listed in ``results/reference/manifest.yaml``: the comparisons (``ssl_bench.analysis.compare``
 arguments, tabulated from the records without training), the plot reports (``ssl_bench.plot`` arguments) and
 the sweep reports (study names). The tables (``*.md``, ``*.csv``) must equal the committed ones exactly; the
 test suite runs the check.
@@ -29,15 +30,15 @@ from typing import Any
 
 import yaml
 
-from ssl_bench.claims import OUT as CLAIMS_OUT
-from ssl_bench.claims import ROOT
-from ssl_bench.claims import check as claims_check
-from ssl_bench.claims import write as write_claims
-from ssl_bench.cli import guarded
-from ssl_bench.config import ConfigError
-from ssl_bench.layout import ResultsLayout
-from ssl_bench.overrides import Command, Key, help_requested
-from ssl_bench.results import REFERENCE_DIR, read_json
+from ssl_bench.analysis.claims import OUT as CLAIMS_OUT
+from ssl_bench.analysis.claims import ROOT
+from ssl_bench.analysis.claims import check as claims_check
+from ssl_bench.analysis.claims import write as write_claims
+from ssl_bench.config.cli import guarded
+from ssl_bench.config.compose import ConfigError
+from ssl_bench.config.overrides import Command, Key, help_requested
+from ssl_bench.records.io import REFERENCE_DIR, read_json
+from ssl_bench.records.layout import ResultsLayout
 
 
 def manifest(ref: Path = REFERENCE_DIR) -> dict[str, Any]:
@@ -69,8 +70,8 @@ def regenerate(out: Path, ref: Path = REFERENCE_DIR) -> list[Path]:
 def _regenerate(data: dict[str, Any], out: Path, ref: Path, rel: Path) -> list[Path]:
     import optuna
 
-    from ssl_bench import compare as cmp
-    from ssl_bench.plot import plot
+    from ssl_bench.analysis import compare as cmp
+    from ssl_bench.analysis.plot import plot
     from ssl_bench.sweep import META
     from ssl_bench.sweep.plots import write_report
 
@@ -97,7 +98,7 @@ def _regenerate(data: dict[str, Any], out: Path, ref: Path, rel: Path) -> list[P
 
 def stale_records(ref: Path = REFERENCE_DIR) -> dict[str, str]:
     """Shipped records the verification ledger marks stale (or whose config no longer composes the same)."""
-    from ssl_bench.cells import STALE_STATES
+    from ssl_bench.analysis.cells import STALE_STATES
 
     p = ResultsLayout(ref).ledger
     entries = read_json(p).get("records", {}) if p.exists() else {}
@@ -140,8 +141,8 @@ def pending(ref: Path = REFERENCE_DIR) -> list[tuple[str, list[str]]]:
     """The runs the shipped tables and claims still need, pilot seeds first: (why, the run's overrides) for each
     planned run without a record or with a stale one. Designs (seeds=auto) are read from the pilots' records, so
     running this again after the pilots finish lists the seeds they ask for."""
-    from ssl_bench import claims as cl
-    from ssl_bench import compare as cmp
+    from ssl_bench.analysis import claims as cl
+    from ssl_bench.analysis import compare as cmp
 
     rel = ref.relative_to(ROOT) if ref.is_relative_to(ROOT) else ref
     plans = []
@@ -183,7 +184,7 @@ def last_wins(overrides: list[str]) -> list[str]:
 
 VERIFY = Command(
     "ssl_bench.reference verify", "Retrain the first epoch of shipped records at their seeds and compare the logged "
-    "numbers (ssl_bench.verify); the verdicts go to results/reference/verification.json.\n\n"
+    "numbers (ssl_bench.analysis.verify); the verdicts go to results/reference/verification.json.\n\n"
     "    python -m ssl_bench.reference verify [sample=all|ci] [runs=[name,...]] [threads=N]",
     (Key("sample", "str", "all", "all: every record; ci: one record per method (the budget as defined, lowest "
          "seed), as the test suite checks", ("all", "ci")),
@@ -192,15 +193,16 @@ VERIFY = Command(
          "compares with a tolerance)"),
      Key("write", "bool", True, "record each verdict in verification.json")),
     footer="Exit 1 when today's code does not reproduce a record, naming the records to retrain. Equal numbers are "
-           "required on a CPU with the record's thread count, torch and CPU kernel path (ssl_bench.kernels: the "
+           "required on a CPU with the record's thread count, torch and CPU kernel path (ssl_bench.common.kernels: the "
            "instruction set the arithmetic libraries use); elsewhere the numbers must agree within the spread "
-           "measured over kernel paths (ssl_bench.verify.SPREAD), reported as approximate. Writing the ledger needs "
+           "measured over kernel paths (ssl_bench.analysis.verify.SPREAD), reported as approximate. Writing the "
+           "ledger needs "
            "committed training code: each entry names the commit it was checked at.")
 
 
 def verify_main(argv: list[str]) -> int:
-    from ssl_bench import verify
-    from ssl_bench.results import record_dirs
+    from ssl_bench.analysis import verify
+    from ssl_bench.records.io import record_dirs
 
     if help_requested(argv):
         print(VERIFY.help())
@@ -226,7 +228,7 @@ def verify_main(argv: list[str]) -> int:
 
 RETRAIN = Command(
     "ssl_bench.reference retrain", "Retrain shipped records' whole runs at today's code and compare every number "
-    "(ssl_bench.retrain); each result goes to <record>/retrain.json, and an equal record gets the new run's "
+    "(ssl_bench.analysis.retrain); each result goes to <record>/retrain.json, and an equal record gets the new run's "
     "predictions.npz.\n\n"
     "    python -m ssl_bench.reference retrain [runs=[name,...]] [set=table|claims|all] [scratch=DIR] [list=true]",
     (Key("runs", "list[str]", None, "only these run folders (names under results/reference/runs)"),
@@ -243,7 +245,7 @@ RETRAIN = Command(
 
 
 def retrain_main(argv: list[str]) -> int:
-    from ssl_bench import retrain
+    from ssl_bench.analysis import retrain
 
     if help_requested(argv):
         print(RETRAIN.help())

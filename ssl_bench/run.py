@@ -7,7 +7,7 @@ Hydra's own command line: ``--help`` (groups, options and the main keys), ``--cf
 (``-m method=swav,simclr seed=0,1,2``), whose every job is an ordinary run with its own record. Hydra writes
 nothing of its own (experiments/config.yaml: no outputs/, .hydra/ or log files).
 
-Every job's overrides are composed and validated with :func:`ssl_bench.config.compose` (the programmatic API)
+Every job's overrides are composed and validated with :func:`ssl_bench.config.compose.compose` (the programmatic API)
 before Hydra starts, so anything wrong is one ``error: ...`` line and exit 2 with nothing written, grid or not.
 """
 
@@ -34,12 +34,12 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ssl_bench.cli import guarded
-from ssl_bench.config import _register, _searchpath_override, compose
+from ssl_bench.config.cli import guarded
+from ssl_bench.config.compose import _register, _searchpath_override, compose
+from ssl_bench.config.help import register_help
+from ssl_bench.config.overrides import help_requested, writable_folder
+from ssl_bench.config.searchpath import CONFIG_PATH_ENV, EXPERIMENTS_DIR, config_dirs
 from ssl_bench.errors import ConfigError
-from ssl_bench.overrides import help_requested, writable_folder
-from ssl_bench.run_help import register_help
-from ssl_bench.searchpath import CONFIG_PATH_ENV, EXPERIMENTS_DIR, config_dirs
 
 # Flags after which Hydra prints something and runs nothing (no validation of the overrides needed).
 _NO_JOB_FLAGS = ("help", "hydra_help", "shell_completion")
@@ -50,7 +50,7 @@ _JOBS: list[list[str]] = []
 def expand_globs(overrides: list[str]) -> list[str]:
     """``group=glob(...)`` as the list of the group's options it matches (on the whole search path; Hydra's own
     expansion would also match the schema nodes in its ConfigStore), so Hydra runs exactly the validated jobs."""
-    from ssl_bench.searchpath import GROUPS, group_options
+    from ssl_bench.config.searchpath import GROUPS, group_options
 
     out = []
     for text in overrides:
@@ -109,14 +109,15 @@ def _app(_: DictConfig) -> None:
 
 
 def _job(overrides: list[str]) -> int:
-    from ssl_bench.experiment import run_experiment  # torch: only once a job runs, not for --help or --cfg
+    from ssl_bench.analysis.against_reference import reference_lines
+    from ssl_bench.pipeline.experiment import run_experiment  # torch: only once a job runs, not for --help or --cfg
 
     hc = HydraConfig.get()
     if hc.mode.name == "MULTIRUN":
         if len(_JOBS) > hc.job.num:  # the same job as validated, spelled as typed (see job_overrides)
             overrides = _JOBS[hc.job.num]
         print(f"ssl_bench: job #{hc.job.num + 1} of {len(_JOBS) or '?'}: {' '.join(overrides)}", flush=True)
-    run_experiment(compose(overrides))
+    run_experiment(compose(overrides), beside=reference_lines)
     return 0
 
 
@@ -133,8 +134,8 @@ def recorded_config(overrides: list[str]) -> DictConfig:
 def _show_job_config(overrides: list[str], package: str | None) -> None:
     """``--cfg job [-p package]``: what the run would record (Hydra's own view lacks the choices and overrides the
     record keeps, and the precision the run uses); ``--cfg hydra`` and ``--cfg all`` stay Hydra's."""
-    from ssl_bench.identity import run_id
-    from ssl_bench.results import portable
+    from ssl_bench.records.identity import run_id
+    from ssl_bench.records.io import portable
 
     cfg = recorded_config(overrides)
     header = f"# {Path(cfg.output_dir) / run_id(cfg) / 'config.yaml'}: the config this run records"
@@ -174,7 +175,7 @@ def _real_options_only() -> Iterator[None]:
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra.core.object_type import ObjectType
 
-    from ssl_bench.searchpath import GROUPS, group_options
+    from ssl_bench.config.searchpath import GROUPS, group_options
 
     searchpath = _searchpath_override(config_dirs()[1:])
     hydras_options, hydras_load = ConfigLoaderImpl.get_group_options, ConfigLoaderImpl.load_configuration

@@ -40,7 +40,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def sigterm_at_step(monkeypatch):
     """``arm(n)``: the n-th training step from now sends this process SIGTERM (as a scheduler's time limit
     would); returns ``disarm()``, which restores the real step for the resumed run."""
-    from ssl_bench.train import Trainer
+    from ssl_bench.training.loop import Trainer
 
     real_step = Trainer.train_step
 

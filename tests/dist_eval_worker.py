@@ -23,11 +23,11 @@ def compute(run: str, out: str) -> None:
     from accelerate.state import AcceleratorState, GradientState
     from omegaconf import OmegaConf
 
-    from ssl_bench.cli import guarded
+    from ssl_bench.config.cli import guarded
     from ssl_bench.data import EvalDataset, eval_transform, fixed_subset, load_split
     from ssl_bench.evaluate import main, run_config
     from ssl_bench.evaluation import extract_features, knn_accuracy, load_backbone
-    from ssl_bench.models import build_backbone
+    from ssl_bench.models.networks import build_backbone
 
     cfg, _ = run_config(OmegaConf.load(Path(run) / "config.yaml"), ARGS[1:])
     acc = Accelerator(dataloader_config=DataLoaderConfiguration(split_batches=True))

@@ -27,7 +27,7 @@ def fixed_data() -> dict[str, torch.Tensor]:
 
 
 def small_method(name: str):  # noqa: ANN201
-    from ssl_bench.config import compose
+    from ssl_bench.config.compose import compose
     from ssl_bench.methods.base import build_method
 
     cfg = compose([f"method={name}", "budget=smoke", f"method.num_prototypes={K}", "crops.local.n=2"])
@@ -50,12 +50,12 @@ def run(rank: int, world: int, port: int, out: str) -> None:
 
 def compute(rank: int, world: int) -> dict[str, torch.Tensor]:
     """Everything the test compares; also called with rank 0, world 1 (no process group) for the reference."""
-    from ssl_bench.distributed import all_gather, all_reduce_
     from ssl_bench.methods.base import Context
     from ssl_bench.methods.carl import consistency_loss, uniform_kl
     from ssl_bench.methods.deepcluster_v2 import spherical_kmeans
     from ssl_bench.methods.sela_v2 import sela_assign
     from ssl_bench.methods.simclr import multicrop_nt_xent
+    from ssl_bench.ops.distributed import all_gather, all_reduce_
 
     d = fixed_data()
     own = torch.arange(rank, N, world)
@@ -80,7 +80,7 @@ def compute(rank: int, world: int) -> dict[str, torch.Tensor]:
         out[f"{name}_grad"] = all_gather(crops.grad.transpose(0, 1).contiguous()).transpose(0, 1) / world
 
     # Batch norm over the global batch: each process normalises its share with the statistics of the whole.
-    from ssl_bench.syncbn import convert_global_batchnorm
+    from ssl_bench.training.syncbn import convert_global_batchnorm
 
     torch.manual_seed(0)
     net = convert_global_batchnorm(torch.nn.Sequential(

@@ -63,8 +63,8 @@ def audit_file_writes(root: Path, log: list[list[str]]) -> None:
 if __name__ == "__main__":
     import torch.distributed as dist
 
-    from ssl_bench.config import compose
-    from ssl_bench.experiment import run_experiment
+    from ssl_bench.config.compose import compose
+    from ssl_bench.pipeline.experiment import run_experiment
 
     # Several runs in one process: keep the process group across them (Accelerator.end_training() destroys
     # it unless FORK_LAUNCHED is set, as ssl_bench.sweep does for its trials).
@@ -74,7 +74,7 @@ if __name__ == "__main__":
     audit_file_writes(out, log)
     for name in RUNS:
         run_experiment(compose(overrides(name, out)))
-    from ssl_bench.train import TrainingStopped
+    from ssl_bench.training.loop import TrainingStopped
 
     for name in RESUMED:
         run_experiment(compose(overrides(f"resumed-{name}", out / "resume_full")))

@@ -10,8 +10,8 @@ from accelerate import PartialState
 sys.path.insert(0, str(Path(__file__).parent))
 from test_sinkhorn import cosine_scores  # noqa: E402
 
-from ssl_bench.distributed import all_gather  # noqa: E402
-from ssl_bench.sinkhorn import sinkhorn  # noqa: E402
+from ssl_bench.ops.distributed import all_gather  # noqa: E402
+from ssl_bench.ops.sinkhorn import sinkhorn  # noqa: E402
 
 state = PartialState(cpu=True)  # under ACCELERATE_USE_CPU=1 only Accelerator reads the flag itself
 scores = cosine_scores(96, 24, seed=7)

@@ -6,12 +6,12 @@ import math
 import pytest
 import torch
 
-from ssl_bench.config import ConfigError, compose
-from ssl_bench.experiment import build_model
+from ssl_bench.config.compose import ConfigError, compose
 from ssl_bench.methods.base import Context
 from ssl_bench.methods.carl import kl_weight, uniform_kl
 from ssl_bench.methods.swav import round_codes, swav_loss
-from ssl_bench.optim import build_optimizer
+from ssl_bench.pipeline.experiment import build_model
+from ssl_bench.training.optim import build_optimizer
 
 
 def small(method: str, *over: str) -> torch.nn.Module:

@@ -2,8 +2,8 @@
 
 import pytest
 
-from ssl_bench import claims as cl
-from ssl_bench.claims import NOT_REPRODUCED, NOT_RUN, REPRODUCED, Cell
+from ssl_bench.analysis import claims as cl
+from ssl_bench.analysis.claims import NOT_REPRODUCED, NOT_RUN, REPRODUCED, Cell
 
 
 def cell(variant: str, knn: list[float], method: str = "swav", entropy: list[float] | None = None) -> Cell:

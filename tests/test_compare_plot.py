@@ -9,14 +9,14 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from ssl_bench import compare as cmp
-from ssl_bench import plot
-from ssl_bench.budget import budget_diff, budget_fingerprint, budget_items
-from ssl_bench.cli import guarded
-from ssl_bench.config import ConfigError, compose
-from ssl_bench.identity import configuration_id, run_id
-from ssl_bench.results import write_json, write_metrics
-from ssl_bench.train import TrainingStopped
+from ssl_bench.analysis import compare as cmp
+from ssl_bench.analysis import plot
+from ssl_bench.config.cli import guarded
+from ssl_bench.config.compose import ConfigError, compose
+from ssl_bench.records.budget import budget_diff, budget_fingerprint, budget_items
+from ssl_bench.records.identity import configuration_id, run_id
+from ssl_bench.records.io import write_json, write_metrics
+from ssl_bench.training.loop import TrainingStopped
 
 # Known final kNN accuracies: (variant, method, seed) -> value.
 ACC = {("2 global crops", "swav", 0): 60.0, ("2 global crops", "swav", 1): 62.0,
@@ -207,7 +207,7 @@ def test_interrupted_compare_resumes_without_redoing_finished_runs(tmp_path, mon
     calls: list[tuple[str, bool]] = []
     interrupt = [True]
 
-    def interrupted_after_first(cfg):
+    def interrupted_after_first(cfg, **_):
         calls.append((run_id(cfg), bool(cfg.resume)))
         if len(calls) == 2 and interrupt and interrupt.pop():  # the 2nd run stops after a checkpoint
             (Path(cfg.output_dir) / run_id(cfg) / "checkpoint").mkdir(parents=True)

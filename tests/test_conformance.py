@@ -5,9 +5,9 @@ from dataclasses import dataclass
 import pytest
 from torch import nn
 
-from ssl_bench import conformance
-from ssl_bench import registry as reg
-from ssl_bench.conformance import Report, Result, check_method
+from ssl_bench.analysis import conformance
+from ssl_bench.analysis.conformance import Report, Result, check_method
+from ssl_bench.config import registry as reg
 from ssl_bench.errors import ConfigError
 from ssl_bench.methods.base import Method
 
@@ -75,7 +75,7 @@ def test_the_command_prints_the_table_and_exits_1_when_a_check_fails(monkeypatch
     assert capsys.readouterr().out.splitlines()[-1] == "x: no check fails (1 pass) in 0 s"
 
 
-@pytest.mark.filterwarnings("ignore:'ssl_bench.conformance' found in sys.modules")  # runpy runs it as __main__
+@pytest.mark.filterwarnings("ignore:'ssl_bench.check_method' found in sys.modules")  # runpy runs it as __main__
 @pytest.mark.parametrize("argv, needle", [(["nope"], "unknown method 'nope'; valid choices: carl, deepclusterv2"),
                                           ([], "a method name is required"),
                                           (["swav", "bogus=1"], "cannot read 'bogus=1'; valid keys: processes")])

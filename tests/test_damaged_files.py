@@ -23,9 +23,9 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from ssl_bench import results
-from ssl_bench.cli import guarded
-from ssl_bench.results import REFERENCE_DIR, REFERENCE_ENV
+from ssl_bench.config.cli import guarded
+from ssl_bench.records import io as results
+from ssl_bench.records.io import REFERENCE_DIR, REFERENCE_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 STUDY = "swav_prototypes_iterations-swav-fashion_mnist-demo"
@@ -215,7 +215,7 @@ def test_a_journal_with_a_cut_last_entry_continues_from_the_last_complete_one(wo
 # -- a full disk ------------------------------------------------------------------------------------------------
 def test_a_full_disk_while_writing_a_table_or_figure_is_one_line_and_leaves_nothing_half_written(world, monkeypatch,
                                                                                                    capsys):
-    from ssl_bench import plot
+    from ssl_bench.analysis import plot
 
     real = os.replace
 
@@ -309,8 +309,8 @@ def test_a_damaged_latest_checkpoint_resumes_from_the_previous_one_or_says_none_
 
 
 def test_a_full_disk_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch, capsys):
-    from ssl_bench import train
     from ssl_bench.run import main
+    from ssl_bench.training import loop as train
 
     out = tmp_path / "runs"
     real, calls = train.write_manifest, [0]
@@ -334,9 +334,9 @@ def test_a_full_disk_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path,
 
 # -- portable records ---------------------------------------------------------------------------------------------
 def test_records_hold_paths_relative_to_their_results_folder_and_old_absolute_ones_still_load(tmp_path):
-    from ssl_bench.config import compose
-    from ssl_bench.experiment import run_experiment
-    from ssl_bench.identity import configuration_id
+    from ssl_bench.config.compose import compose
+    from ssl_bench.pipeline.experiment import run_experiment
+    from ssl_bench.records.identity import configuration_id
 
     out = tmp_path / "results" / "runs"
     cfg = compose(["budget=smoke", "train.epochs=1", f"output_dir={out}"])

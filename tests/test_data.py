@@ -20,7 +20,7 @@ from torch.utils.data import ConcatDataset, Subset
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-from ssl_bench.config import compose  # noqa: E402
+from ssl_bench.config.compose import compose  # noqa: E402
 from ssl_bench.data import DataNotFound, load_split, num_classes, pretrain_dataset  # noqa: E402
 from ssl_bench.data.sources import FASHION_MNIST_DIRS  # noqa: E402
 
@@ -402,7 +402,7 @@ def test_unknown_dataset_name():
 
 
 def test_multicrop_on_fixture(tmp_path, no_md5):
-    from ssl_bench.multicrop import MultiCropDataset, build_multicrop
+    from ssl_bench.training.multicrop import MultiCropDataset, build_multicrop
 
     write_cifar10(tmp_path)
     cfg = cfg_for("cifar10", tmp_path)

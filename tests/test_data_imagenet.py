@@ -19,10 +19,10 @@ import torch
 from PIL import Image
 from test_data import assert_one_line
 
-from ssl_bench.config import ConfigError, compose
+from ssl_bench.config.compose import ConfigError, compose
 from ssl_bench.data import DataNotFound, load_split, num_classes, pretrain_dataset
 from ssl_bench.data.sources import CLASS_LIST_DIR
-from ssl_bench.identity import run_id
+from ssl_bench.records.identity import run_id
 
 
 def cfg_for(dataset: str, root: Path | str | None, *extra: str):
@@ -270,7 +270,7 @@ def test_stream_processes_read_disjoint_parts_with_unique_indices(tmp_path, hf, 
 
 def test_stream_order_is_seeded_by_epoch_and_crops_by_index(tmp_path, hf):
     from ssl_bench.data.streaming import StreamedItems
-    from ssl_bench.multicrop import MultiCropDataset, build_multicrop
+    from ssl_bench.training.multicrop import MultiCropDataset, build_multicrop
 
     root = tmp_path / "pq"
     write_parquet(hf, root)
@@ -304,8 +304,8 @@ def test_stream_order_is_seeded_by_epoch_and_crops_by_index(tmp_path, hf):
 
 
 def test_streaming_smoke_run_completes(tmp_path, hf):
-    from ssl_bench import results
-    from ssl_bench.experiment import run_experiment
+    from ssl_bench.pipeline.experiment import run_experiment
+    from ssl_bench.records import io as results
 
     root = tmp_path / "pq"
     write_parquet(hf, root)
@@ -324,8 +324,8 @@ def test_streaming_resume_mid_epoch_matches_uninterrupted_run(tmp_path, hf, sigt
     the loop drops the rest of a round, and the resumed run ends with the uninterrupted run's weights."""
     from safetensors.torch import load_file
 
-    from ssl_bench.experiment import run_experiment
-    from ssl_bench.train import TrainingStopped
+    from ssl_bench.pipeline.experiment import run_experiment
+    from ssl_bench.training.loop import TrainingStopped
 
     root = tmp_path / "pq"
     write_parquet(hf, root)
@@ -375,7 +375,7 @@ def test_new_dataset_keys_at_defaults_leave_run_ids_alone():
     """The keys added here change nothing at their defaults, so runs recorded before them keep their ids."""
     from omegaconf import OmegaConf
 
-    from ssl_bench.identity import configuration_id as fingerprint
+    from ssl_bench.records.identity import configuration_id as fingerprint
 
     cfg = compose(["method=swav", "dataset=fashion_mnist", "budget=demo"])
     data = OmegaConf.to_container(cfg)

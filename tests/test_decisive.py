@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 from test_compare_plot import fake_record
 
-from ssl_bench import cells, claims, plot
-from ssl_bench import compare as cmp
-from ssl_bench.config import compose
-from ssl_bench.report import (
+from ssl_bench.analysis import cells, claims, plot
+from ssl_bench.analysis import compare as cmp
+from ssl_bench.analysis.report import (
     BETTER,
     EQUIVALENT,
     UNDERPOWERED,
@@ -27,7 +26,8 @@ from ssl_bench.report import (
     tost,
     with_holm,
 )
-from ssl_bench.results import REFERENCE_DIR, load, record_dirs
+from ssl_bench.config.compose import compose
+from ssl_bench.records.io import REFERENCE_DIR, load, record_dirs
 
 
 def _t2_cdf(t: float) -> float:

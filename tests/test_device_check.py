@@ -42,7 +42,7 @@ def test_the_gpu_sizes_compose(tmp_path):
     # The GPU run cannot be tried here: at least its configs must be valid (a bad key there would cost a device
     # session).
     from benchmarks.device_check import loader_cfg, sizes, swav_cfg
-    from ssl_bench.config import compose
+    from ssl_bench.config.compose import compose
     from ssl_bench.methods import registry
 
     sz = sizes(cpu=False)

@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 from torch.utils.data import ConcatDataset, DataLoader, Subset, default_collate
 
-from ssl_bench.config import ConfigError, compose
+from ssl_bench.config.compose import ConfigError, compose
 from ssl_bench.data import pretrain_dataset
 from ssl_bench.data.encoded import encoded_reader
-from ssl_bench.multicrop import (
+from ssl_bench.training.multicrop import (
     DecodeMultiCrop,
     EncodedImageDataset,
     HybridCropDataset,
@@ -129,7 +129,7 @@ def test_pixel_datasets_are_refused_in_one_line():
 
 
 def test_smoke_run_with_device_decode(tmp_path, folder, capsys):
-    from ssl_bench.experiment import run_experiment
+    from ssl_bench.pipeline.experiment import run_experiment
 
     cfg = compose(["budget=smoke", f"output_dir={tmp_path / 'runs'}", "dataset=imagefolder", f"dataset.root={folder}",
                    "data.batch_size=4", "data.train_subset=0", "crops.global.size=32", "crops.local.size=16",

@@ -13,11 +13,11 @@ import torch
 from dist_run_worker import RESUMED, RUNS, overrides
 from safetensors.torch import load_file
 
-from ssl_bench import results
-from ssl_bench.config import compose
-from ssl_bench.experiment import run_experiment
-from ssl_bench.health import HEALTH_KEYS
-from ssl_bench.identity import run_id
+from ssl_bench.config.compose import compose
+from ssl_bench.pipeline.experiment import run_experiment
+from ssl_bench.records import io as results
+from ssl_bench.records.identity import run_id
+from ssl_bench.training.health import HEALTH_KEYS
 
 pytestmark = pytest.mark.slow  # integration: several processes
 

@@ -131,7 +131,7 @@ def _schema_keys() -> list[str]:
     """Every key of the run config's schema (the method section excepted), read from the dataclasses directly."""
     from omegaconf import OmegaConf
 
-    from ssl_bench.schema import RunConfig
+    from ssl_bench.config.schema import RunConfig
 
     def flatten(tree: dict, prefix: str = "") -> list[str]:
         out = []
@@ -150,7 +150,7 @@ def test_the_configuration_reference_has_every_schema_key(site):
     import dataclasses
     import html as html_lib
 
-    from ssl_bench.registry import registry
+    from ssl_bench.config.registry import registry
 
     page = (site / "configuration" / "index.html").read_text()
     rows = {m[0]: html_lib.unescape(re.sub(r"<[^>]+>", "", m[1])).strip() for m in re.findall(
@@ -178,10 +178,12 @@ def test_the_api_reference_renders_the_public_surface(site):
     """The API page renders its modules with their docstrings as Markdown: no reStructuredText role left as text, the
     objective interface with its hooks and Context, the five objectives, compare's plan, and the Python API."""
     api = (site / "api" / "index.html").read_text()
-    for name in ("ssl_bench.api.compose", "ssl_bench.api.run", "ssl_bench.results.load", "ssl_bench.errors.ConfigError",
-                 "ssl_bench.compare.plan", "ssl_bench.compare.Plan", "ssl_bench.methods.base.Context",
+    for name in ("ssl_bench.api.compose", "ssl_bench.api.run", "ssl_bench.records.io.load",
+                 "ssl_bench.errors.ConfigError",
+                 "ssl_bench.analysis.compare.plan", "ssl_bench.analysis.compare.Plan", "ssl_bench.methods.base.Context",
                  "ssl_bench.methods.base.Method.on_epoch_start", "ssl_bench.methods.base.Method.after_step",
-                 "ssl_bench.methods.swav.SwAV", "ssl_bench.methods.carl.CARLConfig", "ssl_bench.registry.register"):
+                 "ssl_bench.methods.swav.SwAV", "ssl_bench.methods.carl.CARLConfig",
+                 "ssl_bench.config.registry.register"):
         assert f'id="{name}"' in api, f"{name} is not in the API reference"
     text = re.sub(r"<[^>]+>", "", api)
     roles = re.findall(r":(?:func|class|meth|mod|attr|data|exc):`?\w", text)

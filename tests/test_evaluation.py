@@ -20,17 +20,17 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from ssl_bench import results
-from ssl_bench.cli import guarded
-from ssl_bench.config import ConfigError, compose
+from ssl_bench.config.cli import guarded
+from ssl_bench.config.compose import ConfigError, compose
 from ssl_bench.data import load_split
 from ssl_bench.evaluate import main
 from ssl_bench.evaluation import extract_features, knn_eval, knn_predict, load_backbone
 from ssl_bench.evaluation.linear import evaluate_linear, train_linear_augmented, train_linear_cached
 from ssl_bench.evaluation.splits import dataset_labels, label_subset, stratified_indices
-from ssl_bench.experiment import run_experiment
-from ssl_bench.identity import run_id
-from ssl_bench.models import build_backbone
+from ssl_bench.models.networks import build_backbone
+from ssl_bench.pipeline.experiment import run_experiment
+from ssl_bench.records import io as results
+from ssl_bench.records.identity import run_id
 
 # End-of-run protocols of the module's smoke run: kNN (always) + a 2-epoch linear probe on cached features.
 # One torch thread: these models are tiny, and on a busy 2-core machine a second thread only spins.

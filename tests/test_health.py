@@ -8,11 +8,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ssl_bench import results
-from ssl_bench.config import compose
+from ssl_bench.analysis.health_plot import guardrail_table, replay_guardrails
+from ssl_bench.config.compose import compose
 from ssl_bench.errors import ConfigError, TrainingStopped
-from ssl_bench.experiment import run_experiment
-from ssl_bench.health import (
+from ssl_bench.models.networks import ProjectionHead, SmallConvNet, SSLModel
+from ssl_bench.pipeline.experiment import run_experiment
+from ssl_bench.records import io as results
+from ssl_bench.records.identity import configuration_id, run_id
+from ssl_bench.records.io import REFERENCE_DIR, read_config, read_summary
+from ssl_bench.training.health import (
     NonFiniteWatch,
     alignment,
     check_guardrails,
@@ -24,10 +28,6 @@ from ssl_bench.health import (
     uniform_codes,
     uniformity,
 )
-from ssl_bench.health_plot import guardrail_table, replay_guardrails
-from ssl_bench.identity import configuration_id, run_id
-from ssl_bench.models import ProjectionHead, SmallConvNet, SSLModel
-from ssl_bench.results import REFERENCE_DIR, read_config, read_summary
 
 OFF = ["health.samples=0", "health.linear_probe=false", "train.guardrails=off"]
 
@@ -155,7 +155,7 @@ def test_health_and_probe_and_guardrails_do_not_change_training(tmp_path, method
     if method != "swav":
         return
     # The figure: one line per configuration, in plot's report.
-    from ssl_bench.plot import plot
+    from ssl_bench.analysis.plot import plot
 
     written = plot(tmp_path / "on", out=tmp_path / "figures")
     assert tmp_path / "figures" / "health_smoke.png" in written
@@ -198,8 +198,8 @@ def test_bad_guardrail_and_health_values_are_one_line():
 
 
 def test_compare_tables_gain_the_final_effective_rank(tmp_path):
-    from ssl_bench import compare as cmp
-    from ssl_bench.cli import guarded
+    from ssl_bench.analysis import compare as cmp
+    from ssl_bench.config.cli import guarded
 
     argv = ["methods=[swav,simclr]", "budget=smoke", f"results={tmp_path}", "eval.random_baseline=false"]
     assert guarded(cmp.main, argv) == 0

@@ -3,11 +3,11 @@
 import pytest
 from conftest import assert_cli_error
 
-from ssl_bench import results
-from ssl_bench.cli import guarded
+from ssl_bench.config.cli import guarded
+from ssl_bench.config.help import MAIN_KEYS
+from ssl_bench.config.searchpath import GROUPS, group_options
+from ssl_bench.records import io as results
 from ssl_bench.run import main
-from ssl_bench.run_help import MAIN_KEYS
-from ssl_bench.searchpath import GROUPS, group_options
 
 
 def test_help_lists_groups_options_and_main_keys(capsys):

@@ -1,7 +1,7 @@
 """The suite's exactness checks pass on another CPU kernel path, as they must on a user's or CI's machine with another
-CPU (ssl_bench.kernels): the fused-optimiser comparison and the shipped-sample verification run in a child pytest
+CPU (ssl_bench.common.kernels): the fused-optimiser comparison and the shipped-sample verification run in a child pytest
 with the portable ATen kernels and MKL's reproducible mode, where every shipped record is checked approximately
-(within ssl_bench.verify.SPREAD) instead of exactly."""
+(within ssl_bench.analysis.verify.SPREAD) instead of exactly."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ssl_bench.kernels import kernel_path, other_path_env
+from ssl_bench.common.kernels import kernel_path, other_path_env
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -30,7 +30,7 @@ def child(code_or_args: list[str]) -> subprocess.CompletedProcess:
 
 
 def test_the_other_path_is_another_kernel_path():
-    p = child(["-c", "from ssl_bench.kernels import kernel_path; print(kernel_path())"])
+    p = child(["-c", "from ssl_bench.common.kernels import kernel_path; print(kernel_path())"])
     assert p.returncode == 0, p.stderr
     other = p.stdout.strip()
     assert other != kernel_path() and "aten DEFAULT" in other and "MKL_CBWR=COMPATIBLE" in other

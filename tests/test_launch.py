@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ssl_bench.cli import guarded
+from ssl_bench.config.cli import guarded
 from ssl_bench.launch import main
 
 

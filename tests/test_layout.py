@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from ssl_bench.layout import ResultsLayout
-from ssl_bench.results import REFERENCE_DIR
+from ssl_bench.records.io import REFERENCE_DIR
+from ssl_bench.records.layout import ResultsLayout
 
 
 def test_layout_names_the_shipped_folders():

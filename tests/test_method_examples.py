@@ -8,8 +8,8 @@ import inspect
 import pytest
 import torch
 
-from ssl_bench.config import ConfigError, compose
-from ssl_bench.registry import method_kwargs, registry
+from ssl_bench.config.compose import ConfigError, compose
+from ssl_bench.config.registry import method_kwargs, registry
 
 SHIPPED = ["swav", "simclr", "deepclusterv2", "selav2", "carl"]
 

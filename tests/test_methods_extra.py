@@ -13,9 +13,7 @@ from dist_methods_worker import compute, fixed_data, run
 from lightly.loss import NTXentLoss
 from safetensors.torch import load_file
 
-from ssl_bench.config import ConfigError, compose
-from ssl_bench.experiment import build_model, run_experiment
-from ssl_bench.identity import run_id
+from ssl_bench.config.compose import ConfigError, compose
 from ssl_bench.methods import registry
 from ssl_bench.methods.base import Context
 from ssl_bench.methods.carl import consistency_loss, kl_weight, uniform_kl
@@ -23,8 +21,10 @@ from ssl_bench.methods.deepcluster_v2 import spherical_kmeans
 from ssl_bench.methods.memory_bank import multihead_ce
 from ssl_bench.methods.sela_v2 import sela_assign
 from ssl_bench.methods.simclr import multicrop_nt_xent
-from ssl_bench.sinkhorn import sinkhorn
-from ssl_bench.train import TrainingStopped
+from ssl_bench.ops.sinkhorn import sinkhorn
+from ssl_bench.pipeline.experiment import build_model, run_experiment
+from ssl_bench.records.identity import run_id
+from ssl_bench.training.loop import TrainingStopped
 
 METHODS = [m for m in registry() if m != "swav"]  # every other registered objective (swav has its own file)
 

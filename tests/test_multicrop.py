@@ -9,8 +9,8 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from ssl_bench.config import ConfigError, compose
-from ssl_bench.multicrop import (
+from ssl_bench.config.compose import ConfigError, compose
+from ssl_bench.training.multicrop import (
     _TRIES,
     _U_FLIP,
     _U_PER_CROP,
@@ -228,7 +228,7 @@ def write_jpeg_tree(root, per_class, seed=0):
 
 
 def test_smoke_run_with_hybrid_backend_on_a_folder_of_jpegs(tmp_path, capsys):
-    from ssl_bench.experiment import run_experiment
+    from ssl_bench.pipeline.experiment import run_experiment
 
     root = write_jpeg_tree(tmp_path / "data", {"train": 8, "val": 4})
     cfg = compose(["budget=smoke", f"output_dir={tmp_path / 'runs'}", "dataset=imagefolder", f"dataset.root={root}",

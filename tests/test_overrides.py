@@ -4,9 +4,9 @@ import importlib
 
 import pytest
 
-from ssl_bench.cli import guarded
+from ssl_bench.config.cli import guarded
+from ssl_bench.config.overrides import Command, Key
 from ssl_bench.errors import ConfigError
-from ssl_bench.overrides import Command, Key
 
 COMMANDS = ("evaluate", "compare", "sweep", "plot", "launch", "reference")
 
@@ -72,7 +72,7 @@ def test_an_unusable_output_path_is_one_line_exit_2_before_any_work(name, argv, 
 
 
 def test_writable_folder_checks_without_creating_anything(tmp_path):
-    from ssl_bench.overrides import writable_file, writable_folder
+    from ssl_bench.config.overrides import writable_file, writable_folder
 
     (tmp_path / "a_file").write_text("")
     writable_folder(tmp_path / "new" / "deeper", "output_dir")
@@ -88,7 +88,7 @@ def test_output_piped_into_head_ends_quietly():
     import subprocess
     import sys
 
-    code = "import sys; from ssl_bench.cli import guarded; sys.exit(guarded(lambda a: print('x' * 1_000_000)))"
+    code = "import sys; from ssl_bench.config.cli import guarded; sys.exit(guarded(lambda a: print('x' * 1_000_000)))"
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
     p.stdout.read(10)
     p.stdout.close()  # like head: close the pipe before the command has written everything

@@ -93,9 +93,10 @@ def test_the_wheel_installs_and_runs_from_anywhere(tmp_path):
     mine = tmp_path / "my_configs"
     (mine / "budget").mkdir(parents=True)
     (mine / "budget" / "tiny.yaml").write_text("# @package _global_\ndefaults:\n  - smoke\ntrain: {epochs: 1}\n")
-    check = ("import importlib.util, ssl_bench, ssl_bench.methods, ssl_bench.methods.swav, ssl_bench.config as c\n"
+    check = ("import importlib.util, ssl_bench, ssl_bench.methods, ssl_bench.methods.swav\n"
+             "import ssl_bench.config.compose as c\n"
              "from ssl_bench.data.sources import read_class_list\n"
-             "from ssl_bench.searchpath import EXPERIMENTS_DIR\n"
+             "from ssl_bench.config.searchpath import EXPERIMENTS_DIR\n"
              "print(ssl_bench.__file__, ssl_bench.methods.__file__, ssl_bench.methods.swav.__file__, EXPERIMENTS_DIR,"
              " sep='\\n')\n"
              "assert importlib.util.find_spec('methods') is None\n"
@@ -119,7 +120,7 @@ def test_the_checkout_imports_the_objectives_from_one_path(tmp_path):
     init = (ROOT / "methods" / "__init__.py").read_text()
     assert "exec(" not in init and "__path__" not in init
     probe = ("import json, sys, ssl_bench.methods.swav as s\n"
-             "from ssl_bench.registry import registry\n"
+             "from ssl_bench.config.registry import registry\n"
              "names = list(registry())\n"
              "print(json.dumps([s.__file__, names, sorted(m for m in sys.modules if m.split('.')[0] == 'methods')]))")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -136,9 +137,11 @@ def test_the_checkout_imports_the_objectives_from_one_path(tmp_path):
 
 
 def test_user_config_folders_add_options_and_never_replace_shipped_ones(tmp_path, monkeypatch):
-    from ssl_bench import compare, searchpath, sweep
-    from ssl_bench.config import ConfigError, compose
-    from ssl_bench.searchpath import group_options
+    from ssl_bench import sweep
+    from ssl_bench.analysis import compare
+    from ssl_bench.config import searchpath
+    from ssl_bench.config.compose import ConfigError, compose
+    from ssl_bench.config.searchpath import group_options
 
     mine = tmp_path / "mine"
     for group in ("budget", "study", "sweep"):
@@ -186,7 +189,8 @@ def test_ssl_bench_command_dispatches_and_lists_commands(capsys):
 
 def test_every_module_imports_alone_and_config_never_imports_a_method():
     """A fresh interpreter imports each module of ssl_bench and of the objectives first (no import-order cycle);
-    the dependency between config and methods is one-way: method files never load ssl_bench.config, and the config
+    the dependency between config and methods is one-way: method files never load ssl_bench.config.compose, and the
+    config
     reaches them only through the torch-free registry, so importing it stays cheap."""
     import textwrap
 
@@ -196,7 +200,8 @@ def test_every_module_imports_alone_and_config_never_imports_a_method():
     code = textwrap.dedent("""
         import importlib, json, sys
         cheap = {}
-        for name in ("ssl_bench.errors", "ssl_bench.registry", "ssl_bench.overrides", "ssl_bench.config"):
+        for name in ("ssl_bench.errors", "ssl_bench.config.registry", "ssl_bench.config.overrides",
+                     "ssl_bench.config.compose"):
             importlib.import_module(name)
             cheap[name] = "torch" in sys.modules
         out = {"cheap": cheap, "failed": {}, "config_from_methods": []}
@@ -207,7 +212,7 @@ def test_every_module_imports_alone_and_config_never_imports_a_method():
                 importlib.import_module(name)
             except Exception as exc:
                 out["failed"][name] = f"{type(exc).__name__}: {exc}"
-            if name.startswith("ssl_bench.methods") and "ssl_bench.config" in sys.modules:
+            if name.startswith("ssl_bench.methods") and "ssl_bench.config.compose" in sys.modules:
                 out["config_from_methods"].append(name)
         print(json.dumps(out))
     """)
@@ -216,7 +221,7 @@ def test_every_module_imports_alone_and_config_never_imports_a_method():
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = __import__("json").loads(proc.stdout.strip().splitlines()[-1])
-    assert "ssl_bench.config" in modules and "ssl_bench.methods.swav" in modules and len(modules) > 30
+    assert "ssl_bench.config.compose" in modules and "ssl_bench.methods.swav" in modules and len(modules) > 30
     assert out["failed"] == {}
     assert out["config_from_methods"] == []
     assert not any(out["cheap"].values()), out["cheap"]  # config, registry, errors, overrides: no torch

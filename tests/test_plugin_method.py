@@ -48,8 +48,9 @@ def test_the_plugin_is_a_method_like_the_shipped_ones(plugin):
     tmp, env = plugin
     probe = textwrap.dedent("""
         import doctest, json
-        from ssl_bench import compare, config, run_help
-        from ssl_bench.registry import registry
+        from ssl_bench.analysis import compare
+        from ssl_bench.config import compose as config, help as run_help
+        from ssl_bench.config.registry import registry
         import ssl_bench_vicreg
         cfg = config.compose(["method=vicreg", "budget=smoke"])
         try:
@@ -121,7 +122,7 @@ def test_a_broken_plugin_is_one_line_naming_its_entry_point(tmp_path):
     """)})
     _fake_distribution(site, "clash", "swav = clash_plugin:X", {"clash_plugin": "X = 1\n"})
     env = _env(site)
-    out = _run([sys.executable, "-c", "from ssl_bench.registry import registry; print(' '.join(registry()))"],
+    out = _run([sys.executable, "-c", "from ssl_bench.config.registry import registry; print(' '.join(registry()))"],
                env, tmp_path)
     assert out.returncode == 0 and out.stdout.split() == SHIPPED, out.stderr[-2000:]
     lines = out.stderr.strip().splitlines()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ssl_bench.config import compose
+from ssl_bench.config.compose import compose
 from ssl_bench.methods import registry
 
 METHODS = list(registry())  # every registered objective: a new method file is checked against the recipes too

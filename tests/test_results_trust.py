@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf, open_dict
 
-from ssl_bench import reference, results
-from ssl_bench.config import ConfigError, compose
-from ssl_bench.identity import configuration, configuration_id, differences, run_name
-from ssl_bench.report import decide, holm, label, paired, t_interval, with_holm
-from ssl_bench.results import write_json
+from ssl_bench import reference
+from ssl_bench.analysis import against_reference
+from ssl_bench.analysis.report import decide, holm, label, paired, t_interval, with_holm
+from ssl_bench.config.compose import ConfigError, compose
+from ssl_bench.records import io as results
+from ssl_bench.records.identity import configuration, configuration_id, differences, run_name
+from ssl_bench.records.io import write_json
 
 BASE = ["method=swav", "dataset=fashion_mnist", "budget=smoke"]
 
@@ -139,7 +141,7 @@ def test_a_run_prints_its_numbers_beside_the_shipped_reference(tmp_path):
         record(ref / "runs", [], acc, seed=seed)
     cfg = compose([*BASE, "seed=1", f"output_dir={tmp_path / 'runs'}"])
     mine = {"seed": 1, "metrics": {"knn_top1": 73.0, "knn_top1_k20": 73.0, "linear": {"top1": 77.0}}}
-    lines = results.reference_lines(cfg, mine, tmp_path / "runs" / "x", reference=ref)
+    lines = against_reference.reference_lines(cfg, mine, tmp_path / "runs" / "x", reference=ref)
     assert "seeds 0 1 2" in lines[0]
     assert "yours 73.00 | reference, same seed 72.00 (difference +1.00) | reference 72.00 ± 2.00 (n=3;" in lines[1]
     assert "(difference +1.00)" in lines[1] and lines[2].startswith("  linear probe top-1: yours 77.00")
@@ -147,15 +149,15 @@ def test_a_run_prints_its_numbers_beside_the_shipped_reference(tmp_path):
     assert lines[3].startswith("  same seed, threads, device, precision, torch, CPU kernels and code as the reference: "
                                "the numbers should be equal")
     threads = compose([*BASE, "seed=1", "train.num_threads=2", f"output_dir={tmp_path / 'runs'}"])
-    note = results.reference_lines(threads, mine, tmp_path / "runs" / "x", reference=ref)[3]
+    note = against_reference.reference_lines(threads, mine, tmp_path / "runs" / "x", reference=ref)[3]
     assert note.startswith("  same seed, yet your run and the reference can differ through threads (yours 2, the "
                            "reference's 1: sums are added in another order)")
     # Full precision is one thing whether written None or "no"; another CPU's kernels are named in words.
     other_cpu = {**mine, "precision": "no", "versions": {"kernel": "GenuineIntel AVX2; aten AVX2; mkl auto"}}
-    note = results.reference_lines(cfg, other_cpu, tmp_path / "runs" / "x", reference=ref)[3]
+    note = against_reference.reference_lines(cfg, other_cpu, tmp_path / "runs" / "x", reference=ref)[3]
     assert "precision" not in note and "CPU kernels (yours GenuineIntel AVX2, the reference's not recorded" in note
     other = compose([*BASE, "method.num_prototypes=10", f"output_dir={tmp_path / 'runs'}"])
-    assert results.reference_lines(other, mine, tmp_path / "runs" / "x", reference=ref) == []
+    assert against_reference.reference_lines(other, mine, tmp_path / "runs" / "x", reference=ref) == []
 
 
 def test_old_records_migrate_to_readable_names(tmp_path):
@@ -185,7 +187,7 @@ def test_shipped_records_pool_only_equal_configurations():
 
 
 def test_plot_reads_your_runs_not_the_shipped_reference_beside_them(tmp_path):
-    from ssl_bench import plot
+    from ssl_bench.analysis import plot
 
     record(tmp_path / "runs", [], 70.0)
     record(tmp_path / "reference" / "runs", [], 75.0)  # same configuration and seed: must not pool with yours

@@ -1,4 +1,5 @@
-"""Whole-run proof (ssl_bench.retrain) and per-test-image predictions: a record retrained whole at today's code is
+"""Whole-run proof (ssl_bench.analysis.retrain) and per-test-image predictions: a record retrained whole at today's
+code is
 equal number for number and then gets the new run's predictions.npz; an altered record is reported unequal and left
 untouched; an interrupted retrain continues from its checkpoint to the same numbers; a dirty tree is refused."""
 
@@ -8,12 +9,12 @@ import shutil
 import numpy as np
 import pytest
 
-from ssl_bench import retrain
-from ssl_bench.config import compose
+from ssl_bench.analysis import retrain
+from ssl_bench.config.compose import compose
 from ssl_bench.errors import ConfigError, TrainingStopped
-from ssl_bench.experiment import run_experiment
+from ssl_bench.pipeline.experiment import run_experiment
+from ssl_bench.records.io import read_json, read_metrics, read_predictions, read_summary, record_dirs, write_metrics
 from ssl_bench.reference import main as reference_main
-from ssl_bench.results import read_json, read_metrics, read_predictions, read_summary, record_dirs, write_metrics
 
 CLEAN = {"git": "abc1234", "git_clean": True}
 
@@ -87,7 +88,7 @@ def test_an_interrupted_retrain_continues_from_its_checkpoint_to_the_same_number
 
 
 def test_a_dirty_tree_is_refused(monkeypatch, smoke_record, tmp_path):
-    monkeypatch.setattr("ssl_bench.experiment.code_state", lambda: {"git": "abc1234", "git_clean": False})
+    monkeypatch.setattr("ssl_bench.pipeline.experiment.code_state", lambda: {"git": "abc1234", "git_clean": False})
     with pytest.raises(ConfigError, match="uncommitted"):
         retrain.retrain(tmp_path, [smoke_record], tmp_path / "scratch")
     with pytest.raises(ConfigError, match="uncommitted"):  # the command line too, before anything is trained
@@ -104,7 +105,7 @@ def test_numbers_compare_as_records_mean_them():
 
 
 def test_the_table_set_is_the_five_methods_at_every_seed():
-    from ssl_bench.results import REFERENCE_DIR
+    from ssl_bench.records.io import REFERENCE_DIR
 
     table = retrain.record_set("table", REFERENCE_DIR)
     assert len({d.name.split("-")[0] for d in table}) == 5 and len(table) % 5 == 0

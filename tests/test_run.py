@@ -10,13 +10,13 @@ import torch
 from conftest import assert_cli_error
 from safetensors.torch import load_file
 
-from ssl_bench import results
-from ssl_bench.cli import guarded
-from ssl_bench.config import compose
-from ssl_bench.experiment import run_experiment
-from ssl_bench.identity import run_id
+from ssl_bench.config.cli import guarded
+from ssl_bench.config.compose import compose
+from ssl_bench.pipeline.experiment import run_experiment
+from ssl_bench.records import io as results
+from ssl_bench.records.identity import run_id
 from ssl_bench.run import main
-from ssl_bench.train import Trainer, TrainingStopped
+from ssl_bench.training.loop import Trainer, TrainingStopped
 
 
 def smoke(tmp_path, *extra):
@@ -257,7 +257,7 @@ def test_epoch_callback_sees_each_epoch_and_can_stop_the_run(tmp_path):
 def test_cpu_threads_use_all_cores_when_launcher_set_one(monkeypatch):
     from types import SimpleNamespace
 
-    from ssl_bench.experiment import set_threads
+    from ssl_bench.pipeline.experiment import set_threads
 
     cores = len(os.sched_getaffinity(0))
     before = torch.get_num_threads()

@@ -9,7 +9,7 @@ import pytest
 import torch
 from lightly.loss.swav_loss import sinkhorn as lightly_sinkhorn
 
-from ssl_bench.sinkhorn import random_cosine_scores, sinkhorn, sinkhorn_log_reference, sinkhorn_reference
+from ssl_bench.ops.sinkhorn import random_cosine_scores, sinkhorn, sinkhorn_log_reference, sinkhorn_reference
 
 
 def cosine_scores(b: int, k: int, seed: int = 0) -> torch.Tensor:

@@ -12,11 +12,11 @@ import torch
 from accelerate.state import AcceleratorState, GradientState
 
 from benchmarks.benchmark import _Indices, synthetic_batch
-from ssl_bench.config import ConfigError, compose
-from ssl_bench.experiment import build_model, make_accelerator
-from ssl_bench.identity import configuration_id
-from ssl_bench.optim import build_optimizer
-from ssl_bench.train import Trainer
+from ssl_bench.config.compose import ConfigError, compose
+from ssl_bench.pipeline.experiment import build_model, make_accelerator
+from ssl_bench.records.identity import configuration_id
+from ssl_bench.training.loop import Trainer
+from ssl_bench.training.optim import build_optimizer
 
 # A small convnet, one thread, a tiny batch: a step is a few milliseconds.
 BASE = ["budget=smoke", "train.num_threads=1", "data.batch_size=4", "backbone.width=4", "head.hidden_dim=16",

@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 
 import ssl_bench.methods.swav as swav_mod
-from ssl_bench.config import compose
-from ssl_bench.experiment import build_model
+from ssl_bench.config.compose import compose
 from ssl_bench.methods.base import Context
 from ssl_bench.methods.swav import swav_loss
+from ssl_bench.pipeline.experiment import build_model
 
 
 def ce(q: list[float], x: list[float], tau: float) -> float:
@@ -115,7 +115,7 @@ def test_batch_of_one():
 
 
 def test_config_rejects_queue_not_multiple_of_batch():
-    from ssl_bench.config import ConfigError
+    from ssl_bench.config.compose import ConfigError
 
     with pytest.raises(ConfigError, match="multiple of data.batch_size"):
         compose(["budget=smoke", "method.queue_length=20"])

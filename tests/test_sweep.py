@@ -8,10 +8,11 @@ import optuna
 import pytest
 from conftest import assert_cli_error
 
-from ssl_bench import results, sweep
-from ssl_bench.cli import guarded
+from ssl_bench import sweep
+from ssl_bench.config.cli import guarded
+from ssl_bench.records import io as results
 from ssl_bench.sweep import trials as sweep_trials
-from ssl_bench.train import TrainingStopped
+from ssl_bench.training.loop import TrainingStopped
 
 States = optuna.trial.TrialState
 
@@ -55,7 +56,7 @@ def fake_summary(value, **extra):
 def test_failed_trials_are_recorded_with_their_reason_and_the_study_goes_on(tmp_path, monkeypatch):
     calls = []
 
-    def fake_run(cfg, epoch_callbacks=None):
+    def fake_run(cfg, epoch_callbacks=None, beside=None):
         calls.append(dict(cfg.tags))
         n = len(calls)
         if n == 2:
@@ -83,7 +84,7 @@ def fake_training(values_by_trial):
     """A stand-in for run_experiment that reports an online kNN per epoch, as the loop does."""
     calls = []
 
-    def fake_run(cfg, epoch_callbacks=None):
+    def fake_run(cfg, epoch_callbacks=None, beside=None):
         values = values_by_trial[len(calls)]
         calls.append(cfg)
         for epoch, v in enumerate(values):
@@ -121,7 +122,7 @@ def test_grid_runs_every_cell_once_and_interrupted_or_crashed_cells_are_trained_
     spec.write_text(GRID)
     seen = []
 
-    def fake_run(cfg, epoch_callbacks=None):
+    def fake_run(cfg, epoch_callbacks=None, beside=None):
         seen.append((cfg.method.num_prototypes, cfg.method.sinkhorn_iterations))
         if len(seen) == 2:
             raise RuntimeError("DataLoader worker (pid 1) is killed by signal: Terminated.")

@@ -9,10 +9,11 @@ import pytest
 import torch
 from accelerate.state import AcceleratorState, GradientState
 
-from ssl_bench import progress, sweep
-from ssl_bench.cli import guarded
-from ssl_bench.config import ConfigError, compose
-from ssl_bench.experiment import make_accelerator, precision_source, run_experiment
+from ssl_bench import sweep
+from ssl_bench.common import progress
+from ssl_bench.config.cli import guarded
+from ssl_bench.config.compose import ConfigError, compose
+from ssl_bench.pipeline.experiment import make_accelerator, precision_source, run_experiment
 from ssl_bench.run import main as run_main
 
 
@@ -198,7 +199,8 @@ def test_wandb_and_mlflow_go_to_accelerates_log_with_per_step_and_per_epoch(tmp_
     import accelerate.tracking as at
     from accelerate.utils import LoggerType
 
-    from ssl_bench import experiment, tracking
+    from ssl_bench.common import tracking
+    from ssl_bench.pipeline import experiment
 
     FakeTracker.made.clear()
     for name in ("wandb", "mlflow"):

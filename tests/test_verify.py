@@ -8,13 +8,12 @@ import shutil
 
 import pytest
 
-from ssl_bench import verify
-from ssl_bench.config import compose
+from ssl_bench.analysis import verify
+from ssl_bench.common.kernels import kernel_path
+from ssl_bench.config.compose import compose
 from ssl_bench.errors import ConfigError
-from ssl_bench.experiment import run_experiment
-from ssl_bench.kernels import kernel_path
-from ssl_bench.reference import stale_records
-from ssl_bench.results import (
+from ssl_bench.pipeline.experiment import run_experiment
+from ssl_bench.records.io import (
     REFERENCE_DIR,
     read_json,
     read_metrics,
@@ -23,6 +22,7 @@ from ssl_bench.results import (
     write_json,
     write_metrics,
 )
+from ssl_bench.reference import stale_records
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_another_kernel_path_is_an_approximate_check_within_the_measured_spread(
                                                                                   monkeypatch):
     ref, run = smoke_record
     assert verify.record_kernel(run, read_summary(run)) == kernel_path()  # a new record names its path
-    monkeypatch.setattr("ssl_bench.experiment.kernel_path", lambda: "GenuineIntel AVX2; aten AVX2; mkl auto")
+    monkeypatch.setattr("ssl_bench.pipeline.experiment.kernel_path", lambda: "GenuineIntel AVX2; aten AVX2; mkl auto")
     other = verify.check_record(run, tmp_path / "work")
     assert not other.exact and other.status == verify.REPRODUCES and "approximate" in other.line()
     assert other.kernel.startswith("GenuineIntel AVX2")
@@ -82,6 +82,9 @@ def test_a_record_without_a_kernel_path_takes_it_from_its_exact_ledger_entry(smo
     del summary["versions"]["kernel"]  # as the records written before kernel paths were kept
     write_json(copy / "summary.json", summary)
     assert verify.record_kernel(copy, summary) is None
+    # Retrained equal with the record's threads, device and torch: this path is the one it is exact on.
+    first = verify.check_record(copy, tmp_path / "work")
+    assert first.status == verify.REPRODUCES and first.exact and first.kernel == kernel_path()
     c = verify.Check(run.name, verify.REPRODUCES, "abc1234", "abc1234", True, {}, {}, kernel="K1", clean=True)
     verify.write_ledger(tmp_path / "ref", [c])
     assert verify.record_kernel(copy, summary) == "K1"
@@ -112,7 +115,7 @@ def test_the_ledger_marks_stale_records_for_tables_and_the_check(smoke_record, t
 def test_the_shipped_sample_reproduces_with_todays_code(tmp_path):
     """One shipped record per method (the budget as defined, lowest seed): its first epoch retrained now must give
     its logged loss exactly on the kernel path it was made or verified on, within the measured spread on another
-    (ssl_bench.verify.SPREAD; tests/test_kernel_paths.py runs this test on another path). If this
+    (ssl_bench.analysis.verify.SPREAD; tests/test_kernel_paths.py runs this test on another path). If this
     fails, today's code trains differently from the code that made the shipped records: run
     `python -m ssl_bench.reference verify` and retrain the stale records it names."""
     sample = verify.sample(record_dirs(REFERENCE_DIR / "runs"))

@@ -2,12 +2,12 @@
 
 docs/configuration.md holds the prose (where defaults come from, the override order, the environment variables) and
 the line ``<!-- configuration-keys -->``, which this hook replaces with one table per section of the run config:
-every key of ``ssl_bench.schema.RunConfig`` and of each registered objective's config dataclass, with
+every key of ``ssl_bench.config.schema.RunConfig`` and of each registered objective's config dataclass, with
 
 - its default, read from the dataclass (the one place defaults are declared);
 - its meaning: the comment written above the field in the source (``ssl_bench/schema.py``, ``methods/<name>.py``);
   for a field the source leaves without one, the short text in ``MEANINGS`` below (or the comment beside the field,
-  or the line ``python -m ssl_bench.run --help`` prints for it, ``ssl_bench.run_help.MAIN_KEYS``); its valid
+  or the line ``python -m ssl_bench.run --help`` prints for it, ``ssl_bench.config.help.MAIN_KEYS``); its valid
   choices where the schema names them; whether it is part of a run's *configuration*;
 - which shipped config files set it, with their values: the budgets, datasets and backbones of ``experiments/``, and
   ``experiments/method_budget/<method>_<budget>.yaml`` for an objective's keys.
@@ -129,7 +129,8 @@ MEANINGS = {
                            "predictions).",
 }
 
-# Keys whose valid values the schema names (ssl_bench.schema's constants), and the groups that set a key by choice.
+# Keys whose valid values the schema names (ssl_bench.config.schema's constants), and the groups that set a key by
+# choice.
 CHOICES = {"backbone.name": "BACKBONES", "optim.name": "OPTIMIZERS", "train.precision": "PRECISIONS",
            "augment.backend": "AUGMENT_BACKENDS", "train.compile_backend": "COMPILE_BACKENDS",
            "train.guardrails": "GUARDRAILS", "eval.protocols": "EVAL_PROTOCOLS", "eval.linear_mode": "LINEAR_MODES"}
@@ -144,7 +145,7 @@ class Key:
     meaning: str
     anchor: str  # the id of its row: the key itself, or <method>.<field> for an objective's keys
     choices: list[str] = field(default_factory=list)
-    configuration: bool = True  # part of a run's configuration (ssl_bench.schema.NON_CONFIGURATION_KEYS)
+    configuration: bool = True  # part of a run's configuration (ssl_bench.config.schema.NON_CONFIGURATION_KEYS)
     set_by: dict[str, dict[str, Any]] = field(default_factory=dict)  # group -> option -> value
 
 
@@ -207,8 +208,8 @@ def _is_configuration(key: str, non_configuration: tuple[str, ...]) -> bool:
 
 def schema_sections() -> list[tuple[str, str, list[Key]]]:
     """(section, its description, its keys) for the top level and each part of RunConfig, in the schema's order."""
-    from ssl_bench import schema
-    from ssl_bench.run_help import MAIN_KEYS
+    from ssl_bench.config import schema
+    from ssl_bench.config.help import MAIN_KEYS
 
     top: list[Key] = []
     sections: list[tuple[str, str, list[Key]]] = []
@@ -243,9 +244,9 @@ def schema_sections() -> list[tuple[str, str, list[Key]]]:
 
 def method_sections() -> list[tuple[str, str, list[Key]]]:
     """(method, its config class's path, its keys) for every registered objective, in the suite's order."""
-    from ssl_bench.registry import registry
-    from ssl_bench.report import method_order
-    from ssl_bench.run_help import MAIN_KEYS
+    from ssl_bench.analysis.report import method_order
+    from ssl_bench.config.help import MAIN_KEYS
+    from ssl_bench.config.registry import registry
 
     entries = registry()
     out = []
@@ -281,7 +282,7 @@ def group_file_keys(group: str, name: str) -> dict[str, Any]:
     backbone it chooses (``override /backbone: x``) as ``backbone.name``."""
     import yaml
 
-    from ssl_bench.searchpath import EXPERIMENTS_DIR
+    from ssl_bench.config.searchpath import EXPERIMENTS_DIR
 
     path = EXPERIMENTS_DIR / group / f"{name}.yaml"
     text = path.read_text()
@@ -301,8 +302,8 @@ def group_file_keys(group: str, name: str) -> dict[str, Any]:
 def setters() -> tuple[dict[str, dict[str, dict[str, Any]]], dict[str, dict[str, dict[str, Any]]]]:
     """key -> group -> option -> value for the run keys (budgets, datasets, backbones), and
     method -> key -> {budget: value} from experiments/method_budget/<method>_<budget>.yaml."""
-    from ssl_bench.registry import registry
-    from ssl_bench.searchpath import EXPERIMENTS_DIR
+    from ssl_bench.config.registry import registry
+    from ssl_bench.config.searchpath import EXPERIMENTS_DIR
 
     run: dict[str, dict[str, dict[str, Any]]] = {}
     for group in SOURCE_GROUPS:
@@ -389,7 +390,7 @@ def reference_markdown() -> str:
 
 
 def _group_files(group: str) -> list[Path]:
-    from ssl_bench.searchpath import EXPERIMENTS_DIR
+    from ssl_bench.config.searchpath import EXPERIMENTS_DIR
 
     return sorted((EXPERIMENTS_DIR / group).glob("*.yaml"))
 

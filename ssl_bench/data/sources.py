@@ -13,8 +13,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets import ImageFolder
 
+from ssl_bench.config.searchpath import EXPERIMENTS_DIR, ConfigGroupDir
 from ssl_bench.errors import DataNotFound
-from ssl_bench.searchpath import EXPERIMENTS_DIR, ConfigGroupDir
 
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 

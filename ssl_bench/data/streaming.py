@@ -31,8 +31,8 @@ from PIL import Image
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from ssl_bench.data.sources import _first_line
-from ssl_bench.distributed import rank, world_size
 from ssl_bench.errors import DataNotFound
+from ssl_bench.ops.distributed import rank, world_size
 
 # set_epoch(epoch + pass * _PASS_STRIDE) for the second and later passes over a part within one epoch: another
 # order, never that of another epoch's first pass.

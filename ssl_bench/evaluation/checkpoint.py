@@ -76,7 +76,7 @@ def export_backbone(backbone: nn.Module, path: str | Path) -> Path:
     """Write the backbone's state_dict (plain names: ``conv1.weight``, ``layer1.0.bn1.running_mean``, ...; no
     ``fc``) to ``path``: safetensors for a .safetensors name, else torch.save. A torchvision ResNet loads it
     with ``net.fc = nn.Identity(); net.load_state_dict(state)`` (with the small-image stem, first replace
-    ``net.conv1`` by a 3x3 stride-1 conv and ``net.maxpool`` by Identity, as ssl_bench.models does)."""
+    ``net.conv1`` by a 3x3 stride-1 conv and ``net.maxpool`` by Identity, as ssl_bench.models.networks does)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from ssl_bench.progress import bar
+from ssl_bench.common.progress import bar
 
 
 @torch.no_grad()

@@ -23,10 +23,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from ssl_bench.common.progress import bar
 from ssl_bench.evaluation.common import Stepper, sharded_loader, wrap
 from ssl_bench.evaluation.features import extract_features
 from ssl_bench.evaluation.linear import cosine_lr, topk_accuracy
-from ssl_bench.progress import bar
 
 
 class Classifier(nn.Module):

@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ssl_bench.common.progress import bar
+from ssl_bench.config.schema import KNN_K
 from ssl_bench.evaluation.features import rows
-from ssl_bench.progress import bar
-from ssl_bench.schema import KNN_K
 
 
 @torch.no_grad()

@@ -23,9 +23,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from ssl_bench.common.progress import bar
 from ssl_bench.evaluation.common import Stepper, sharded_loader, wrap
 from ssl_bench.evaluation.features import rows
-from ssl_bench.progress import bar
 
 
 class LinearClassifier(nn.Module):

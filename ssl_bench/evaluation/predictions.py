@@ -8,14 +8,14 @@ evaluation seed (eval.seeds; a seed may draw its own test subset, so every row n
     seeds   [S]      the evaluation seeds, in eval.seeds order
     index   [S, N]   each test image's position in the test split (0..N-1 when the whole split is used)
     labels  [S, N]   its true class
-    knn     [S, N]   the kNN's predicted class at k = ssl_bench.schema.KNN_K (the k of the headline kNN)
+    knn     [S, N]   the kNN's predicted class at k = ssl_bench.config.schema.KNN_K (the k of the headline kNN)
     linear  [S, N]   the linear probe's predicted class (argmax of its logits; only when the probe ran)
     knn_k   []       KNN_K when the file was written
 
 Classes and positions are stored in the smallest unsigned integer type that holds them, compressed (a few KB to
 tens of KB for Fashion-MNIST). The accuracies in summary.json are computed from the same predictions, so
 ``100 * mean(knn == labels)`` of a row is that seed's kNN top-1. Read back with
-:func:`ssl_bench.results.read_predictions`.
+:func:`ssl_bench.records.io.read_predictions`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ssl_bench.results import write_atomic
+from ssl_bench.records.io import write_atomic
 
 PREDICTIONS = "predictions.npz"
 

@@ -38,7 +38,8 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 from torchvision import transforms as T
 
-from ssl_bench.config import ConfigError
+from ssl_bench.config.compose import ConfigError
+from ssl_bench.config.schema import EVAL_PROTOCOLS, KNN_K, knn_ks
 from ssl_bench.data import EvalDataset, eval_transform, fixed_subset, load_split, num_classes
 from ssl_bench.evaluation.features import extract_features
 from ssl_bench.evaluation.finetune import evaluate_classifier, finetune, train_supervised
@@ -46,10 +47,9 @@ from ssl_bench.evaluation.knn import knn_predict, top1_of
 from ssl_bench.evaluation.linear import linear_logits, topk_accuracy, train_linear_augmented, train_linear_cached
 from ssl_bench.evaluation.predictions import prediction_arrays
 from ssl_bench.evaluation.splits import dataset_labels, fraction_name, label_subset
-from ssl_bench.layout import ResultsLayout
-from ssl_bench.models import build_backbone
-from ssl_bench.results import read_json, write_json
-from ssl_bench.schema import EVAL_PROTOCOLS, KNN_K, knn_ks
+from ssl_bench.models.networks import build_backbone
+from ssl_bench.records.io import read_json, write_json
+from ssl_bench.records.layout import ResultsLayout
 
 FROZEN = ("knn", "linear")
 

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from ssl_bench.errors import ConfigError
-from ssl_bench.results import read_json, write_atomic
+from ssl_bench.records.io import read_json, write_atomic
 
 
 def dataset_labels(ds: Dataset) -> np.ndarray:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import sys
 
-from ssl_bench.cli import guarded
+from ssl_bench.config.cli import guarded
+from ssl_bench.config.overrides import help_requested
 from ssl_bench.errors import ConfigError
-from ssl_bench.overrides import help_requested
 from ssl_bench.sweep.report import report_only, summarize
 from ssl_bench.sweep.spec import COMMAND, Sweep, parse, split_argv
 from ssl_bench.sweep.storage import StorageUnavailable, is_storage_error, open_study, plan_trials, redact, unavailable

@@ -24,12 +24,10 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
-from ssl_bench import (
-    cells,  # noqa: E402
-    skipped,  # noqa: E402
-)
-from ssl_bench.report import STATS, THEME, t_interval  # noqa: E402
-from ssl_bench.results import read_summary, readable, record_dirs, save_figure, write_atomic  # noqa: E402
+from ssl_bench.analysis import cells  # noqa: E402
+from ssl_bench.analysis.report import STATS, THEME, t_interval  # noqa: E402
+from ssl_bench.common import skipped  # noqa: E402
+from ssl_bench.records.io import read_summary, readable, record_dirs, save_figure, write_atomic  # noqa: E402
 
 METRIC_LABELS = {"knn_top1": "kNN top-1 (%)", "metrics.knn_top1": "kNN top-1 (%)",
                  "knn_top1_k20": "kNN top-1, k=20 (%)", "knn_top1_k200": "kNN top-1, k=200 (%)",
@@ -58,7 +56,7 @@ def record_index(runs_dir: Path | None) -> dict[str, Path]:
     renamed since the study noted its path)."""
     if runs_dir is None or not runs_dir.is_dir():
         return {}
-    # A damaged record is skipped with one warning (ssl_bench.skipped); its trial's row has no metrics.
+    # A damaged record is skipped with one warning (ssl_bench.common.skipped); its trial's row has no metrics.
     return {str(read_summary(d).get("run_id")): d for d in record_dirs(runs_dir) if readable(d)}
 
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import optuna
 
-from ssl_bench.config import ConfigError
-from ssl_bench.layout import ResultsLayout
+from ssl_bench.config.compose import ConfigError
+from ssl_bench.records.layout import ResultsLayout
 from ssl_bench.sweep.spec import default_storage, fmt_value, safe_name
 from ssl_bench.sweep.storage import IDLE, META, make_storage, redact
 

@@ -13,11 +13,11 @@ from typing import Any
 import optuna
 import yaml
 
-from ssl_bench.config import ConfigError, compose
-from ssl_bench.layout import ResultsLayout
-from ssl_bench.overrides import Command, Key, convert, parse_value
-from ssl_bench.schema import NON_CONFIGURATION_KEYS
-from ssl_bench.searchpath import GROUPS, ConfigGroupDir
+from ssl_bench.config.compose import ConfigError, compose
+from ssl_bench.config.overrides import Command, Key, convert, parse_value
+from ssl_bench.config.schema import NON_CONFIGURATION_KEYS
+from ssl_bench.config.searchpath import GROUPS, ConfigGroupDir
+from ssl_bench.records.layout import ResultsLayout
 
 DOC = """Entry point for hyperparameter studies on Optuna; every trial is an ordinary run with its own record.
 

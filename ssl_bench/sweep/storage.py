@@ -21,7 +21,7 @@ from typing import Any
 import optuna
 from optuna.storages._heartbeat import BaseHeartbeat  # the hook Optuna's own RDB heartbeat implements
 
-from ssl_bench.config import ConfigError
+from ssl_bench.config.compose import ConfigError
 from ssl_bench.sweep.spec import DEFAULT_N_TRIALS, Sweep, make_pruner, make_sampler
 
 States = optuna.trial.TrialState

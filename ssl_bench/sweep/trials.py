@@ -15,10 +15,11 @@ from typing import Any
 import optuna
 from omegaconf import DictConfig, open_dict
 
-from ssl_bench.config import ConfigError, compose
+from ssl_bench.analysis.against_reference import reference_lines
+from ssl_bench.config.compose import ConfigError, compose
 from ssl_bench.errors import DataNotFound, TrainingStopped
-from ssl_bench.experiment import run_experiment
-from ssl_bench.results import find_run_dir
+from ssl_bench.pipeline.experiment import run_experiment
+from ssl_bench.records.io import find_run_dir
 from ssl_bench.sweep.spec import Sweep, fmt_value
 from ssl_bench.sweep.storage import IDLE, States, grid_left, is_storage_error, retry
 from ssl_bench.sweep.workers import share
@@ -149,7 +150,7 @@ def _train_point(sw: Sweep, cfg: DictConfig, run_dir: Path, number: int, trial: 
     try:
         with point_lock(sw.results.sweep_lock(run_dir.name), trial is not None):
             note(run_id=run_dir.name, record=str(record), reused=record.exists())
-            return run_experiment(cfg, epoch_callbacks=callbacks)
+            return run_experiment(cfg, epoch_callbacks=callbacks, beside=reference_lines)
     except TrainingStopped as exc:
         if exc.pruned:
             note(fail_kind="pruned", reason=str(exc))

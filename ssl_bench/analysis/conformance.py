@@ -1,0 +1,468 @@
+"""Does an objective behave? ``ssl-bench check-method <name>`` (or ``python -m ssl_bench check-method <name>``) runs,
+on the CPU in well under two minutes, the checks every objective must pass, shipped or from another package:
+
+    config      bad values are refused with one line (ConfigError), never a traceback
+    crops       a finite loss on random crops of every crop count (2 global; 2 + 2 local; 2 + 6 local)
+    gradients   the loss's gradient reaches the backbone, finite
+    resume      killed mid-epoch (SIGTERM, as a scheduler's time limit) and resumed: the uninterrupted run's weights
+    seed        the same seed gives the same numbers (the objective twice; the loop's first epoch twice)
+    diagnostics assign_entropy and prototypes_used in every epoch's record if it clusters (has prototypes)
+    processes   one process = two processes (gloo, the same global batch) within float round-off
+
+It prints a table of the checks and exits non-zero when one fails. In a test: ``check_method("swav").passed``.
+The loop checks share one tiny run per method (the smoke budget, 2 epochs of 4 steps).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ssl_bench.errors import ConfigError, TrainingStopped
+
+USAGE = "usage: ssl-bench check-method <name> [processes=1|2] [workdir=<dir>]"
+# Crop counts (global, local) the objective must take. Global crops are at least 2: the loop's shared default.
+CROP_COUNTS = ((2, 0), (2, 2), (2, 6))
+# Two processes sum in another order (round-off ~1e-7); 8 steps at the smoke lr (0.05) amplify that to ~1e-4, which
+# would hide a real difference of that size: the loop checks run at lr 0.005 (as tests/test_distributed.py).
+LOOP_OVERRIDES = ("budget=smoke", "eval.random_baseline=false", "optim.lr=0.005", "health.samples=0",
+                  "eval.monitor_train_subset=0")
+KILL_AT_STEP = 6  # of 8: mid-epoch 2, so epoch 1's row is in both records
+CLUSTER_KEYS = ("assign_entropy", "prototypes_used")
+
+
+@dataclass
+class Result:
+    check: str
+    status: str  # pass, FAIL or skip
+    seconds: float
+    detail: str
+
+
+@dataclass
+class Report:
+    method: str
+    results: list[Result] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.results) and all(r.status != "FAIL" for r in self.results)
+
+    def table(self) -> str:
+        width = max(len(r.check) for r in self.results)
+        rows = [f"  {r.check:<{width}}  {r.status:<4}  {r.seconds:5.1f}s  {r.detail}" for r in self.results]
+        count = {s: sum(r.status == s for r in self.results) for s in ("pass", "FAIL", "skip")}
+        total = sum(r.seconds for r in self.results)
+        tally = f"{count['pass']} pass" + (f", {count['skip']} not applicable" if count["skip"] else "")
+        verdict = (f"{self.method}: no check fails ({tally})" if not count["FAIL"]
+                   else f"{self.method}: {count['FAIL']} of {len(self.results)} checks FAIL ({tally})")
+        return "\n".join([f"check-method {self.method}", f"  {'check':<{width}}  result   time  detail", *rows,
+                          f"{verdict} in {total:.0f} s"])
+
+    __str__ = table
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
+
+
+class _Fail(Exception):
+    """A check's finding (its message is the table's detail)."""
+
+
+def _timed(report: Report, check: str, fn: Callable[[], str | None]) -> None:
+    start = time.perf_counter()
+    try:
+        detail = fn()
+        status = "skip" if detail and detail.startswith("n/a") else "pass"
+    except _Fail as exc:
+        status, detail = "FAIL", str(exc)
+    except Exception as exc:  # the objective's own error: a finding, in one line
+        status, detail = "FAIL", _one_line(exc)
+    report.results.append(Result(check, status, time.perf_counter() - start, detail or ""))
+
+
+# -- config ------------------------------------------------------------------------------------------------------
+def _refused_in_one_line(overrides: list[str]) -> str | None:
+    """None if the config composes; 'refused' if it is refused with a one-line ConfigError; raises _Fail otherwise."""
+    from ssl_bench.config.compose import compose
+
+    try:
+        compose(overrides)
+    except ConfigError as exc:
+        text = str(exc).strip()
+        if not text or "\n" in text:
+            raise _Fail(f"{overrides[-1]}: the error is not one line: {text[:120]!r}") from exc
+        return "refused"
+    except Exception as exc:
+        raise _Fail(f"{overrides[-1]}: {_one_line(exc)} instead of a one-line config error") from exc
+    return None
+
+
+def _bad_values(config: type) -> list[tuple[str, str, bool]]:
+    """(key, value, must be refused): a negative value of every numeric field (the objective's own checks: refused or
+    accepted, but never anything but a one-line error), and one value of the wrong type per kind of field (the
+    schema's typing, the same for every field of a kind)."""
+    out, kinds = [], set()
+    wrong = {"int": "not_a_number", "float": "not_a_number", "bool": "not_a_bool", "str": "[1,2]"}
+    for f in dataclasses.fields(config):
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        if f.name == "name" or kind not in wrong:
+            continue
+        if kind in ("int", "float"):
+            out.append((f.name, "-1", False))
+        if kind not in kinds:
+            kinds.add(kind)
+            out.append((f.name, wrong[kind], True))
+    return out
+
+
+def check_config(name: str) -> str:
+    from ssl_bench.config.compose import compose
+    from ssl_bench.config.registry import registry
+
+    base = ["budget=smoke", f"method={name}"]
+    compose(base)  # the defaults compose (an error here is the finding)
+    refused, accepted = 0, 0
+    for key, value, must in [("no_such_key", "1", True), *_bad_values(registry()[name].config)]:
+        verdict = _refused_in_one_line([*base, f"method.{key}={value}"])
+        if must and verdict is None:
+            raise _Fail(f"method.{key}={value} was accepted")
+        refused += verdict is not None
+        accepted += verdict is None
+    one_crop = _refused_in_one_line([*base, "crops.global.n=1", "crops.local.n=0"])
+    return (f"{refused} bad values refused in one line, {accepted} accepted; one crop "
+            f"{'refused' if one_crop else 'accepted'}")
+
+
+# -- the objective on random crops -------------------------------------------------------------------------------
+def _random_step(name: str, n_global: int, n_local: int, seed: int = 0) -> tuple[Any, Any]:
+    """One training step's loss and backward on random crops (the loop's hook order); returns (loss, model)."""
+    import torch
+
+    from ssl_bench.config.compose import compose
+    from ssl_bench.methods.base import Context
+    from ssl_bench.pipeline.experiment import build_model
+
+    cfg = compose(["budget=smoke", f"method={name}", f"crops.global.n={n_global}", f"crops.local.n={n_local}"])
+    torch.manual_seed(seed)
+    model = build_model(cfg)
+    g = torch.Generator().manual_seed(seed + 1)
+    b, n = int(cfg.data.batch_size), 64  # the batch and the "dataset" for a method that needs a pass over it
+    size_g, size_l = int(cfg.crops["global"].size), int(cfg.crops["local"].size)
+    images = torch.randn(n, 3, size_g, size_g, generator=g)
+
+    def embed_dataset() -> tuple[Any, Any]:
+        with torch.no_grad():
+            return torch.arange(n), model.project([images])[0]
+
+    ctx = Context(epoch=0, step=0, epochs=2, steps_per_epoch=4, embed_dataset=embed_dataset, dataset_size=n)
+    crops = ([torch.randn(b, 3, size_g, size_g, generator=g) for _ in range(n_global)]
+             + [torch.randn(b, 3, size_l, size_l, generator=g) for _ in range(n_local)])
+    model.method.on_train_start(ctx)
+    model.method.on_epoch_start(ctx)
+    loss, stats = model({"crops": crops, "index": torch.randperm(n, generator=g)[:b]})
+    loss.backward()
+    model.method.after_backward(ctx)
+    return loss, model
+
+
+def check_crops(name: str) -> str:
+    import torch
+
+    done = []
+    for n_global, n_local in CROP_COUNTS:
+        loss, _ = _random_step(name, n_global, n_local)
+        if loss.ndim != 0 or not torch.isfinite(loss):
+            raise _Fail(f"{n_global} global + {n_local} local crops: loss {loss.detach().tolist()} (a finite scalar?)")
+        done.append(f"{n_global}+{n_local}: {loss.item():.3f}")
+    return "loss " + ", ".join(done)
+
+
+def check_gradients(name: str) -> str:
+    import torch
+
+    _, model = _random_step(name, 2, 2)
+    grads = [(k, p.grad) for k, p in model.backbone.named_parameters()]
+    reached = [k for k, g in grads if g is not None and bool(g.abs().sum() > 0)]
+    bad = [k for k, g in grads if g is not None and not bool(torch.isfinite(g).all())]
+    if bad:
+        raise _Fail(f"non-finite gradient in backbone.{bad[0]}")
+    if not reached:
+        raise _Fail("no gradient reaches the backbone (is the loss detached from the projections?)")
+    return f"{len(reached)} of {len(grads)} backbone tensors get a gradient"
+
+
+def _same_step(name: str) -> str:
+    import torch
+
+    (a, ma), (b, mb) = _random_step(name, 2, 2, seed=5), _random_step(name, 2, 2, seed=5)
+    if not torch.equal(a.detach(), b.detach()):
+        raise _Fail(f"the same seed gave losses {a.item()!r} and {b.item()!r}")
+    for (k, p), (_, q) in zip(ma.named_parameters(), mb.named_parameters(), strict=True):
+        if (p.grad is None) != (q.grad is None) or (p.grad is not None and not torch.equal(p.grad, q.grad)):
+            raise _Fail(f"the same seed gave another gradient of {k}")
+    return "objective: equal loss and gradients"
+
+
+# -- the loop: one tiny run, killed and resumed, and on two processes ---------------------------------------------
+@contextlib.contextmanager
+def _sigterm_at_step(n: int) -> Iterator[None]:
+    """The n-th training step sends this process SIGTERM (as a scheduler's time limit would)."""
+    from ssl_bench.training.loop import Trainer
+
+    real, calls = Trainer.train_step, [0]
+
+    def step(self: Any, batch: dict) -> Any:
+        out = real(self, batch)
+        calls[0] += 1
+        if calls[0] == n:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    Trainer.train_step = step  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        Trainer.train_step = real  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def _cpu_only() -> Iterator[None]:
+    """The in-process runs on the CPU as the two-process one (Accelerate reads this), even on a machine with a GPU.
+    Accelerate keeps its device for the process: a single process's state is reset on entry and exit, so runs before
+    and after the check keep theirs."""
+    from accelerate.state import PartialState
+
+    def reset() -> None:
+        if PartialState._shared_state.get("num_processes", 1) == 1:
+            PartialState._reset_state()
+
+    before = os.environ.get("ACCELERATE_USE_CPU")
+    os.environ["ACCELERATE_USE_CPU"] = "1"
+    reset()
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("ACCELERATE_USE_CPU", None)
+        else:
+            os.environ["ACCELERATE_USE_CPU"] = before
+        reset()
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Tiny models: a second thread only spins (the smoke budget's runs set one thread too; 6x faster under load)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_dir(root: Path) -> Path:
+    found = sorted(p.parent for p in root.glob("*/summary.json"))
+    if len(found) != 1:
+        raise _Fail(f"expected one finished run in {root}, found {len(found)}")
+    return found[0]
+
+
+def _weights(run: Path) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    return load_file(run / "checkpoint" / "model.safetensors")
+
+
+def _loop_overrides(name: str, out: Path) -> list[str]:
+    return [*LOOP_OVERRIDES, f"method={name}", f"output_dir={out}"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _launch_two(name: str, out: Path) -> subprocess.Popen:
+    """``accelerate launch`` of the same run on two CPU processes (gloo), in the background."""
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(_free_port()), "-m", "ssl_bench.run", *_loop_overrides(name, out)]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _train(cfg: Any) -> None:
+    from ssl_bench.common.progress import configure
+    from ssl_bench.pipeline.experiment import run_experiment
+
+    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+        configure(False)
+        run_experiment(cfg)
+
+
+def _metrics(run: Path) -> list[dict]:
+    from ssl_bench.records.io import read_metrics
+
+    return read_metrics(run)
+
+
+def check_resume(name: str, work: Path) -> str:
+    import torch
+
+    from ssl_bench.config.compose import compose
+
+    full_cfg = compose(_loop_overrides(name, work / "one"))
+    _train(full_cfg)
+    cut_overrides = _loop_overrides(name, work / "cut")
+    with _sigterm_at_step(KILL_AT_STEP):
+        try:
+            _train(compose(cut_overrides))
+        except TrainingStopped:
+            pass
+        else:
+            raise _Fail(f"SIGTERM at step {KILL_AT_STEP} did not stop the run")
+    _train(compose([*cut_overrides, "resume=true"]))
+    a, b = _weights(_run_dir(work / "one")), _weights(_run_dir(work / "cut"))
+    if a.keys() != b.keys():
+        raise _Fail(f"the resumed checkpoint holds other tensors: {sorted(set(a) ^ set(b))[:3]}")
+    differ = [k for k in a if not torch.equal(a[k], b[k])]
+    if differ:
+        raise _Fail(f"resumed != uninterrupted: {len(differ)} tensors differ, first {differ[0]}")
+    return f"killed at step {KILL_AT_STEP} of 8, resumed: {len(a)} tensors equal to the uninterrupted run's"
+
+
+def check_seed(name: str, work: Path) -> str:
+    """The objective twice from one seed, and the loop's first epoch in two runs (the uninterrupted and the killed
+    one, which train epoch 1 independently): the same numbers, exactly."""
+    objective = _same_step(name)
+    one, cut = _metrics(_run_dir(work / "one"))[0], _metrics(_run_dir(work / "cut"))[0]
+    keys = [k for k in one if not any(w in k for w in ("wall", "per_s", "time", "memory"))]  # not timings
+    differ = [k for k in keys if one.get(k) != cut.get(k)]
+    if differ:
+        raise _Fail(f"epoch 1 of two runs of one seed differs in {differ[0]}: {one[differ[0]]} vs {cut.get(differ[0])}")
+    return f"{objective}; loop: epoch 1 equal in {len(keys)} numbers"
+
+
+def check_processes(proc: subprocess.Popen | None, work: Path, timeout: float = 300) -> str:
+    import torch
+
+    if proc is None:
+        return "n/a (processes=1)"
+    try:
+        _, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        proc.kill()
+        proc.communicate()
+        raise _Fail(f"two processes did not finish within {timeout:.0f} s") from exc
+    if proc.returncode != 0:
+        last = [ln for ln in stderr.strip().splitlines() if ln.strip()][-1:] or ["(no output)"]
+        raise _Fail(f"two processes exited {proc.returncode}: {last[0][:200]}")
+    one, two = _run_dir(work / "one"), _run_dir(work / "two")
+    for ra, rb in zip(_metrics(one), _metrics(two), strict=True):
+        for key, x in ra.items():
+            if key in ("loss", *CLUSTER_KEYS) and isinstance(x, int | float):
+                y = rb.get(key)
+                if y is None or not math.isclose(y, x, rel_tol=1e-4, abs_tol=1e-3 if key in CLUSTER_KEYS else 1e-5):
+                    raise _Fail(f"epoch {ra['epoch'] + 1} {key}: one process {x}, two {y}")
+    a, b = _weights(one), _weights(two)
+    if a.keys() != b.keys():
+        raise _Fail(f"two processes saved other tensors: {sorted(set(a) ^ set(b))[:3]}")
+    for k in a:
+        same = (torch.allclose(a[k], b[k], rtol=1e-3, atol=1e-4) if a[k].is_floating_point()
+                else torch.equal(a[k], b[k]))
+        if not same:
+            raise _Fail(f"weights differ between one and two processes: {k}")
+    return f"losses and {len(a)} tensors agree (gloo, 2 x half the batch)"
+
+
+def check_diagnostics(name: str, work: Path) -> str:
+    from ssl_bench.config.registry import registry
+
+    clusters = any(f.name == "num_prototypes" for f in dataclasses.fields(registry()[name].config))
+    if not clusters:
+        return "n/a (no prototypes: method.num_prototypes is not a key)"
+    rows = _metrics(_run_dir(work / "one"))
+    missing = [k for k in CLUSTER_KEYS if not all(k in r for r in rows)]
+    if missing:
+        raise _Fail(f"a clustering method's records lack {missing[0]} (return it from epoch_stats)")
+    last = rows[-1]
+    return ", ".join(f"{k}={last[k]:.3g}" for k in CLUSTER_KEYS)
+
+
+def check_method(name: str, processes: int = 2, workdir: str | Path | None = None) -> Report:
+    """Run every check on ``name`` and return the report (``.passed``, ``.table()``). An unknown name is a
+    ConfigError naming the valid ones."""
+    from ssl_bench.config.registry import load_plugins, registry
+
+    methods = registry()
+    if name not in methods:
+        broken = load_plugins().get(name)  # a plug-in that failed to load: say why
+        raise ConfigError(broken or f"unknown method '{name}'; valid choices: {', '.join(methods)}")
+    report = Report(name)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_cpu_only())
+        stack.enter_context(_one_thread())
+        if workdir:  # kept for a look afterwards; a folder of its own, so an earlier check's runs are never reused
+            Path(workdir).mkdir(parents=True, exist_ok=True)
+            work = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=workdir))
+        else:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="check-")))
+        _timed(report, "config", lambda: check_config(name))
+        if report.results[-1].status == "FAIL":
+            return report  # nothing else composes
+        proc = _launch_two(name, work / "two") if processes == 2 else None
+        try:
+            _timed(report, "crops", lambda: check_crops(name))
+            _timed(report, "gradients", lambda: check_gradients(name))
+            _timed(report, "resume", lambda: check_resume(name, work))
+            _timed(report, "seed", lambda: check_seed(name, work))
+            _timed(report, "diagnostics", lambda: check_diagnostics(name, work))
+            _timed(report, "processes", lambda: check_processes(proc, work))
+        finally:
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    return report
+
+
+def main(argv: list[str]) -> int:
+    """``check-method <name> [processes=1|2] [workdir=<dir>]``: 0 when every check passes, 1 when one fails."""
+    if argv and argv[0] in ("-h", "--help"):
+        print(f"{USAGE}\n\n{__doc__}".rstrip())
+        return 0
+    if not argv or "=" in argv[0]:
+        from ssl_bench.config.registry import registry
+
+        raise ConfigError(f"a method name is required ({USAGE}); valid choices: {', '.join(registry())}")
+    name, options = argv[0], {}
+    for a in argv[1:]:
+        key, eq, value = a.partition("=")
+        if not eq or key not in ("processes", "workdir"):
+            raise ConfigError(f"cannot read '{a}'; valid keys: processes=1|2, workdir=<dir> ({USAGE})")
+        options[key] = value
+    processes = options.get("processes", "2")
+    if processes not in ("1", "2"):
+        raise ConfigError(f"processes must be 1 or 2, got '{processes}'")
+    report = check_method(name, int(processes), options.get("workdir"))
+    print(report.table())
+    return 0 if report.passed else 1
+
+
