@@ -4,7 +4,7 @@
                                  [dataset=<name>] [eval.seeds=[0,1,2]] [export=<file>] [key=value ...]
     accelerate launch -m ssl_bench.evaluate ...        (several processes: each extracts its shard)
 
-Protocols (defaults in ssl_bench/schema.py, EvalConfig; override as eval.<key>=...):
+Protocols (defaults in ssl_bench/config/schema.py, EvalConfig; override as eval.<key>=...):
   knn         weighted kNN on frozen features (cosine, k in eval.knn_k, T = 0.07)
   linear      linear probe on frozen pooled features (SwAV A.3; eval.linear_mode=augmented|cached)
   finetune    semi-supervised fine-tuning on 1% / 10% of the labels (SwAV A.4; stratified, saved index files)

@@ -145,7 +145,7 @@ def _schema_keys() -> list[str]:
 
 def test_the_configuration_reference_has_every_schema_key(site):
     """docs/configuration.md's tables are generated from the schema at build time (docs/hooks/config_reference.py):
-    every key of ssl_bench/schema.py and of every registered objective's dataclass is in the built page, with a
+    every key of ssl_bench/config/schema.py and of every registered objective's dataclass is in the built page, with a
     meaning; the hook's fallback meanings name only keys that exist."""
     import dataclasses
     import html as html_lib
@@ -164,7 +164,7 @@ def test_the_configuration_reference_has_every_schema_key(site):
     assert not missing, f"keys missing from the configuration reference (docs/hooks/config_reference.py): {missing}"
     no_meaning = sorted(k for k in keys if len(rows[k]) < 10)
     assert not no_meaning, (f"keys without a meaning in the configuration reference: {no_meaning}; write a comment "
-                            "above the field in ssl_bench/schema.py (or methods/<name>.py)")
+                            "above the field in ssl_bench/config/schema.py (or methods/<name>.py)")
     sys.path.insert(0, str(DOCS / "hooks"))
     try:
         import config_reference

@@ -1,4 +1,4 @@
-"""Health, online linear probe and guardrails (ssl_bench/health.py): the measurements, the guardrails' checks, and
+"""Health, online linear probe and guardrails (ssl_bench/training/health.py): the measurements, the guardrails' checks, and
 the promise that none of it changes training (bit-identical weights and losses with it on and off)."""
 
 import math

@@ -485,7 +485,7 @@ def run_rows(plan: Plan, status: dict[str, str] | None = None) -> pd.DataFrame:
                        linear_top1=dig(m, "linear.top1"), random_linear_top1=dig(m, "random.linear.top1"),
                        wall_s=c.get("wall_s"), images_per_s=c.get("images_per_s"), peak_mem_mb=c.get("peak_mem_mb"),
                        images_seen=c.get("images_seen"), collapsed=bool(s.get("collapsed", False)))
-            if m.get("final_health_rank_backbone") is not None:  # ssl_bench/health.py; older records have none
+            if m.get("final_health_rank_backbone") is not None:  # ssl_bench/training/health.py; older records have none
                 row["final_rank"] = m["final_health_rank_backbone"]
             row["versions.git"] = (s.get("versions") or {}).get("git")
         else:

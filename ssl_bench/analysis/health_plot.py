@@ -1,6 +1,6 @@
 """The per-epoch health figure (``health_<budget>``, drawn by ``python -m ssl_bench.plot``): effective rank of the
 backbone and projection features, alignment, uniformity, std of the normalised projections and the online linear
-probe (ssl_bench/health.py), one panel per quantity, one line per configuration (mean over seeds) with its 95%
+probe (ssl_bench/training/health.py), one panel per quantity, one line per configuration (mean over seeds) with its 95%
 confidence band; an x marks an epoch where a guardrail fired in some seed."""
 
 from __future__ import annotations

@@ -5,7 +5,7 @@
 Loads every finished run under ``results`` with :func:`ssl_bench.records.io.load` (sweep trials only with
 ``sweeps=true``: they belong in their sweep's report; with ``study=<name>``: only the runs of the comparisons
 written by ``python -m ssl_bench.compare study=<name>``, labelled by the study's variants). Every point, line
-and interval is exactly one *configuration* (runs equal in everything but the seed, ssl_bench/identity.py),
+and interval is exactly one *configuration* (runs equal in everything but the seed, ssl_bench/records/identity.py),
 labelled by the keys that differ from its budget as defined, in words. Per budget and dataset:
 
 - ``accuracy_<budget>``: kNN top-1 (and the linear probe when recorded) per configuration, mean and 95% CI
@@ -15,7 +15,7 @@ labelled by the keys that differ from its budget as defined, in words. Per budge
 - ``multicrop_<budget>``: configurations that differ only in crops.local.n, per method, with 95% CIs;
 - ``accuracy_vs_train_epochs_<budget>``: configurations that differ only in train.epochs;
 - ``health_<budget>``: effective rank, alignment, uniformity, std and the online linear probe after every epoch,
-  one line per configuration with its 95% CI band (ssl_bench/health_plot.py);
+  one line per configuration with its 95% CI band (ssl_bench/analysis/health_plot.py);
 
 into ``<results>/figures/`` (``<results>/figures/<study>/`` for a study), plus ``report.md`` there with the
 tables behind every figure and the captions (protocol, budget, fingerprints). The images carry titles, axis
@@ -383,7 +383,7 @@ def plot(results_dir: Path, study: str | None = None, out: Path | None = None, s
             if made:
                 written += made[0]
                 report.append(f"### {name}\n\n{_img(made[0], out)}\n{made[1]}\n")
-        made = health_curves(g, epochs, out, budget, save)  # ssl_bench/health_plot.py
+        made = health_curves(g, epochs, out, budget, save)  # ssl_bench/analysis/health_plot.py
         if made:
             written += made[0]
             report.append(f"### Health per epoch\n\n{_img(made[0], out)}\n{made[1]}\n")

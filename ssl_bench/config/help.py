@@ -26,7 +26,7 @@ def register_help(template: str | None = None) -> None:
 MAIN_KEYS = {
     "seed": "training seed (a run's folder name ends in -s<seed>)",
     "output_dir": "where run folders (records) are written",
-    "run_id": "the run's folder name; null = derived from the config (ssl_bench/identity.py)",
+    "run_id": "the run's folder name; null = derived from the config (ssl_bench/records/identity.py)",
     "resume": "continue the run from its last checkpoint",
     "overwrite": "train again even if a finished record of the same config exists",
     "print_config": "print the whole resolved config at the start",

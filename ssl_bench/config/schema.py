@@ -13,7 +13,7 @@ from omegaconf import MISSING
 
 # Keys that cannot change a run's result: where and how it is stored, logged and shown, how many workers and
 # threads compute it, and evaluation keys that only say where files go or how much memory to use. Everything else
-# (and not the seed) is the run's *configuration* (ssl_bench/identity.py): runs are pooled as seeds of one
+# (and not the seed) is the run's *configuration* (ssl_bench/records/identity.py): runs are pooled as seeds of one
 # configuration only when their configurations are equal.
 NON_CONFIGURATION_KEYS = ("resume", "overwrite", "output_dir", "run_id", "tags", "print_config", "dataset.root",
                           "dataset.download", "data.num_workers", "train.num_threads", "train.log_every",
@@ -172,11 +172,11 @@ class TrainConfig:
     num_threads: int = 0
     # Trackers get the loss and lr every N optimiser steps (0: only the per-epoch metrics).
     log_every: int = 10
-    # Progress bars; only ever drawn on the main process when stderr is a terminal (ssl_bench/progress.py).
+    # Progress bars; only ever drawn on the main process when stderr is a terminal (ssl_bench/common/progress.py).
     progress: bool = True
     # Same as trackers=[tensorboard] (kept for older commands).
     tensorboard: bool = False
-    # Experiment trackers through Accelerate (ssl_bench/tracking.py): tensorboard, wandb, mlflow.
+    # Experiment trackers through Accelerate (ssl_bench/common/tracking.py): tensorboard, wandb, mlflow.
     trackers: list[str] = field(default_factory=list)
     # torch.compile the backbone and the head (one graph per crop size); the first steps pay the compilation.
     compile: bool = False
@@ -184,7 +184,7 @@ class TrainConfig:
     compile_backend: str = "inductor"
     # Backbone weights and crops in channels-last (NHWC) memory format: faster convolutions on tensor cores.
     channels_last: bool = False
-    # Guardrails after each epoch (ssl_bench/health.py, thresholds in health.*): warn = one line naming the usual
+    # Guardrails after each epoch (ssl_bench/training/health.py, thresholds in health.*): warn = one line naming the usual
     # causes and keys, and an entry in the record; stop = the same, then stop the run; off = nothing.
     guardrails: str = "warn"
 
@@ -257,7 +257,7 @@ class EvalConfig:
 
 @dataclass
 class HealthConfig:
-    """Is the run learning? Measured after each epoch without touching training (ssl_bench/health.py): a run's
+    """Is the run learning? Measured after each epoch without touching training (ssl_bench/training/health.py): a run's
     weights and losses are the same with any of these settings."""
 
     # Label-free health (effective rank, alignment, uniformity, std) on this many pretraining images drawn with
@@ -300,7 +300,7 @@ class RunConfig:
     # Train again even if a finished record of the same config exists.
     overwrite: bool = False
     output_dir: str = "results/runs"
-    # Default (ssl_bench/identity.py): <method>-<dataset>-<budget>[-<keys that differ from the budget>]-s<seed>-
+    # Default (ssl_bench/records/identity.py): <method>-<dataset>-<budget>[-<keys that differ from the budget>]-s<seed>-
     # <configuration id>, so the same config finds the same folder.
     run_id: str | None = None
     tags: dict[str, str] = field(default_factory=dict)

@@ -304,7 +304,7 @@ def _add_last_epoch(summary: dict[str, Any], rows: list[dict[str, Any]], say: Ca
     for key in ("loss", "assign_entropy", "prototypes_used", "monitor_knn_top1", *HEALTH_KEYS):
         if key in last:
             summary["metrics"][f"final_{key}" if key != "monitor_knn_top1" else key] = last[key]
-    # Every guardrail that fired (ssl_bench/health.py), with its epoch; [] when none did.
+    # Every guardrail that fired (ssl_bench/training/health.py), with its epoch; [] when none did.
     summary["guardrails"] = [{"epoch": r["epoch"], **g} for r in rows for g in r.get("guardrails", [])]
     if last.get("prototypes_used") == 1:
         summary["collapsed"] = True

@@ -1,6 +1,6 @@
 """Budget fingerprints: what must be identical for runs of different methods to be compared.
 
-A run's *budget* is its configuration (ssl_bench/identity.py: the resolved config minus the seed and the
+A run's *budget* is its configuration (ssl_bench/records/identity.py: the resolved config minus the seed and the
 keys that cannot change the result) minus the objective (``method.*``). Everything else (backbone,
 head, batch size, training subset, crops, augmentations, optimiser, epochs, steps, precision, gradient
 accumulation, evaluation protocol, dataset) is part of it: two runs with the same budget fingerprint
@@ -21,7 +21,7 @@ from ssl_bench.records.identity import configuration
 
 def budget_items(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     """The budget of a resolved config (or a record's config.yaml) as flat ``dotted.key -> value`` pairs: its
-    configuration (ssl_bench/identity.py) without the objective's keys (``method.*``)."""
+    configuration (ssl_bench/records/identity.py) without the objective's keys (``method.*``)."""
     return {k: v for k, v in configuration(cfg).items() if not k.startswith("method.")}
 
 
