@@ -1,5 +1,5 @@
-"""Health, online linear probe and guardrails (ssl_bench/training/health.py): the measurements, the guardrails' checks, and
-the promise that none of it changes training (bit-identical weights and losses with it on and off)."""
+"""Health, online linear probe and guardrails (ssl_bench/training/health.py): the measurements, the guardrails'
+checks, and the promise that none of it changes training (bit-identical weights and losses with it on and off)."""
 
 import math
 

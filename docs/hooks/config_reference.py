@@ -5,7 +5,8 @@ the line ``<!-- configuration-keys -->``, which this hook replaces with one tabl
 every key of ``ssl_bench.config.schema.RunConfig`` and of each registered objective's config dataclass, with
 
 - its default, read from the dataclass (the one place defaults are declared);
-- its meaning: the comment written above the field in the source (``ssl_bench/config/schema.py``, ``methods/<name>.py``);
+- its meaning: the comment written above the field in the source (``ssl_bench/config/schema.py``,
+  ``methods/<name>.py``);
   for a field the source leaves without one, the short text in ``MEANINGS`` below (or the comment beside the field,
   or the line ``python -m ssl_bench.run --help`` prints for it, ``ssl_bench.config.help.MAIN_KEYS``); its valid
   choices where the schema names them; whether it is part of a run's *configuration*;
@@ -34,8 +35,8 @@ from typing import Any
 MARKER = "<!-- configuration-keys -->"
 ROOT = Path(__file__).resolve().parents[2]
 
-# Meanings of the fields that ssl_bench/config/schema.py and methods/<name>.py leave without a comment (a comment written
-# there later wins over these). Keys are run config keys; an objective's are "<method>:method.<field>".
+# Meanings of the fields that ssl_bench/config/schema.py and methods/<name>.py leave without a comment (a comment
+# written there later wins over these). Keys are run config keys; an objective's are "<method>:method.<field>".
 MEANINGS = {
     "dataset.name": "The dataset: set by the `dataset` group (`dataset=cifar10`), never on its own.",
     "dataset.num_classes": "Classes of the labelled splits (evaluation); follows `dataset.classes` when that is set.",

@@ -184,8 +184,8 @@ class TrainConfig:
     compile_backend: str = "inductor"
     # Backbone weights and crops in channels-last (NHWC) memory format: faster convolutions on tensor cores.
     channels_last: bool = False
-    # Guardrails after each epoch (ssl_bench/training/health.py, thresholds in health.*): warn = one line naming the usual
-    # causes and keys, and an entry in the record; stop = the same, then stop the run; off = nothing.
+    # Guardrails after each epoch (ssl_bench/training/health.py, thresholds in health.*): warn = one line naming
+    # the usual causes and keys, and an entry in the record; stop = the same, then stop the run; off = nothing.
     guardrails: str = "warn"
 
 
