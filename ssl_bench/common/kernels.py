@@ -56,7 +56,11 @@ def kernel_path() -> str:
     return f"{vendor} {isa}; aten {torch.backends.cpu.get_cpu_capability()}; mkl {mkl}; onednn {onednn}"
 
 
-def other_path_env() -> dict[str, str]:
-    """Variables that put a process on another kernel path than this machine's own (the portable ATen kernels, MKL's
-    reproducible mode): what the tests use to check that the suite's exactness checks hold elsewhere."""
-    return {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE"}
+def other_path_environ(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """A child process's environment on another kernel path than ``environ``'s (default: this process's): the
+    portable ATen kernels and MKL's reproducible mode, or, when ``environ`` already forces a path, the machine's own
+    (the variables removed). What the tests use to check that the suite's exactness checks hold elsewhere."""
+    env = dict(os.environ if environ is None else environ)
+    if any(env.get(k) for k in KERNEL_ENV):
+        return {k: v for k, v in env.items() if k not in KERNEL_ENV}
+    return {**env, "ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE"}
