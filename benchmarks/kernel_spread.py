@@ -1,9 +1,10 @@
 """How far the suite's exact numbers move on another CPU kernel path (ssl_bench.common.kernels): the measurement behind
-the
-tolerances of ssl_bench.analysis.verify.SPREAD and tests/test_speed.py's fused-optimiser check.
+the tolerances of ssl_bench.analysis.verify.SPREAD, tests/test_speed.py's fused-optimiser check and check-method's
+one-process-against-two check (ssl_bench.analysis.conformance.PROCESS_TOLERANCE).
 
-    .venv/bin/python -m benchmarks.kernel_spread                 # the verify sample (5 records) and the optimisers
-    .venv/bin/python -m benchmarks.kernel_spread --only optim    # the fused optimisers only (seconds)
+    .venv/bin/python -m benchmarks.kernel_spread                     # all three
+    .venv/bin/python -m benchmarks.kernel_spread --only optim        # the fused optimisers only (seconds)
+    .venv/bin/python -m benchmarks.kernel_spread --only processes    # one process vs two, every method (~15 min)
 
 Each kernel path is a child process with the variables that choose it (this machine's own path, the portable ATen
 kernels, MKL's reproducible mode, both, and an AVX2 machine's choice on an AVX-512 one). Printed per path and number:
@@ -59,6 +60,67 @@ def child_optim() -> None:
             flush=True)
 
 
+DEFECTS = ("simclr", "swav")  # the two-process defects the process check must catch (see _patch_defect)
+
+
+def _patch_defect(name: str) -> None:
+    """A distributed bug planted in this process: SimCLR's negatives not gathered (each process contrasts against its
+    own half of the batch), or SwAV's Sinkhorn without its all-reduce (each process balances its own half)."""
+    import sys as _sys
+
+    from ssl_bench.config.registry import registry
+
+    module = _sys.modules[registry()[name].cls.__module__]
+    if name == "simclr":
+        module.all_gather = lambda t, grad=False: t
+        module.world_size, module.rank = (lambda: 1), (lambda: 0)
+    else:
+        from ssl_bench.ops import sinkhorn
+
+        sinkhorn.all_reduce_ = lambda t, op="sum": t
+        sinkhorn.is_distributed = lambda: False
+
+
+def defect_worker(name: str, out: str) -> None:
+    """In each of two launched processes: the loop check's run of ``name`` with its defect planted."""
+    from ssl_bench.analysis import conformance
+    from ssl_bench.config.compose import compose
+
+    _patch_defect(name)
+    conformance._train(compose(conformance._loop_overrides(name, Path(out))))
+
+
+def child_processes() -> None:
+    """In the child: every method trained on one process (here) and on two (accelerate launch, gloo) at the
+    check-method loop settings, and two defects on two processes; their process_gaps as JSON lines."""
+    from ssl_bench.analysis import conformance
+    from ssl_bench.config.compose import compose
+
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
+    with tempfile.TemporaryDirectory() as tmp, conformance._cpu_only(), conformance._one_thread():
+        work = Path(tmp)
+        for name in SHIPPED:
+            proc = conformance._launch_two(name, work / name / "two")
+            conformance._train(compose(conformance._loop_overrides(name, work / name / "one")))
+            _, err = proc.communicate(timeout=900)
+            if proc.returncode:
+                raise SystemExit(f"{name}: two processes exited {proc.returncode}: {err[-500:]}")
+            gaps = conformance.process_gaps(conformance._run_dir(work / name / "one"),
+                                            conformance._run_dir(work / name / "two"))
+            print(json.dumps({"what": name, "numbers": gaps}), flush=True)
+        for name in DEFECTS:
+            out = work / name / "defect"
+            cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                   "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+                   str(conformance._free_port()), "-m", "benchmarks.kernel_spread", "--defect", name, str(out)]
+            subprocess.run(cmd, env=env, check=True, capture_output=True)
+            gaps = conformance.process_gaps(conformance._run_dir(work / name / "one"), conformance._run_dir(out))
+            print(json.dumps({"what": f"{name} with defect", "numbers": gaps}), flush=True)
+
+
+SHIPPED = ("swav", "simclr", "deepclusterv2", "selav2", "carl")
+
+
 def run_paths(kind: str) -> dict[str, dict[str, dict[str, float]]]:
     out: dict[str, dict[str, dict[str, float]]] = {}
     for name, env in PATHS.items():
@@ -109,13 +171,41 @@ def report_optim(got: dict[str, dict[str, dict[str, float]]]) -> None:
                   f"{nums['weight gap'] / tol:.2f} |")
 
 
+def report_processes(got: dict[str, dict[str, dict[str, float]]]) -> None:
+    from ssl_bench.analysis.conformance import PROCESS_TOLERANCE
+
+    keys = list(PROCESS_TOLERANCE)
+    print("\n| kernel path | run | " + " | ".join(keys) + " |\n|" + " --- |" * (len(keys) + 2))
+    worst: dict[str, float] = dict.fromkeys(keys, 0.0)
+    least: dict[str, float] = dict.fromkeys(keys, float("inf"))
+    for name, rows in got.items():
+        for what, nums in rows.items():
+            print(f"| {name} | {what} | " + " | ".join(f"{nums.get(k, 0.0):.2g}" for k in keys) + " |")
+            for k in keys:
+                if what.endswith("with defect"):
+                    least[k] = min(least[k], nums.get(k, 0.0)) if k == "loss" else least[k]
+                else:
+                    worst[k] = max(worst[k], nums.get(k, 0.0))
+    print("\n| number | worst over methods and paths | tolerance (PROCESS_TOLERANCE) | worst / tolerance |"
+          "\n| --- | --- | --- | --- |")
+    for k in keys:
+        print(f"| {k} | {worst[k]:.3g} | {PROCESS_TOLERANCE[k]:g} | {worst[k] / PROCESS_TOLERANCE[k]:.2f} |")
+    print(f"\nsmallest loss gap of a planted defect: {least['loss']:.3g} "
+          f"({least['loss'] / PROCESS_TOLERANCE['loss']:.0f} x the tolerance)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", choices=("records", "optim"), default=None)
-    parser.add_argument("--child", choices=("records", "optim"), default=None, help=argparse.SUPPRESS)
+    kinds = ("records", "optim", "processes")
+    parser.add_argument("--only", choices=kinds, default=None)
+    parser.add_argument("--child", choices=kinds, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--defect", nargs=2, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.defect:
+        defect_worker(*args.defect)
+        return
     if args.child:
-        (child_records if args.child == "records" else child_optim)()
+        {"records": child_records, "optim": child_optim, "processes": child_processes}[args.child]()
         return
     from ssl_bench.common.kernels import kernel_path
 
@@ -124,6 +214,8 @@ def main() -> None:
         report_records(run_paths("records"))
     if args.only in (None, "optim"):
         report_optim(run_paths("optim"))
+    if args.only in (None, "processes"):
+        report_processes(run_paths("processes"))
 
 
 if __name__ == "__main__":

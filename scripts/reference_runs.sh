@@ -3,8 +3,12 @@
 # interrupted and stale records, pilot seeds first), WORKERS at a time (default 2) with one thread each. Stop it any
 # time (Ctrl-C, or a session that ends): each run checkpoints every epoch and the next start resumes it. When the list
 # is done it asks again, since a finished pilot can ask for more seeds (seeds=auto); it ends when nothing is pending.
+# In the background: setsid nohup bash scripts/reference_runs.sh > pending.log 2>&1 &
 # Then: python -m ssl_bench.reference verify sample=ci && python -m ssl_bench.reference
 set -euo pipefail
+# `nice` alone does not yield to foreground work under the kernel's autogroups (each session competes as one group):
+# started in a session of its own (setsid, as documented), the queue lowers its whole session instead.
+if [ "$(ps -o sid= -p $$ | tr -d ' ')" = "$$" ]; then echo 19 > /proc/self/autogroup 2>/dev/null || true; fi
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1

@@ -20,6 +20,9 @@
 # <parent>/retrain-scratch), RETRAIN_COMMIT (the commit of a new worktree, default the checkout's HEAD),
 # RETRAIN_SETS (default "table claims").
 set -euo pipefail
+# `nice` alone does not yield to foreground work under the kernel's autogroups (each session competes as one group):
+# started in a session of its own (setsid, as documented), the queue lowers its whole session instead.
+if [ "$(ps -o sid= -p $$ | tr -d ' ')" = "$$" ]; then echo 19 > /proc/self/autogroup 2>/dev/null || true; fi
 here=$(cd "$(dirname "$0")/.." && pwd)
 # The working checkout, also when this script runs from the worktree: the folder holding the shared .git.
 main=$(dirname "$(git -C "$here" rev-parse --path-format=absolute --git-common-dir)")

@@ -85,3 +85,47 @@ def test_bad_input_is_one_line(argv, needle, capsys):
     assert main(["check-method", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {needle}") and "\n" not in err and "Traceback" not in err
+
+
+def _fake_run(root, losses, weight, entropy=2.0):
+    """A finished run's files as check_processes reads them: metrics.jsonl and the checkpoint's weights."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    (root / "checkpoint").mkdir(parents=True)
+    (root / "summary.json").write_text("{}")
+    rows = [{"epoch": e, "loss": x, "assign_entropy": entropy, "prototypes_used": 30} for e, x in enumerate(losses)]
+    (root / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    weights = {"w": torch.tensor([weight, -2.0]), "steps": torch.tensor([8])}
+    save_file(weights, root / "checkpoint" / "model.safetensors")
+    return root
+
+
+class _Finished:
+    """A two-process launch that has exited 0 (check_processes then compares the folders)."""
+
+    returncode = 0
+
+    def communicate(self, timeout=None):
+        return "", ""
+
+
+@pytest.mark.parametrize("loss2, weight2, entropy2, verdict", [
+    (4.0, 1.0, 2.0, "pass"),                 # the same run
+    (4.0048, 1.0, 2.0, "pass"),              # DeepCluster-v2's worst natural gap (1.2e-3) with room: 1.2e-3 x 4
+    (4.12, 1.0, 2.0, "loss by 0.03"),        # SwAV's planted defect: Sinkhorn without its all-reduce (0.03)
+    (4.0, 1.0 + 0.96, 2.0, "weights by 0.48"),  # ... its weights (0.48 of the largest |value|, 2.0 here)
+    (4.0, 1.0, 2.044, "assign_entropy by 0.044"),
+])
+def test_the_process_check_separates_round_off_from_a_distributed_defect(tmp_path, loss2, weight2, entropy2, verdict):
+    """The tolerances (PROCESS_TOLERANCE, measured by benchmarks/kernel_spread.py --only processes) pass the worst
+    one-vs-two gap seen on any kernel path and fail the planted defects' gaps."""
+    _fake_run(tmp_path / "one" / "r", [5.0, 4.0], 1.0)
+    _fake_run(tmp_path / "two" / "r", [5.0, loss2], weight2, entropy2)
+    if verdict == "pass":
+        assert conformance.check_processes(_Finished(), tmp_path).startswith("losses and 2 tensors agree")
+    else:
+        with pytest.raises(conformance._Fail, match=verdict.replace(" ", " .*")):
+            conformance.check_processes(_Finished(), tmp_path)

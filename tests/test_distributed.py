@@ -13,6 +13,7 @@ import torch
 from dist_run_worker import RESUMED, RUNS, overrides
 from safetensors.torch import load_file
 
+from ssl_bench.analysis.conformance import PROCESS_TOLERANCE, process_gaps
 from ssl_bench.config.compose import compose
 from ssl_bench.pipeline.experiment import run_experiment
 from ssl_bench.records import io as results
@@ -54,28 +55,27 @@ def test_two_processes_train_what_one_process_trains(runs, name):
     assert (sa["cost"]["num_processes"], sb["cost"]["num_processes"]) == (1, 2)
     ra, rb = results.read_metrics(a), results.read_metrics(b)
     assert len(ra) == len(rb) == 2
+    # loss, cluster diagnostics and weights within check-method's tolerances, measured over five CPU kernel paths
+    # (benchmarks/kernel_spread.py --only processes): round-off in another summation order, not a defect
+    gaps = process_gaps(a, b)
+    assert all(gaps[k] <= tol for k, tol in PROCESS_TOLERANCE.items()), gaps
     for x, y in zip(ra, rb, strict=True):
-        assert y["loss"] == pytest.approx(x["loss"], rel=1e-4, abs=1e-5)
-        for key in ("monitor_knn_top1", "assign_entropy", "prototypes_used"):
-            if key in x:
-                assert y[key] == pytest.approx(x[key], abs=1e-3), key
-        # health is on by default: each process measures the same fixed sample, so the numbers agree too
+        if "monitor_knn_top1" in x:
+            assert y["monitor_knn_top1"] == pytest.approx(x["monitor_knn_top1"], abs=1e-3)
+        # health is on by default: each process measures the same fixed sample, so the numbers agree too, as far as
+        # the weights do (worst seen on the portable kernels, ATEN_CPU_CAPABILITY=default MKL_CBWR=COMPATIBLE:
+        # SimCLR's effective ranks 1.9e-3 relative, DeepCluster-v2's uniformity 1.7e-3 absolute)
         assert set(HEALTH_KEYS) <= x.keys() and set(HEALTH_KEYS) <= y.keys()
-        for key in HEALTH_KEYS:
-            assert y[key] == pytest.approx(x[key], rel=1e-3, abs=1e-3), key
-    # the trained weights, the method's global state (prototypes, centroids, pseudo-labels) and the evaluation
-    wa, wb = (load_file(d / "checkpoint" / "model.safetensors") for d in (a, b))
-    assert wa.keys() == wb.keys()
-    for key in wa:
-        if wa[key].is_floating_point():
-            assert torch.allclose(wa[key], wb[key], rtol=1e-3, atol=1e-4), key
-        else:
-            assert torch.equal(wa[key], wb[key]), key
+        for key in HEALTH_KEYS:  # the online probe's top-1 counts 64 test images here: one image is 1.6 points
+            tol = {"abs": 3.2} if key.endswith("top1") else {"rel": 1e-2, "abs": 1e-2}
+            assert y[key] == pytest.approx(x[key], **tol), key
+    # the evaluation of those weights: the smoke budget tests on 128 images (one image is 0.8 points); on this
+    # machine's own kernels every accuracy is equal, on the portable ones DeepCluster-v2's kNN moved by one image
     for key, value in sa["metrics"].items():
         if key.startswith(("knn_top1", "linear")) and isinstance(value, float):
-            assert sb["metrics"][key] == pytest.approx(value, abs=1e-6), key
+            assert sb["metrics"][key] == pytest.approx(value, abs=1.6), key
     if name == "swav":
-        assert "linear" in sa["metrics"] and sa["metrics"]["linear"]["top1"] == sb["metrics"]["linear"]["top1"]
+        assert sb["metrics"]["linear"]["top1"] == pytest.approx(sa["metrics"]["linear"]["top1"], abs=1.6)
 
 
 def local_states(d: Path, n: int) -> list[dict]:
@@ -110,7 +110,9 @@ def test_memory_banks_are_sharded_and_together_equal_the_one_process_bank(runs, 
     full = torch.zeros_like(la["bank"])
     for s in lb:
         full[:, s["own"]] = s["bank"]
-    assert torch.allclose(full.float(), la["bank"].float(), atol=1e-3)
+    # the weights' tolerance (scale-relative): a row in the wrong shard would differ by the features' whole scale
+    gap = (full.float() - la["bank"].float()).abs().max() / la["bank"].float().abs().max()
+    assert gap <= PROCESS_TOLERANCE["weights"], gap
 
 
 def test_only_the_main_process_writes_shared_files(runs):

@@ -41,6 +41,12 @@ LOOP_OVERRIDES = ("budget=smoke", "eval.random_baseline=false", "optim.lr=0.005"
                   "eval.monitor_train_subset=0")
 KILL_AT_STEP = 6  # of 8: mid-epoch 2, so epoch 1's row is in both records
 CLUSTER_KEYS = ("assign_entropy", "prototypes_used")
+# How far one process may be from two (process_gaps' numbers), measured by `python -m benchmarks.kernel_spread --only
+# processes` (every method, one vs two processes, on five CPU kernel paths): the worst natural gap is DeepCluster-v2's
+# on the portable kernels (loss 1.2e-3, weights 0.025: a k-means assignment that flips with the summation order), the
+# smallest planted defect's (SwAV's Sinkhorn without its all-reduce) loss 0.03, weights 0.48, entropy 0.044. Each
+# tolerance sits about 4x above the one and 5x below the other; the counts' worst natural gap was 0.
+PROCESS_TOLERANCE = {"loss": 5e-3, "assign_entropy": 1e-2, "prototypes_used": 2.0, "weights": 0.1}
 
 
 @dataclass
@@ -362,8 +368,6 @@ def check_seed(name: str, work: Path) -> str:
 
 
 def check_processes(proc: subprocess.Popen | None, work: Path, timeout: float = 300) -> str:
-    import torch
-
     if proc is None:
         return "n/a (processes=1)"
     try:
@@ -376,21 +380,49 @@ def check_processes(proc: subprocess.Popen | None, work: Path, timeout: float = 
         last = [ln for ln in stderr.strip().splitlines() if ln.strip()][-1:] or ["(no output)"]
         raise _Fail(f"two processes exited {proc.returncode}: {last[0][:200]}")
     one, two = _run_dir(work / "one"), _run_dir(work / "two")
-    for ra, rb in zip(_metrics(one), _metrics(two), strict=True):
-        for key, x in ra.items():
-            if key in ("loss", *CLUSTER_KEYS) and isinstance(x, int | float):
-                y = rb.get(key)
-                if y is None or not math.isclose(y, x, rel_tol=1e-4, abs_tol=1e-3 if key in CLUSTER_KEYS else 1e-5):
-                    raise _Fail(f"epoch {ra['epoch'] + 1} {key}: one process {x}, two {y}")
+    gaps = process_gaps(one, two)
+    over = [k for k, tol in PROCESS_TOLERANCE.items() if gaps.get(k, 0.0) > tol]
+    if over:
+        k = over[0]
+        raise _Fail(f"one process and two differ in {k} by {gaps[k]:.2g} (tolerance {PROCESS_TOLERANCE[k]:g}; "
+                    f"{_GAP_WORDS[k]})")
+    return (f"losses and {gaps['tensors']:.0f} tensors agree (gloo, 2 x half the batch; largest gap "
+            f"{gaps['loss']:.1g} of the loss, {gaps['weights']:.1g} of a weight tensor's scale)")
+
+
+_GAP_WORDS = {"loss": "relative, worst epoch", "weights": "largest |difference| / the tensor's largest |value|",
+              **dict.fromkeys(CLUSTER_KEYS, "absolute, worst epoch")}
+
+
+def process_gaps(one: Path, two: Path) -> dict[str, float]:
+    """The largest differences between a run on one process and the same run on two: the loss relative, the cluster
+    diagnostics absolute (worst epoch), and the trained weights as max |a - b| / max |a| per floating tensor (worst
+    tensor; an integer tensor that differs counts as infinity). Raises _Fail when the records do not match up."""
+    import torch
+
+    gaps = {"loss": 0.0, **dict.fromkeys(CLUSTER_KEYS, 0.0), "weights": 0.0}
+    ra, rb = _metrics(one), _metrics(two)
+    if len(ra) != len(rb):
+        raise _Fail(f"one process recorded {len(ra)} epochs, two {len(rb)}")
+    for x, y in zip(ra, rb, strict=True):
+        for key in ("loss", *CLUSTER_KEYS):
+            if isinstance(x.get(key), int | float):
+                if not isinstance(y.get(key), int | float):
+                    raise _Fail(f"epoch {x['epoch'] + 1}: two processes recorded no {key}")
+                d = abs(y[key] - x[key]) / (max(abs(x[key]), 1e-12) if key == "loss" else 1.0)
+                gaps[key] = max(gaps[key], d)
     a, b = _weights(one), _weights(two)
     if a.keys() != b.keys():
         raise _Fail(f"two processes saved other tensors: {sorted(set(a) ^ set(b))[:3]}")
     for k in a:
-        same = (torch.allclose(a[k], b[k], rtol=1e-3, atol=1e-4) if a[k].is_floating_point()
-                else torch.equal(a[k], b[k]))
-        if not same:
-            raise _Fail(f"weights differ between one and two processes: {k}")
-    return f"losses and {len(a)} tensors agree (gloo, 2 x half the batch)"
+        if a[k].is_floating_point():
+            scale = a[k].abs().max().item()
+            d = (a[k] - b[k]).abs().max().item() / scale if scale > 0 else (a[k] - b[k]).abs().max().item()
+        else:
+            d = 0.0 if torch.equal(a[k], b[k]) else math.inf
+        gaps["weights"] = max(gaps["weights"], d)
+    gaps["tensors"] = float(len(a))
+    return gaps
 
 
 def check_diagnostics(name: str, work: Path) -> str:
