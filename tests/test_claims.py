@@ -4,6 +4,7 @@ import pytest
 
 from ssl_bench.analysis import claims as cl
 from ssl_bench.analysis.claims import NOT_REPRODUCED, NOT_RUN, REPRODUCED, Cell
+from ssl_bench.errors import ConfigError
 
 
 def cell(variant: str, knn: list[float], method: str = "swav", entropy: list[float] | None = None) -> Cell:
@@ -100,7 +101,7 @@ def test_interaction_verdicts():
 
 
 def test_unknown_variant_in_claims_file_is_a_one_line_error():
-    with pytest.raises(cl.ConfigError, match="valid: a, b"):
+    with pytest.raises(ConfigError, match="valid: a, b"):
         cl.gain({**GAIN, "variants": ["typo"]}, cells(cell("a", [1, 2]), cell("b", [1, 2])), "knn_top1", 0.5)
 
 

@@ -65,7 +65,7 @@ def written(tmp_path_factory):
 @pytest.fixture
 def multicrop_records(written, tmp_path, monkeypatch):
     """The written study's plan, writing its table into tmp_path (the records are shared, read only)."""
-    monkeypatch.setattr(cmp, "run_experiment", no_training)
+    monkeypatch.setattr(cmp.running, "run_experiment", no_training)
     return dataclasses.replace(written[1], out_dir=tmp_path / "compare" / written[1].name)
 
 
@@ -136,7 +136,7 @@ def test_match_wall_reads_each_run_at_the_common_time(multicrop_records):
 
 def test_every_figure_and_the_report(written, monkeypatch):
     root, plan = written
-    monkeypatch.setattr(cmp, "run_experiment", no_training)
+    monkeypatch.setattr(cmp.running, "run_experiment", no_training)
     cmp.compare(plan)
     tmp_path = root
     # An epochs study on top (train.epochs 1 and 2; 2 is the smoke budget's own, so those records exist).
@@ -170,7 +170,7 @@ def test_every_figure_and_the_report(written, monkeypatch):
 
 
 def test_mismatched_budgets_are_refused_naming_the_keys(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cmp, "run_experiment", no_training)
+    monkeypatch.setattr(cmp.running, "run_experiment", no_training)
     base = ["methods=[swav,simclr]", "budget=smoke", f"results={tmp_path}"]
     # Before any work: a per-method override that changes the budget.
     code = guarded(cmp.main, [*base, "simclr:data.batch_size=32"])
@@ -214,7 +214,7 @@ def test_interrupted_compare_resumes_without_redoing_finished_runs(tmp_path, mon
             raise TrainingStopped("interrupted at epoch 1, batch 3; checkpoint saved", 130)
         return fake_record(cfg, 50.0)
 
-    monkeypatch.setattr(cmp, "run_experiment", interrupted_after_first)
+    monkeypatch.setattr(cmp.running, "run_experiment", interrupted_after_first)
     argv = ["methods=[swav,simclr]", "seeds=[0,1]", "budget=smoke", f"results={tmp_path}"]
     plan = cmp.parse(argv)
     ids = [r.run_id for r in plan.runs]

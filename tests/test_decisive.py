@@ -136,7 +136,7 @@ def test_a_stale_record_refuses_its_cell_in_every_table(mixed, tmp_path, monkeyp
         plot.plot(root, sweeps=True, out=tmp_path / "figs")
         assert "refused: cell 'SimCLR'" in capsys.readouterr().err
         assert victim.name in (tmp_path / "figs" / "report.md").read_text()
-        monkeypatch.setattr(cmp, "run_experiment", lambda *a, **k: pytest.fail("must not train"))
+        monkeypatch.setattr(cmp.running, "run_experiment", lambda *a, **k: pytest.fail("must not train"))
         p = cmp.parse(["methods=[swav,simclr]", "seeds=[0,1]", "budget=smoke", f"results={root}"])
         table = cmp.compare(dataclasses.replace(p, out_dir=tmp_path / "cmp")).set_index("method")
         assert table.loc["simclr", "knn_top1_n"] != table.loc["simclr", "knn_top1_n"]  # NaN: no statistics
@@ -156,7 +156,7 @@ def test_seeds_auto_trains_what_the_pilot_variance_asks_for(tmp_path, monkeypatc
         trained.append((cfg.method.name, cfg.seed))
         fake_record(cfg, acc.get((cfg.method.name, cfg.seed), 80.0 + cfg.seed % 2))
 
-    monkeypatch.setattr(cmp, "run_experiment", fake_train)
+    monkeypatch.setattr(cmp.running, "run_experiment", fake_train)
     plan = cmp.parse(["methods=[swav,simclr]", "seeds=[0,1,2]", "budget=smoke", f"results={tmp_path}"])
     plan = dataclasses.replace(plan, auto=True, max_seeds=8)
     cmp.compare(plan)
