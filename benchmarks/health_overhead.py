@@ -32,11 +32,10 @@ def main() -> None:
     from ssl_bench.config.compose import compose
     from ssl_bench.pipeline.experiment import run_experiment
     from ssl_bench.records.io import read_metrics
-    from ssl_bench.training import health
-    from ssl_bench.training import loop as train
+    from ssl_bench.training import health, hooks
 
     spent = {"measure": 0.0, "views": 0.0}
-    measure, init = train.Trainer.health_row, health.HealthSample.__init__
+    measure, init = hooks.Health.measure, health.HealthSample.__init__
 
     def timed_measure(self, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
         t = time.perf_counter()
@@ -52,7 +51,7 @@ def main() -> None:
         finally:
             spent["views"] += time.perf_counter() - t
 
-    train.Trainer.health_row = timed_measure  # type: ignore[method-assign]
+    hooks.Health.measure = timed_measure  # type: ignore[method-assign]
     health.HealthSample.__init__ = timed_init  # type: ignore[method-assign]
     common = ["eval.random_baseline=false", "eval.protocols=[knn]", "overwrite=true", "train.progress=false"]
     walls: dict[str, list[float]] = {"off": [], "on": []}

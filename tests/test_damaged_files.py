@@ -310,7 +310,7 @@ def test_a_damaged_latest_checkpoint_resumes_from_the_previous_one_or_says_none_
 
 def test_a_full_disk_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch, capsys):
     from ssl_bench.run import main
-    from ssl_bench.training import loop as train
+    from ssl_bench.training import checkpoint as train
 
     out = tmp_path / "runs"
     real, calls = train.write_manifest, [0]

@@ -106,21 +106,23 @@ def test_a_signal_after_the_last_step_still_stops_the_run_before_evaluation(tmp_
     stops with 130 before its evaluation, and resume=true evaluates from the final checkpoint."""
     import signal
 
-    real = Trainer.run_epoch_callbacks
+    from ssl_bench.training.hooks import EpochCallbacks
+
+    real = EpochCallbacks.after
+    cfg = smoke(tmp_path, "data.num_workers=0")
 
     def callbacks_then_sigint(self, epoch, row):
-        if epoch == self.cfg.train.epochs - 1:
+        if epoch == cfg.train.epochs - 1:
             os.kill(os.getpid(), signal.SIGINT)
         return real(self, epoch, row)
 
-    monkeypatch.setattr(Trainer, "run_epoch_callbacks", callbacks_then_sigint)
-    cfg = smoke(tmp_path, "data.num_workers=0")
+    monkeypatch.setattr(EpochCallbacks, "after", callbacks_then_sigint)
     with pytest.raises(TrainingStopped) as stop:
         run_experiment(cfg)
     assert stop.value.exit_code == 130 and "after the last training step" in str(stop.value)
     run = tmp_path / run_id(cfg)
     assert not (run / "summary.json").exists()
-    monkeypatch.setattr(Trainer, "run_epoch_callbacks", real)
+    monkeypatch.setattr(EpochCallbacks, "after", real)
     assert run_experiment(smoke(tmp_path, "data.num_workers=0", "resume=true"))["status"] == "complete"
 
 

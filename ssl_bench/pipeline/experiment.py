@@ -44,17 +44,11 @@ from ssl_bench.records.io import (
     write_atomic,
     write_json,
 )
+from ssl_bench.training.checkpoint import CHECKPOINT, CHECKPOINT_PREV, CHECKPOINT_TMP
 from ssl_bench.training.health import HEALTH_KEYS
-from ssl_bench.training.loop import (
-    CHECKPOINT,
-    CHECKPOINT_PREV,
-    CHECKPOINT_TMP,
-    StopOnSignal,
-    Trainer,
-    default_num_workers,
-    peak_memory_mb,
-)
+from ssl_bench.training.loop import Trainer, default_num_workers, peak_memory_mb
 from ssl_bench.training.multicrop import build_pretrain_set
+from ssl_bench.training.signals import StopOnSignal
 from ssl_bench.training.syncbn import convert_sync_batchnorm
 
 CHECKPOINTS = (CHECKPOINT, CHECKPOINT_PREV, CHECKPOINT_TMP)
