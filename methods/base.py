@@ -116,9 +116,10 @@ class Method(nn.Module):
 
     # State kept per process (queues): saved and restored per rank, never broadcast.
     def local_state_dict(self) -> dict[str, Any]:
-        """State that differs between processes (a queue of this process's features): saved per rank in the
+        """State that differs between processes (a queue of this process's features; what ``epoch_stats`` counts
+        so far this epoch, so that a run resumed mid-epoch records the whole epoch): saved per rank in the
         checkpoint as ``method_local_<rank>.pt`` and given back to the same rank, never broadcast. The shared state
-        belongs in the module's ``state_dict``."""
+        belongs in the module's ``state_dict``. check-method's resume check compares every epoch's record."""
         return {}
 
     def load_local_state_dict(self, state: dict[str, Any]) -> None:

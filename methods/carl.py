@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -163,3 +164,11 @@ class CARL(Method):
 
     def epoch_stats(self) -> dict[str, float]:
         return {**assignment_stats(self._counts), "lambda_e": float(self.lambda_e)}
+
+    def local_state_dict(self) -> dict[str, Any]:
+        """This process's assignment counts of the epoch so far: a run resumed mid-epoch records the whole epoch."""
+        return {"counts": self._counts.clone()}
+
+    def load_local_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("counts") is not None and state["counts"].shape == self._counts.shape:
+            self._counts.copy_(state["counts"])

@@ -198,9 +198,12 @@ class SwAV(Method):
         return assignment_stats(self._counts)
 
     def local_state_dict(self) -> dict[str, Any]:
-        return {"queue": None if self.queue is None else self.queue.cpu()}
+        # the epoch's assignment counts too: a run resumed mid-epoch records the whole epoch's diagnostics
+        return {"queue": None if self.queue is None else self.queue.cpu(), "counts": self._counts.clone()}
 
     def load_local_state_dict(self, state: dict[str, Any]) -> None:
         q = state.get("queue")
         self.queue = None if q is None else q.to(self.prototypes.weight.device)
+        if state.get("counts") is not None and state["counts"].shape == self._counts.shape:
+            self._counts.copy_(state["counts"])
 

@@ -127,5 +127,5 @@ def test_the_process_check_separates_round_off_from_a_distributed_defect(tmp_pat
     if verdict == "pass":
         assert conformance.check_processes(_Finished(), tmp_path).startswith("losses and 2 tensors agree")
     else:
-        with pytest.raises(conformance._Fail, match=verdict.replace(" ", " .*")):
+        with pytest.raises(conformance.CheckFailed, match=verdict.replace(" ", " .*")):
             conformance.check_processes(_Finished(), tmp_path)

@@ -193,7 +193,14 @@ def test_resume_after_sigterm_matches_uninterrupted_run(tmp_path, sigterm_at_ste
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    assert [r["epoch"] for r in results.read_metrics(run)] == [0, 1, 2]
+    # every epoch's numbers too: the interrupted epoch's loss is the mean over all its steps, not over the 2 after
+    # the resume (a retrained shipped record found that: 3.705 for 3.797)
+    timing = ("wall_s", "images_per_s")
+    rows_cut = [{k: v for k, v in r.items() if k not in timing} for r in results.read_metrics(run)]
+    rows_full = [{k: v for k, v in r.items() if k not in timing}
+                 for r in results.read_metrics(tmp_path / "full" / run_id(full_cfg))]
+    assert [r["epoch"] for r in rows_cut] == [0, 1, 2]
+    assert rows_cut == rows_full
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):

@@ -5,9 +5,10 @@ on the CPU in well under two minutes, the checks every objective must pass, ship
     crops       a finite loss on random crops of every crop count (2 global; 2 + 2 local; 2 + 6 local)
     gradients   the loss's gradient reaches the backbone, finite
     resume      killed mid-epoch (SIGTERM, as a scheduler's time limit) and resumed: the uninterrupted run's weights
+                and every epoch's numbers
     seed        the same seed gives the same numbers (the objective twice; the loop's first epoch twice)
     diagnostics assign_entropy and prototypes_used in every epoch's record if it clusters (has prototypes)
-    processes   one process = two processes (gloo, the same global batch) within float round-off
+    processes   one process = two processes (gloo, the same global batch) within the measured round-off
 
 It prints a table of the checks and exits non-zero when one fails. In a test: ``check_method("swav").passed``.
 The loop checks share one tiny run per method (the smoke budget, 2 epochs of 4 steps).
@@ -30,11 +31,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ssl_bench.analysis.objective_checks import (  # noqa: F401  (CROP_COUNTS: one of this module's names)
+    CROP_COUNTS,
+    CheckFailed,
+    check_config,
+    check_crops,
+    check_gradients,
+    one_line,
+    same_step,
+)
 from ssl_bench.errors import ConfigError, TrainingStopped
 
 USAGE = "usage: ssl-bench check-method <name> [processes=1|2] [workdir=<dir>]"
-# Crop counts (global, local) the objective must take. Global crops are at least 2: the loop's shared default.
-CROP_COUNTS = ((2, 0), (2, 2), (2, 6))
 # Two processes sum in another order (round-off ~1e-7); 8 steps at the smoke lr (0.05) amplify that to ~1e-4, which
 # would hide a real difference of that size: the loop checks run at lr 0.005 (as tests/test_distributed.py).
 LOOP_OVERRIDES = ("budget=smoke", "eval.random_baseline=false", "optim.lr=0.005", "health.samples=0",
@@ -80,148 +88,16 @@ class Report:
     __str__ = table
 
 
-def _one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
-
-
-class _Fail(Exception):
-    """A check's finding (its message is the table's detail)."""
-
-
 def _timed(report: Report, check: str, fn: Callable[[], str | None]) -> None:
     start = time.perf_counter()
     try:
         detail = fn()
         status = "skip" if detail and detail.startswith("n/a") else "pass"
-    except _Fail as exc:
+    except CheckFailed as exc:
         status, detail = "FAIL", str(exc)
     except Exception as exc:  # the objective's own error: a finding, in one line
-        status, detail = "FAIL", _one_line(exc)
+        status, detail = "FAIL", one_line(exc)
     report.results.append(Result(check, status, time.perf_counter() - start, detail or ""))
-
-
-# -- config ------------------------------------------------------------------------------------------------------
-def _refused_in_one_line(overrides: list[str]) -> str | None:
-    """None if the config composes; 'refused' if it is refused with a one-line ConfigError; raises _Fail otherwise."""
-    from ssl_bench.config.compose import compose
-
-    try:
-        compose(overrides)
-    except ConfigError as exc:
-        text = str(exc).strip()
-        if not text or "\n" in text:
-            raise _Fail(f"{overrides[-1]}: the error is not one line: {text[:120]!r}") from exc
-        return "refused"
-    except Exception as exc:
-        raise _Fail(f"{overrides[-1]}: {_one_line(exc)} instead of a one-line config error") from exc
-    return None
-
-
-def _bad_values(config: type) -> list[tuple[str, str, bool]]:
-    """(key, value, must be refused): a negative value of every numeric field (the objective's own checks: refused or
-    accepted, but never anything but a one-line error), and one value of the wrong type per kind of field (the
-    schema's typing, the same for every field of a kind)."""
-    out, kinds = [], set()
-    wrong = {"int": "not_a_number", "float": "not_a_number", "bool": "not_a_bool", "str": "[1,2]"}
-    for f in dataclasses.fields(config):
-        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-        if f.name == "name" or kind not in wrong:
-            continue
-        if kind in ("int", "float"):
-            out.append((f.name, "-1", False))
-        if kind not in kinds:
-            kinds.add(kind)
-            out.append((f.name, wrong[kind], True))
-    return out
-
-
-def check_config(name: str) -> str:
-    from ssl_bench.config.compose import compose
-    from ssl_bench.config.registry import registry
-
-    base = ["budget=smoke", f"method={name}"]
-    compose(base)  # the defaults compose (an error here is the finding)
-    refused, accepted = 0, 0
-    for key, value, must in [("no_such_key", "1", True), *_bad_values(registry()[name].config)]:
-        verdict = _refused_in_one_line([*base, f"method.{key}={value}"])
-        if must and verdict is None:
-            raise _Fail(f"method.{key}={value} was accepted")
-        refused += verdict is not None
-        accepted += verdict is None
-    one_crop = _refused_in_one_line([*base, "crops.global.n=1", "crops.local.n=0"])
-    return (f"{refused} bad values refused in one line, {accepted} accepted; one crop "
-            f"{'refused' if one_crop else 'accepted'}")
-
-
-# -- the objective on random crops -------------------------------------------------------------------------------
-def _random_step(name: str, n_global: int, n_local: int, seed: int = 0) -> tuple[Any, Any]:
-    """One training step's loss and backward on random crops (the loop's hook order); returns (loss, model)."""
-    import torch
-
-    from ssl_bench.config.compose import compose
-    from ssl_bench.methods.base import Context
-    from ssl_bench.pipeline.experiment import build_model
-
-    cfg = compose(["budget=smoke", f"method={name}", f"crops.global.n={n_global}", f"crops.local.n={n_local}"])
-    torch.manual_seed(seed)
-    model = build_model(cfg)
-    g = torch.Generator().manual_seed(seed + 1)
-    b, n = int(cfg.data.batch_size), 64  # the batch and the "dataset" for a method that needs a pass over it
-    size_g, size_l = int(cfg.crops["global"].size), int(cfg.crops["local"].size)
-    images = torch.randn(n, 3, size_g, size_g, generator=g)
-
-    def embed_dataset() -> tuple[Any, Any]:
-        with torch.no_grad():
-            return torch.arange(n), model.project([images])[0]
-
-    ctx = Context(epoch=0, step=0, epochs=2, steps_per_epoch=4, embed_dataset=embed_dataset, dataset_size=n)
-    crops = ([torch.randn(b, 3, size_g, size_g, generator=g) for _ in range(n_global)]
-             + [torch.randn(b, 3, size_l, size_l, generator=g) for _ in range(n_local)])
-    model.method.on_train_start(ctx)
-    model.method.on_epoch_start(ctx)
-    loss, stats = model({"crops": crops, "index": torch.randperm(n, generator=g)[:b]})
-    loss.backward()
-    model.method.after_backward(ctx)
-    return loss, model
-
-
-def check_crops(name: str) -> str:
-    import torch
-
-    done = []
-    for n_global, n_local in CROP_COUNTS:
-        loss, _ = _random_step(name, n_global, n_local)
-        if loss.ndim != 0 or not torch.isfinite(loss):
-            raise _Fail(f"{n_global} global + {n_local} local crops: loss {loss.detach().tolist()} (a finite scalar?)")
-        done.append(f"{n_global}+{n_local}: {loss.item():.3f}")
-    return "loss " + ", ".join(done)
-
-
-def check_gradients(name: str) -> str:
-    import torch
-
-    _, model = _random_step(name, 2, 2)
-    grads = [(k, p.grad) for k, p in model.backbone.named_parameters()]
-    reached = [k for k, g in grads if g is not None and bool(g.abs().sum() > 0)]
-    bad = [k for k, g in grads if g is not None and not bool(torch.isfinite(g).all())]
-    if bad:
-        raise _Fail(f"non-finite gradient in backbone.{bad[0]}")
-    if not reached:
-        raise _Fail("no gradient reaches the backbone (is the loss detached from the projections?)")
-    return f"{len(reached)} of {len(grads)} backbone tensors get a gradient"
-
-
-def _same_step(name: str) -> str:
-    import torch
-
-    (a, ma), (b, mb) = _random_step(name, 2, 2, seed=5), _random_step(name, 2, 2, seed=5)
-    if not torch.equal(a.detach(), b.detach()):
-        raise _Fail(f"the same seed gave losses {a.item()!r} and {b.item()!r}")
-    for (k, p), (_, q) in zip(ma.named_parameters(), mb.named_parameters(), strict=True):
-        if (p.grad is None) != (q.grad is None) or (p.grad is not None and not torch.equal(p.grad, q.grad)):
-            raise _Fail(f"the same seed gave another gradient of {k}")
-    return "objective: equal loss and gradients"
 
 
 # -- the loop: one tiny run, killed and resumed, and on two processes ---------------------------------------------
@@ -286,7 +162,7 @@ def _one_thread() -> Iterator[None]:
 def _run_dir(root: Path) -> Path:
     found = sorted(p.parent for p in root.glob("*/summary.json"))
     if len(found) != 1:
-        raise _Fail(f"expected one finished run in {root}, found {len(found)}")
+        raise CheckFailed(f"expected one finished run in {root}, found {len(found)}")
     return found[0]
 
 
@@ -344,26 +220,39 @@ def check_resume(name: str, work: Path) -> str:
         except TrainingStopped:
             pass
         else:
-            raise _Fail(f"SIGTERM at step {KILL_AT_STEP} did not stop the run")
+            raise CheckFailed(f"SIGTERM at step {KILL_AT_STEP} did not stop the run")
     _train(compose([*cut_overrides, "resume=true"]))
     a, b = _weights(_run_dir(work / "one")), _weights(_run_dir(work / "cut"))
     if a.keys() != b.keys():
-        raise _Fail(f"the resumed checkpoint holds other tensors: {sorted(set(a) ^ set(b))[:3]}")
+        raise CheckFailed(f"the resumed checkpoint holds other tensors: {sorted(set(a) ^ set(b))[:3]}")
     differ = [k for k in a if not torch.equal(a[k], b[k])]
     if differ:
-        raise _Fail(f"resumed != uninterrupted: {len(differ)} tensors differ, first {differ[0]}")
-    return f"killed at step {KILL_AT_STEP} of 8, resumed: {len(a)} tensors equal to the uninterrupted run's"
+        raise CheckFailed(f"resumed != uninterrupted: {len(differ)} tensors differ, first {differ[0]}")
+    rows = [(x, y) for x, y in zip(_metrics(_run_dir(work / "one")), _metrics(_run_dir(work / "cut")), strict=True)]
+    for x, y in rows:  # every epoch's numbers too, the interrupted one's mean loss included
+        bad = [k for k in _numbers(x) if x.get(k) != y.get(k)]
+        if bad:
+            k = bad[0]
+            raise CheckFailed(f"resumed != uninterrupted in epoch {x['epoch'] + 1}'s {k}: {x[k]} vs {y.get(k)}")
+    return (f"killed at step {KILL_AT_STEP} of 8, resumed: {len(a)} tensors and {len(rows)} epochs' numbers equal to "
+            "the uninterrupted run's")
+
+
+def _numbers(row: dict) -> list[str]:
+    """A metrics row's keys that a rerun must reproduce (not timings)."""
+    return [k for k in row if not any(w in k for w in ("wall", "per_s", "time", "memory"))]
 
 
 def check_seed(name: str, work: Path) -> str:
     """The objective twice from one seed, and the loop's first epoch in two runs (the uninterrupted and the killed
     one, which train epoch 1 independently): the same numbers, exactly."""
-    objective = _same_step(name)
+    objective = same_step(name)
     one, cut = _metrics(_run_dir(work / "one"))[0], _metrics(_run_dir(work / "cut"))[0]
-    keys = [k for k in one if not any(w in k for w in ("wall", "per_s", "time", "memory"))]  # not timings
+    keys = _numbers(one)
     differ = [k for k in keys if one.get(k) != cut.get(k)]
     if differ:
-        raise _Fail(f"epoch 1 of two runs of one seed differs in {differ[0]}: {one[differ[0]]} vs {cut.get(differ[0])}")
+        k = differ[0]
+        raise CheckFailed(f"epoch 1 of two runs of one seed differs in {k}: {one[k]} vs {cut.get(k)}")
     return f"{objective}; loop: epoch 1 equal in {len(keys)} numbers"
 
 
@@ -375,16 +264,16 @@ def check_processes(proc: subprocess.Popen | None, work: Path, timeout: float = 
     except subprocess.TimeoutExpired as exc:
         proc.kill()
         proc.communicate()
-        raise _Fail(f"two processes did not finish within {timeout:.0f} s") from exc
+        raise CheckFailed(f"two processes did not finish within {timeout:.0f} s") from exc
     if proc.returncode != 0:
         last = [ln for ln in stderr.strip().splitlines() if ln.strip()][-1:] or ["(no output)"]
-        raise _Fail(f"two processes exited {proc.returncode}: {last[0][:200]}")
+        raise CheckFailed(f"two processes exited {proc.returncode}: {last[0][:200]}")
     one, two = _run_dir(work / "one"), _run_dir(work / "two")
     gaps = process_gaps(one, two)
     over = [k for k, tol in PROCESS_TOLERANCE.items() if gaps.get(k, 0.0) > tol]
     if over:
         k = over[0]
-        raise _Fail(f"one process and two differ in {k} by {gaps[k]:.2g} (tolerance {PROCESS_TOLERANCE[k]:g}; "
+        raise CheckFailed(f"one process and two differ in {k} by {gaps[k]:.2g} (tolerance {PROCESS_TOLERANCE[k]:g}; "
                     f"{_GAP_WORDS[k]})")
     return (f"losses and {gaps['tensors']:.0f} tensors agree (gloo, 2 x half the batch; largest gap "
             f"{gaps['loss']:.1g} of the loss, {gaps['weights']:.1g} of a weight tensor's scale)")
@@ -397,23 +286,23 @@ _GAP_WORDS = {"loss": "relative, worst epoch", "weights": "largest |difference| 
 def process_gaps(one: Path, two: Path) -> dict[str, float]:
     """The largest differences between a run on one process and the same run on two: the loss relative, the cluster
     diagnostics absolute (worst epoch), and the trained weights as max |a - b| / max |a| per floating tensor (worst
-    tensor; an integer tensor that differs counts as infinity). Raises _Fail when the records do not match up."""
+    tensor; an integer tensor that differs counts as infinity). Raises CheckFailed when the records do not match up."""
     import torch
 
     gaps = {"loss": 0.0, **dict.fromkeys(CLUSTER_KEYS, 0.0), "weights": 0.0}
     ra, rb = _metrics(one), _metrics(two)
     if len(ra) != len(rb):
-        raise _Fail(f"one process recorded {len(ra)} epochs, two {len(rb)}")
+        raise CheckFailed(f"one process recorded {len(ra)} epochs, two {len(rb)}")
     for x, y in zip(ra, rb, strict=True):
         for key in ("loss", *CLUSTER_KEYS):
             if isinstance(x.get(key), int | float):
                 if not isinstance(y.get(key), int | float):
-                    raise _Fail(f"epoch {x['epoch'] + 1}: two processes recorded no {key}")
+                    raise CheckFailed(f"epoch {x['epoch'] + 1}: two processes recorded no {key}")
                 d = abs(y[key] - x[key]) / (max(abs(x[key]), 1e-12) if key == "loss" else 1.0)
                 gaps[key] = max(gaps[key], d)
     a, b = _weights(one), _weights(two)
     if a.keys() != b.keys():
-        raise _Fail(f"two processes saved other tensors: {sorted(set(a) ^ set(b))[:3]}")
+        raise CheckFailed(f"two processes saved other tensors: {sorted(set(a) ^ set(b))[:3]}")
     for k in a:
         if a[k].is_floating_point():
             scale = a[k].abs().max().item()
@@ -434,7 +323,7 @@ def check_diagnostics(name: str, work: Path) -> str:
     rows = _metrics(_run_dir(work / "one"))
     missing = [k for k in CLUSTER_KEYS if not all(k in r for r in rows)]
     if missing:
-        raise _Fail(f"a clustering method's records lack {missing[0]} (return it from epoch_stats)")
+        raise CheckFailed(f"a clustering method's records lack {missing[0]} (return it from epoch_stats)")
     last = rows[-1]
     return ", ".join(f"{k}={last[k]:.3g}" for k in CLUSTER_KEYS)
 

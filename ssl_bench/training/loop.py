@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.data_loader import prepare_data_loader
+from accelerate.utils import gather_object
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, IterableDataset, Subset
 from tqdm.auto import tqdm
@@ -52,6 +53,9 @@ class LoopState:
     train_s: float = 0.0  # seconds spent in training steps (throughput denominator)
     wall_s: float = 0.0  # wall time of the run so far, over all sessions
     extra: dict[str, Any] = field(default_factory=dict)
+    # A mid-epoch stop's per-step losses of the epoch so far, one list per process in rank order: the resumed epoch's
+    # loss is the mean over all its steps, as the uninterrupted run's (the same sums in the same order).
+    epoch_losses: list[list[float]] = field(default_factory=list)
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -122,6 +126,7 @@ class Trainer:
                 row = self._epoch_row(epoch, losses, t_epoch, n_epoch)  # the hooks measure before the wall time
                 self.state.epoch += 1
                 self.state.batch = 0
+                self.state.epoch_losses = []
                 self.state.wall_s = time.time() - start_wall
                 row["wall_s"] = self.state.wall_s
                 rows.append(row)
@@ -136,7 +141,7 @@ class Trainer:
     def train_epoch(self, epoch: int, interrupt: Interrupt, start_wall: float) -> tuple[list[float], float, int]:
         """The epoch's remaining steps: (their losses, the epoch's start time, the images it saw)."""
         loader = self._epoch_loader(epoch)
-        losses: list[float] = []
+        losses = self._losses_so_far()
         t_epoch, n_epoch = time.time(), 0
         bar = progress_bar(total=self.steps_per_epoch, initial=self.state.batch,
                            desc=f"epoch {epoch + 1}/{self.cfg.train.epochs}", unit="step")
@@ -159,6 +164,7 @@ class Trainer:
             self._show_step(bar, losses, step_before, n_epoch / max(1e-9, time.time() - t_epoch))
             if stop:
                 self.state.wall_s = time.time() - start_wall
+                self.state.epoch_losses = gather_object([losses])
                 self.save_checkpoint()
                 bar.close()
                 raise TrainingStopped(f"interrupted at epoch {epoch + 1}, batch {self.state.batch}; "
@@ -190,6 +196,14 @@ class Trainer:
         return loss.detach(), stats
 
     # -- the epoch's parts ---------------------------------------------------------------------------
+    def _losses_so_far(self) -> list[float]:
+        """This process's losses of the epoch before a mid-epoch stop (empty at an epoch's start). Resumed on another
+        number of processes, the first process takes them all: the epoch's mean stays the mean over its steps."""
+        saved = self.state.epoch_losses if self.state.batch else []
+        if len(saved) == self.acc.num_processes:
+            return list(saved[self.acc.process_index])
+        return [x for part in saved for x in part] if self.acc.is_main_process else []
+
     def _epoch_loader(self, epoch: int) -> Iterable[dict[str, Any]]:
         """The epoch's batches from the current one on: same order and crops for this epoch however we got here
         (fresh, resumed, N processes)."""
