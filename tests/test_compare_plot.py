@@ -91,13 +91,15 @@ def test_table_from_records(multicrop_records, tmp_path):
     assert t.loc[("2 global crops", "simclr"), "knn_top1_mean"] == pytest.approx(56.0)
     assert t.loc[("2 global crops", "swav"), "crops"] == "2x28"
     # The study's baseline: gain of the local crops per method, paired by seed: swav 70-60, 74-62 -> +11 (t = 11,
-    # df 1, p = 1 - 2/pi atan 11 = 0.0578); simclr 65-55, 66-57 -> +9.5 (t = 19, p = 0.0335); Holm over the two:
-    # 2 x 0.0335 = 0.0670 for both, so neither is significant at n=2.
+    # df 1, p = 1 - 2/pi atan 11 = 0.0578); simclr 65-55, 66-57 -> +9.5 (t = 19, p = 0.0335). The family's rule
+    # (decisions.RULE) adjusts each by the other comparison's larger p (its TOST's, near 1 at +9.5 against ±0.5): 2 x
+    # its own p, 0.1156 and 0.0670, so neither is significant at n=2.
     assert row["knn_top1_vs_baseline_diff"] == pytest.approx(11.0)
     assert row["knn_top1_vs_baseline_p"] == pytest.approx(1 - 2 / math.pi * math.atan(11.0), abs=1e-6)
     simclr = t.loc[("2 global + local crops", "simclr")]
-    assert simclr["knn_top1_vs_baseline_p_holm"] == pytest.approx(2 * (1 - 2 / math.pi * math.atan(19.0)), abs=1e-6)
-    assert row["knn_top1_vs_baseline_p_holm"] == pytest.approx(simclr["knn_top1_vs_baseline_p_holm"])
+    assert simclr["knn_top1_vs_baseline_p_adjusted"] == pytest.approx(2 * (1 - 2 / math.pi * math.atan(19.0)),
+                                                                      abs=1e-6)
+    assert row["knn_top1_vs_baseline_p_adjusted"] == pytest.approx(2 * (1 - 2 / math.pi * math.atan(11.0)), abs=1e-6)
     assert not row["knn_top1_vs_baseline_significant"]
     # Against the reference method (swav) within each variant: simclr 60->55, 62->57: -5 both seeds (sd 0).
     assert t.loc[("2 global crops", "simclr"), "knn_top1_vs_ref_diff"] == pytest.approx(-5.0)
@@ -110,9 +112,10 @@ def test_table_from_records(multicrop_records, tmp_path):
     assert out.name == "multicrop-fashion_mnist-smoke"
     md = (out / "table.md").read_text()
     assert "77.0 ± 2.8 (n=2; 95% CI" in md and "linear probe on frozen features" in md  # the linear probe
-    assert "72.0 ± 2.8 (n=2; 95% CI 46.6–97.4)" in md and "+11.0 (95% CI" in md
+    assert "72.0 ± 2.8 (n=2; 95% CI 46.6–97.4)" in md and "+11.0 (n=2; 95% CI" in md
     assert "Budget 'smoke' (fingerprints" in md and "weighted kNN (k=20" in md
-    assert "underpowered: n=" in md and "Warning: n < 3" in md and "| SwAV |" in md
+    assert "underpowered at ±0.5 (n=2" in md and "would decide ±0.5" in md and "Warning: n < 3" in md
+    assert "| SwAV |" in md
     assert "An interval covers what changes with the seed" in md and "TOST" in md
     csv = pd.read_csv(out / "table.csv")
     assert len(csv) == 4 and set(pd.read_csv(out / "runs.csv")["run_id"]) == {r.run_id for r in multicrop_records.runs}

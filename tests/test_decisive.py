@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from test_compare_plot import fake_record
 
-from ssl_bench.analysis import cells, claims, plot
+from ssl_bench.analysis import cells, claims, decisions, plot
 from ssl_bench.analysis import compare as cmp
 from ssl_bench.analysis.report import (
     BETTER,
@@ -160,10 +160,10 @@ def test_seeds_auto_trains_what_the_pilot_variance_asks_for(tmp_path, monkeypatc
     plan = cmp.parse(["methods=[swav,simclr]", "seeds=[0,1,2]", "budget=smoke", f"results={tmp_path}"])
     plan = dataclasses.replace(plan, auto=True, max_seeds=8)
     cmp.compare(plan)
-    need = seeds_needed(0.3, 0.5)  # 0.3: the sd of 1.0, 1.3, 0.7 (the kNN comparison; linear is knn + 5)
+    need = decisions.seeds_needed(0.3, 3, 0.5).n  # 0.3: the sd of 1.0, 1.3, 0.7 (kNN; linear is knn + 5), 3 pairs
     assert sorted({s for m, s in trained if m == "swav"}) == list(range(min(need, 8)))
     md = (tmp_path / "compare" / plan.name / "table.md").read_text()
-    assert "seeds=auto: a pilot of 3 seeds" in md and f"n = {min(need, 8)}" in md
+    assert "seeds=auto (planning, before any outcome): a pilot of 3 seeds" in md and f"n = {min(need, 8)}." in md
     with pytest.raises(Exception, match="pilot of at least 2 seeds"):
         cmp.parse(["methods=[swav,simclr]", "seeds=auto", "budget=smoke", f"results={tmp_path}"])
 

@@ -3,7 +3,8 @@ with its own record, the table written from the records. This file re-exports th
 below, which import records, configuration, the run pipeline and ssl_bench.analysis's statistics, never the claims.
 
     planning  the command line and the study file -> a validated Plan (every run's composed config); the budget check
-    table     the planned runs' records -> rows, cells and the comparison table's statistics and verdicts (pandas)
+    table     the planned runs' records -> rows, cells and the comparison table's statistics (pandas)
+    verdicts  every family of the table decided by ssl_bench.analysis.decisions: rule, fragility, seeds, bootstrap
     seeds     seeds=auto: the plan at more seeds, and how many seeds the pilot's variance asks for
     writing   the table as Markdown (caption, verdicts, gains over a baseline variant), CSV and comparison.json
     running   training what is missing (reused, resumed or trained), then the table: compare() and main()

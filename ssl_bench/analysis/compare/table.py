@@ -2,7 +2,7 @@
 grouped into cells with a stale record refusing its cell (:func:`cell_rows`, :func:`refusal_lines`), the
 matched-budget column (:func:`add_matched`) and, per (variant, method), the statistics and verdicts of
 :func:`summarise`. Reads records and writes nothing; imports the plan (ssl_bench.analysis.compare.planning),
-ssl_bench.analysis.cells and .report, records and configuration."""
+ssl_bench.analysis.cells and .report, the verdicts (.verdicts), records and configuration."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from omegaconf import OmegaConf
 
 from ssl_bench.analysis import cells
 from ssl_bench.analysis.compare.planning import Plan
-from ssl_bench.analysis.report import Paired, crops_label, decide, display, interval90, paired, t_interval, with_holm
+from ssl_bench.analysis.compare.verdicts import decide_table
+from ssl_bench.analysis.report import crops_label, display, t_interval
 from ssl_bench.config.compose import ConfigError
 from ssl_bench.records.budget import budget_fingerprint, budget_items
 from ssl_bench.records.identity import configuration_id
@@ -108,11 +109,12 @@ def refusal_lines(runs: pd.DataFrame) -> list[str]:
     return out
 
 
-def summarise(runs: pd.DataFrame, plan: Plan) -> pd.DataFrame:
+def summarise(runs: pd.DataFrame, plan: Plan, images: bool = True) -> pd.DataFrame:
     """The comparison table: one row per (variant, method) = one cell (one configuration, analysis.cells); for every
     accuracy its mean, sd, n and 95% t-interval over seeds, the paired difference to the reference method of the
-    same variant (and, with a study baseline, to the baseline variant of the same method) with Holm-corrected paired
-    t-tests, TOST against ±plan.margin, the minimum detectable effect and the verdict (analysis.report.decide)."""
+    same variant (and, with a study baseline, to the baseline variant of the same method), each family decided under
+    ssl_bench.analysis.decisions.RULE with fragility, seeds needed and the seed + test-set interval
+    (compare.verdicts.decide_table; ``images=False`` skips that interval)."""
     if "cell" not in runs:
         runs = cell_rows(runs)
     done = runs[runs["status"].isin(DONE)]
@@ -146,39 +148,8 @@ def summarise(runs: pd.DataFrame, plan: Plan) -> pd.DataFrame:
             row["collapsed"] = int(g["collapsed"].sum()) if "collapsed" in g else 0
             row["run_ids"] = " ".join(every["run_id"])
             row["_seeds"] = {col: cells.per_seed(g, col) for col in ACCURACIES}
+            row["_paths"] = {int(s): str(p) for s, p in zip(g["seed"], g["path"], strict=True)}
             rows.append(row)
     table = pd.DataFrame(rows)
-    for col in ACCURACIES:
-        if f"{col}_mean" not in table:
-            continue
-        for v in plan.variants:  # each method against the reference method, within the variant
-            idx = [i for i in table.index
-                   if table.at[i, "variant"] == v.name and table.at[i, "method"] != plan.reference]
-            ref = table[(table["variant"] == v.name) & (table["method"] == plan.reference)]
-            if ref.empty or not idx:
-                continue
-            base = ref["_seeds"].iloc[0][col]
-            tests = with_holm([paired(base, table.at[i, "_seeds"][col]) for i in idx])
-            _store(table, idx, f"{col}_vs_ref", tests, plan.margin)
-        if plan.baseline:  # each variant against the baseline variant, per method (e.g. the multi-crop gain)
-            idx = [i for i in table.index if table.at[i, "variant"] != plan.baseline]
-            base = {m: table[(table["variant"] == plan.baseline) & (table["method"] == m)]["_seeds"]
-                    for m in plan.methods}
-            tests = with_holm([paired(base[table.at[i, "method"]].iloc[0][col], table.at[i, "_seeds"][col])
-                               for i in idx])
-            _store(table, idx, f"{col}_vs_baseline", tests, plan.margin)
+    decide_table(table, plan, ACCURACIES, images)
     return table
-
-
-def _store(table: pd.DataFrame, idx: list, prefix: str, tests: list[Paired], margin: float) -> None:
-    for i, t in zip(idx, tests, strict=True):
-        d = decide(t, margin)
-        lo90, hi90 = interval90(t)
-        table.loc[i, [f"{prefix}_diff", f"{prefix}_ci_lo", f"{prefix}_ci_hi", f"{prefix}_n", f"{prefix}_p",
-                      f"{prefix}_p_holm", f"{prefix}_ci90_lo", f"{prefix}_ci90_hi", f"{prefix}_p_tost",
-                      f"{prefix}_margin", f"{prefix}_mde", f"{prefix}_n_needed", f"{prefix}_sd"]] = [
-            t.diff.mean, t.diff.lo, t.diff.hi, t.n, t.p, t.p_holm, lo90, hi90, d.p_tost, margin, d.mde, d.n_needed,
-            t.diff.sd]
-        table.loc[i, f"{prefix}_significant"] = t.significant
-        table.loc[i, f"{prefix}_decision"] = d.word if t.n >= 2 else ""
-        table.loc[i, f"{prefix}_verdict"] = d.text()
