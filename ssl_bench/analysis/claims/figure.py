@@ -54,7 +54,7 @@ def claim_figure(ev: Evaluated, out_dir: Path) -> Path | None:
     if not done:
         return None
     style = _styles(done)
-    comps = [c for c in ev.outcomes[metric].comparisons if c.test.n >= 1]
+    comps = [c for c in ev.outcomes[metric].comparisons if c.n >= 1]
     curves = bool(claim.get("curves"))
     panels = 1 + bool(comps) + (3 if curves else 0)
     fig, axes = plt.subplots(1, panels, figsize=(4.8 * panels + 1.5, 0.35 * max(len(done), len(comps)) + 2.6),
@@ -103,8 +103,8 @@ def _differences_panel(ax: Any, comps: list[Comparison], metric: str) -> None:
     ax.axvspan(-margin, margin, color="0.85", alpha=0.6, lw=0)
     ax.axvline(0, color="0.3", lw=0.8)
     for i, c in enumerate(comps):
-        ax.errorbar(c.test.diff.mean, i, xerr=None if c.test.n < 2 else
-                    [[c.test.diff.mean - c.test.diff.lo], [c.test.diff.hi - c.test.diff.mean]],
+        d = c.decision
+        ax.errorbar(d.mean, i, xerr=None if d.n < 2 else [[d.mean - d.ci95[0]], [d.ci95[1] - d.mean]],
                     fmt="o", color="0.15", capsize=3)
     ax.set_yticks(range(len(comps)), [textwrap.fill(c.name, 28) for c in comps], fontsize=8)
     ax.invert_yaxis()

@@ -21,7 +21,10 @@ from ssl_bench.records.io import REFERENCE_DIR, dig, read_metrics, read_summary,
 
 ROOT = REFERENCE_DIR.parent.parent  # the checkout: records are named relative to it, claims.md is its results/claims.md
 KINDS = ("gain", "equivalent", "collapse", "inverse_u", "interaction")
-REPRODUCED, NOT_REPRODUCED, NOT_RUN = "reproduced", "not reproduced", "not run yet"
+MARGIN_KINDS = ("gain", "equivalent", "inverse_u", "interaction")  # the kinds decided against an equivalence margin
+# A claim's verdict words: scoped to the scale that was run (the scale is printed with each claim).
+REPRODUCED, NOT_REPRODUCED, NOT_RUN = "reproduced at this scale", "not reproduced at this scale", "not run yet"
+DIRECTION, UNDERPOWERED_HERE = "direction only at this scale", "underpowered at this scale"
 # The verdict's metric keys (of the record's metrics) and their names; a claim's primary metric is its paper's protocol.
 METRICS = {"knn_top1": "kNN top-1", "linear.top1": "linear top-1"}
 
@@ -39,7 +42,75 @@ def read_claims(path: Path | None = None) -> dict[str, Any]:
         kind = (c.get("test") or {}).get("kind")
         if kind not in KINDS:
             raise ConfigError(f"{path}: claim {c.get('id')}: unknown test kind '{kind}'; valid: {', '.join(KINDS)}")
+        check_margin(c, data, path)
     return data
+
+
+def paper_effect(claim: dict[str, Any]) -> tuple[float, float] | None:
+    """The paper's effect in points of the claim's metric, as (low, high) (one number: low = high), signed as the
+    claim's comparisons are (variant - baseline; for an interaction, the small setting's change minus the large
+    one's; for an equivalence claim, the smallest difference the paper treats as an effect); None when the paper
+    gives no number."""
+    v = claim.get("paper_effect")
+    if v is None:
+        return None
+    lo, hi = sorted(float(x) for x in (v if isinstance(v, list | tuple) else [v, v]))
+    return lo, hi
+
+
+def effect_text(effect: tuple[float, float] | None) -> str:
+    """'-0.6', '+2 to +4', or 'no number'."""
+    if effect is None:
+        return "no number"
+    lo, hi = effect
+    return f"{lo:+g}" if lo == hi else f"{lo:+g} to {hi:+g}"
+
+
+def check_margin(claim: dict[str, Any], data: dict[str, Any], path: Path | str = "claims.yaml") -> None:
+    """A claim decided against a margin states the paper's effect (``paper_effect``: a number, [low, high], or null
+    with ``paper_effect_why``), and its margin is smaller than that effect: else "equivalent within ±margin" could
+    not contradict the paper. One-line ConfigError naming the claim."""
+    if claim["test"].get("kind") not in MARGIN_KINDS:
+        return
+    where = f"{path}: claim {claim.get('id')}"
+    if "paper_effect" not in claim:
+        raise ConfigError(f"{where}: no paper_effect (the paper's effect in points: a number, [low, high], or null "
+                          "with paper_effect_why)")
+    effect = paper_effect(claim)
+    if effect is None:
+        if not claim.get("paper_effect_why"):
+            raise ConfigError(f"{where}: paper_effect is null; say why in paper_effect_why")
+        return
+    lo, hi = effect
+    size = 0.0 if lo <= 0 <= hi else min(abs(lo), abs(hi))
+    margin = margin_of(claim, data)
+    if not margin < size:
+        raise ConfigError(f"{where}: the equivalence margin ±{margin:g} is not smaller than the paper's effect "
+                          f"({effect_text(effect)} points), so 'equivalent' could not contradict the paper; "
+                          f"use a margin below {size:g}")
+
+
+def scale_of(cells: list[Cell]) -> str:
+    """The scale the cells' records ran at, from their configs: dataset, image resolution, epochs, backbone and
+    pretraining images ('fashion_mnist, 28x28 images, 10 epochs, small_cnn backbone (width 32), 4096 pretraining
+    images'); several values of one are joined with ' / '; '' without records."""
+    seen: dict[str, list[str]] = {k: [] for k in ("dataset", "size", "epochs", "backbone", "images")}
+    for c in cells:
+        for s, d in sorted(c.run_dirs.items()):
+            cfg = yaml.safe_load((d / "config.yaml").read_text()) if (d / "config.yaml").exists() else {}
+            summary = c.summaries.get(s, {})
+            size = dig(cfg, "dataset.image_size")
+            width = dig(cfg, "backbone.width")
+            for key, value in (("dataset", dig(cfg, "dataset.name") or summary.get("dataset")),
+                               ("size", f"{size}x{size} images" if size else None),
+                               ("epochs", f"{summary.get('epochs', dig(cfg, 'train.epochs'))} epochs"),
+                               ("backbone", f"{dig(cfg, 'backbone.name') or summary.get('backbone')} backbone"
+                                + (f" (width {width})" if width else "")),
+                               ("images", f"{dig(cfg, 'data.train_subset')} pretraining images"
+                                if dig(cfg, "data.train_subset") else "the full pretraining split")):
+                if value is not None and str(value) not in seen[key]:
+                    seen[key].append(str(value))
+    return ", ".join(" / ".join(v) for v in seen.values() if v)
 
 
 @dataclass

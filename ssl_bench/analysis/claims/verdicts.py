@@ -1,54 +1,61 @@
 """What the records say about a claim: the five kinds of test (:func:`gain`, :func:`equivalent`,
 :func:`collapse`, :func:`inverse_u`, :func:`interaction`), each an :class:`Outcome` of paired comparisons
-(:class:`Comparison`); :func:`evaluate_claim`; the seeds a claim's pilot asks for (:func:`design`); and a claim
-evaluated on both protocols (:func:`evaluate`, an :class:`Evaluated`). Writes nothing; imports the claim's plan
-(ssl_bench.analysis.claims.planning), ssl_bench.analysis.report, configuration's errors and the records' folder."""
+(:class:`Comparison`), one family per claim and protocol decided by ssl_bench.analysis.decisions (:func:`decide`)
+and read against the paper's effect (:func:`against_paper`); :func:`evaluate_claim`; the seeds a claim's pilot asks
+for (:func:`design`); and a claim evaluated on both protocols (:func:`evaluate`, an :class:`Evaluated`). Writes
+nothing; imports the claim's plan (ssl_bench.analysis.claims.planning), ssl_bench.analysis.decisions and .report,
+configuration's errors and the records' folder."""
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ssl_bench.analysis import decisions as dc
 from ssl_bench.analysis.claims.planning import (
+    DIRECTION,
     METRICS,
     NOT_REPRODUCED,
     NOT_RUN,
     REPRODUCED,
+    UNDERPOWERED_HERE,
     Cell,
     claim_variants,
+    effect_text,
     load_cells,
     margin_of,
+    paper_effect,
     primary_metric,
 )
-from ssl_bench.analysis.report import (
-    BETTER,
-    EQUIVALENT,
-    UNDERPOWERED,
-    WORSE,
-    Decision,
-    Paired,
-    decide,
-    display,
-    num,
-    paired,
-    seeds_needed,
-    with_holm,
-)
+from ssl_bench.analysis.decisions import BETTER, EQUIVALENT, WORSE
+from ssl_bench.analysis.report import display, num
 from ssl_bench.config.compose import ConfigError
 from ssl_bench.records.io import REFERENCE_DIR
+
+Effect = tuple[float, float] | None  # the paper's effect (low, high) in points, or None (planning.paper_effect)
 
 
 @dataclass
 class Comparison:
-    """One paired comparison behind a verdict: its name, the test (Holm within the claim), the decision."""
+    """One paired comparison behind a verdict: its name, its decision under decisions.RULE (its family: the
+    claim's comparisons on one protocol), what this row says about the claim, and its leave-one-seed-out
+    fragility (the family decided again without each seed)."""
 
     name: str
-    test: Paired
-    decision: Decision
-    verdict: str  # what this comparison says about the claim
-    p_report: float = math.nan  # Holm over every primary comparison of the report (filled by write)
+    decision: dc.Verdict
+    says: str
+    fragility: dc.Fragility = field(default_factory=lambda: dc.Fragility("", {}))
+
+    @property
+    def pairing(self) -> dc.Pairing:
+        return self.decision.pairing or dc.Pairing((), ())
+
+    @property
+    def n(self) -> int:
+        return self.decision.n
 
 
 @dataclass
@@ -58,6 +65,11 @@ class Outcome:
     rows: list[list[str]] = field(default_factory=list)  # for tests that are not comparisons (collapse, curve)
     header: list[str] = field(default_factory=list)
     note: str = ""
+
+    @property
+    def fragile(self) -> list[Comparison]:
+        """The comparisons whose verdict one seed decides."""
+        return [c for c in self.comparisons if c.fragility.fragile]
 
 
 def _need(cells: dict[tuple[str, str], Cell], names: list[str]) -> list[Cell]:
@@ -74,8 +86,16 @@ def _cell(cells: dict[tuple[str, str], Cell], variant: str, method: str) -> Cell
     return cells[(variant, method)]
 
 
-def _need_more(d: Decision) -> str:
-    return f"{UNDERPOWERED} (n={d.n_needed if d.n_needed <= 999 else '>999'} would decide)"
+def need_more(v: dc.Verdict) -> str:
+    """'underpowered at this scale: n = 8 (95% range 4–31) would decide ±0.5' (decisions.seeds_needed from the
+    comparison's sd, with the range its chi-square interval allows)."""
+    if v.n < 2 or not math.isfinite(v.sd):
+        return NOT_RUN
+    return f"{UNDERPOWERED_HERE}: {dc.seeds_needed(v.sd, v.n, v.margin).text()} would decide ±{v.margin:g}"
+
+
+def _kind(part: str) -> str:
+    return re.split(r" \(|: |, ", part, maxsplit=1)[0]
 
 
 def _combine(parts: list[str]) -> str:
@@ -85,10 +105,12 @@ def _combine(parts: list[str]) -> str:
         return NOT_RUN
     if len(done) < len(parts):  # the comparisons that have their runs; the missing ones are named in the rows
         return f"{_combine(done)} on {len(done)} of {len(parts)} comparisons"
-    kinds = list(dict.fromkeys(p.split(" (")[0] for p in parts))
+    if len(set(done)) == 1:
+        return done[0]
+    kinds = list(dict.fromkeys(_kind(p) for p in parts))
     if len(kinds) == 1:
-        return parts[0] if len(parts) == 1 else kinds[0]
-    return ", ".join(f"{sum(p.startswith(k) for p in parts)} of {len(parts)} {k}" for k in kinds)
+        return kinds[0]
+    return ", ".join(f"{sum(_kind(p) == k for p in parts)} of {len(parts)} {k}" for k in kinds)
 
 
 def _pairs(test: dict[str, Any], cells: dict[tuple[str, str], Cell]) -> list[tuple[Cell, Cell]]:
@@ -101,48 +123,69 @@ def _row_name(a: Cell, b: Cell, multi_method: bool) -> str:
     return (f"{display(a.method)}: " if multi_method else "") + f"{b.variant} vs {a.variant}"
 
 
-def _compare(pairs: list[tuple[str, dict[int, float], dict[int, float]]], margin: float) -> list[tuple[str, Decision]]:
-    """Paired tests (b - a) with Holm over the list, each decided against ±margin."""
-    tests = with_holm([paired(a, b) for _, a, b in pairs])
-    return [(name, decide(t, margin)) for (name, _, _), t in zip(pairs, tests, strict=True)]
+def decide(rows: list[tuple[str, dict[int, float], dict[int, float]]], margin: float
+           ) -> list[tuple[str, dc.Verdict, dc.Fragility]]:
+    """One family (the claim's comparisons on one protocol): each row paired by seed (b - a), decided together
+    by decisions.decide_family, with decisions.fragile's leave-one-seed-out verdicts."""
+    family = {name: dc.paired(a, b) for name, a, b in rows}
+    if len(family) < len(rows):
+        raise ValueError("the comparisons of one family need distinct names")
+    verdicts, frail = dc.decide_family(family, margin), dc.fragile(family, margin)
+    return [(name, verdicts[name], frail[name]) for name, _, _ in rows]
 
 
-def _gain_verdict(d: Decision, expect: int) -> str:
-    if d.test.n < 2:
+def against_paper(v: dc.Verdict, paper: Effect, expect: int) -> str:
+    """A difference significant in the paper's direction, read against the paper's effect: reproduced when the
+    95% interval reaches the paper's effect (number or range); else direction only, smaller or larger than it."""
+    if paper is None:
+        return f"{DIRECTION} (the paper gives no number to compare)"
+    lo, hi = sorted(expect * x for x in v.ci95)
+    p_lo, p_hi = sorted(expect * x for x in paper)
+    if hi < p_lo:
+        return f"{DIRECTION}, smaller than the paper's {effect_text(paper)}"
+    if lo > p_hi:
+        return f"{DIRECTION}, larger than the paper's {effect_text(paper)}"
+    return REPRODUCED
+
+
+def _gain_says(v: dc.Verdict, expect: int, paper: Effect) -> str:
+    if v.n < 2:
         return NOT_RUN
-    if d.word in (BETTER, WORSE):
-        if (1 if d.word == BETTER else -1) != expect:
+    if v.word in (BETTER, WORSE):
+        if (1 if v.word == BETTER else -1) != expect:
             return f"{NOT_REPRODUCED} (the other way)"
-        # Significant in the paper's direction but inside ±margin: the effect is real and smaller than the margin.
-        return f"{REPRODUCED} in direction only (within ±{d.margin:g})" if d.within else REPRODUCED
-    if d.word == EQUIVALENT:
-        return f"{NOT_REPRODUCED} (equivalent within ±{d.margin:g})"
-    return _need_more(d)
+        return against_paper(v, paper, expect)
+    if v.word == EQUIVALENT:
+        return f"{NOT_REPRODUCED} (equivalent within ±{v.margin:g})"
+    return need_more(v)
 
 
-def gain(test: dict[str, Any], cells: dict[tuple[str, str], Cell], metric: str, margin: float) -> Outcome:
-    """Reproduced: significantly in the expected direction; not reproduced: significantly the other way, or
-    equivalent within ±margin (an effect of that size is ruled out); else underpowered."""
+def gain(test: dict[str, Any], cells: dict[tuple[str, str], Cell], metric: str, margin: float,
+         paper: Effect = None) -> Outcome:
+    """Reproduced: significantly in the expected direction with a 95% interval that reaches the paper's effect
+    (else direction only, smaller or larger than the paper's); not reproduced: significantly the other way, or
+    equivalent within ±margin (an effect of the paper's size is ruled out); else underpowered."""
     expect = {"higher": 1, "lower": -1}[test["expect"]]
     pairs = _pairs(test, cells)
     multi = len({a.method for a, _ in pairs}) > 1
-    ds = _compare([(_row_name(a, b, multi), a.values(metric), b.values(metric)) for a, b in pairs], margin)
-    comps = [Comparison(n, d.test, d, _gain_verdict(d, expect)) for n, d in ds]
-    return Outcome(_combine([c.verdict for c in comps]), comps)
+    ds = decide([(_row_name(a, b, multi), a.values(metric), b.values(metric)) for a, b in pairs], margin)
+    comps = [Comparison(n, v, _gain_says(v, expect, paper), f) for n, v, f in ds]
+    return Outcome(_combine([c.says for c in comps]), comps)
 
 
-def equivalent(test: dict[str, Any], cells: dict[tuple[str, str], Cell], metric: str, margin: float) -> Outcome:
-    """Reproduced: every variant equivalent to the baseline within ±margin (TOST); not reproduced: a significant
-    difference; else underpowered."""
+def equivalent(test: dict[str, Any], cells: dict[tuple[str, str], Cell], metric: str, margin: float,
+               paper: Effect = None) -> Outcome:
+    """Reproduced: every variant equivalent to the baseline within ±margin (TOST; the margin is below the paper's
+    effect, checked when claims.yaml is read); not reproduced: a significant difference; else underpowered."""
     margin = float(test.get("margin", margin))
-    ds = _compare([(_row_name(a, b, False), a.values(metric), b.values(metric)) for a, b in _pairs(test, cells)],
-                  margin)
+    ds = decide([(_row_name(a, b, False), a.values(metric), b.values(metric)) for a, b in _pairs(test, cells)],
+                margin)
     comps = []
-    for name, d in ds:
-        v = (NOT_RUN if d.test.n < 2 else REPRODUCED if d.word == EQUIVALENT else
-             f"{NOT_REPRODUCED} ({d.word} by {d.test.diff.mean:+.1f})" if d.word in (BETTER, WORSE) else _need_more(d))
-        comps.append(Comparison(name, d.test, d, v))
-    return Outcome(_combine([c.verdict for c in comps]), comps)
+    for name, v, f in ds:
+        says = (NOT_RUN if v.n < 2 else REPRODUCED if v.word == EQUIVALENT else
+                f"{NOT_REPRODUCED} ({v.word} by {v.mean:+.1f})" if v.word in (BETTER, WORSE) else need_more(v))
+        comps.append(Comparison(name, v, says, f))
+    return Outcome(_combine([c.says for c in comps]), comps)
 
 
 def final_entropy(cell: Cell) -> dict[int, float]:
@@ -173,7 +216,7 @@ def collapse(test: dict[str, Any], cells: dict[tuple[str, str], Cell], threshold
         elif n_low == 0:
             parts.append(NOT_REPRODUCED)
         else:
-            parts.append(f"{UNDERPOWERED} (collapsed in {n_low} of {len(ent)})")
+            parts.append(f"{UNDERPOWERED_HERE} (collapsed in {n_low} of {len(ent)})")
     base_ok = all(v >= threshold for c in base for v in final_entropy(c).values())
     verdict = _combine(parts)
     if verdict == REPRODUCED and not base_ok:
@@ -184,10 +227,12 @@ def collapse(test: dict[str, Any], cells: dict[tuple[str, str], Cell], threshold
                         "that 1 is uniform and 0 is one prototype.")
 
 
-def inverse_u(test: dict[str, Any], cells: dict[tuple[str, str], Cell], metric: str, margin: float) -> Outcome:
-    """(variants in increasing order) Reproduced: the best mean is an inner variant, better than both ends; not
-    reproduced: the best is an end, better than the best inner one, or the curve is flat (both ends equivalent to
-    the best within ±margin); else underpowered."""
+def inverse_u(test: dict[str, Any], cells: dict[tuple[str, str], Cell], metric: str, margin: float,
+              paper: Effect = None) -> Outcome:
+    """(variants in increasing order) Reproduced: the best mean is an inner variant, better than both ends (with
+    the paper's numbers, by a 95% interval that reaches them; without, the shape only); not reproduced: the best
+    is an end, better than the best inner one, or the curve is flat (both ends equivalent to the best within
+    ±margin); else underpowered."""
     order = _need(cells, test["variants"])
     order.sort(key=lambda c: test["variants"].index(c.variant))
     stats = [c.stat(metric) for c in order]
@@ -199,72 +244,98 @@ def inverse_u(test: dict[str, Any], cells: dict[tuple[str, str], Cell], metric: 
     best = max(range(len(order)), key=lambda i: stats[i].mean)
     inner = list(range(1, len(order) - 1))
     if best in inner:
-        others = (0, len(order) - 1)
-        ds = _compare([(f"{order[best].variant} vs {order[e].variant}", order[e].values(metric),
-                        order[best].values(metric)) for e in others], margin)
-        words = [d.word for _, d in ds]
-        verdict = (REPRODUCED if all(w == BETTER for w in words) else
+        ds = decide([(f"{order[best].variant} vs {order[e].variant}", order[e].values(metric),
+                      order[best].values(metric)) for e in (0, len(order) - 1)], margin)
+        says = {n: (against_paper(v, paper, 1).replace(DIRECTION, "beats this end at this scale")
+                    if v.word == BETTER else f"flat against this end (equivalent within ±{v.margin:g})"
+                    if v.word == EQUIVALENT else need_more(v)) for n, v, _ in ds}
+        words = [v.word for _, v, _ in ds]
+        read = [against_paper(v, paper, 1) for _, v, _ in ds]  # both ends' intervals must reach the paper's
+        verdict = (next((r for r in read if r != REPRODUCED), REPRODUCED) if all(w == BETTER for w in words) else
                    f"{NOT_REPRODUCED} (flat within ±{margin:g})" if all(w == EQUIVALENT for w in words) else
-                   _need_more(max((d for _, d in ds), key=lambda d: d.n_needed)))
+                   need_more(max((v for _, v, _ in ds if v.word != BETTER), key=lambda v: v.sd)))
         note = f"Best: {order[best].variant} (inner); it must beat both ends."
     else:
         best_inner = max(inner, key=lambda i: stats[i].mean)
-        ds = _compare([(f"{order[best].variant} vs {order[best_inner].variant}", order[best_inner].values(metric),
-                        order[best].values(metric))], margin)
-        d = ds[0][1]
-        verdict = (f"{NOT_REPRODUCED} (best at an end)" if d.word == BETTER else
-                   f"{NOT_REPRODUCED} (flat within ±{margin:g})" if d.word == EQUIVALENT else _need_more(d))
+        ds = decide([(f"{order[best].variant} vs {order[best_inner].variant}", order[best_inner].values(metric),
+                      order[best].values(metric))], margin)
+        v = ds[0][1]
+        verdict = (f"{NOT_REPRODUCED} (best at an end)" if v.word == BETTER else
+                   f"{NOT_REPRODUCED} (flat within ±{margin:g})" if v.word == EQUIVALENT else need_more(v))
+        says = {ds[0][0]: verdict}
         note = f"Best: {order[best].variant} (an end); against the best inner one ({order[best_inner].variant})."
-    comps = [Comparison(n, d.test, d, verdict) for n, d in ds]
+    comps = [Comparison(n, v, says[n], f) for n, v, f in ds]
     return Outcome(verdict, comps, rows, header, note)
 
 
-def interaction(test: dict[str, Any], cells: dict[tuple[str, str], Cell], metric: str, margin: float) -> Outcome:
+def _interaction_says(role: str, v: dc.Verdict, paper: Effect) -> str:
+    """What one row of an interaction says: the change at the small setting (the paper: worse), at the large one
+    (the paper: little change), and their difference (the paper: negative, of the paper's size)."""
+    if v.n < 2:
+        return NOT_RUN
+    if role == "large":
+        return (f"{v.word} by {v.mean:+.1f} at the large setting" if v.word in (BETTER, WORSE) else
+                f"equivalent within ±{v.margin:g} at the large setting" if v.word == EQUIVALENT else need_more(v))
+    if v.word == WORSE:
+        return ("worse at the small setting, as the paper's" if role == "small" else against_paper(v, paper, -1))
+    if v.word == BETTER:
+        return f"{NOT_REPRODUCED} (better " + ("at the small setting)" if role == "small" else "than at the large)")
+    if v.word == EQUIVALENT:
+        return f"{NOT_REPRODUCED} (" + (f"equivalent within ±{v.margin:g} at the small setting)" if role == "small"
+                                        else f"no interaction beyond ±{v.margin:g})")
+    return need_more(v)
+
+
+def interaction(test: dict[str, Any], cells: dict[tuple[str, str], Cell], metric: str, margin: float,
+                paper: Effect = None) -> Outcome:
     """Reproduced: the change at the small setting is worse (significant) and worse than at the large one (the
-    per-seed difference of differences); not reproduced: better at the small setting, or no interaction beyond
-    ±margin (the difference of differences equivalent); else underpowered."""
+    per-seed difference of differences), by an interval that reaches the paper's difference (else direction only);
+    not reproduced: better at the small setting, or no interaction beyond ±margin (the difference of differences
+    equivalent); else underpowered."""
     (s_from, s_to), (l_from, l_to) = test["small"], test["large"]
     m = next(iter(cells))[1]
     v = {n: _cell(cells, n, m).values(metric) for n in (s_from, s_to, l_from, l_to)}
     d_small = {s: v[s_to][s] - v[s_from][s] for s in set(v[s_from]) & set(v[s_to])}
     d_large = {s: v[l_to][s] - v[l_from][s] for s in set(v[l_from]) & set(v[l_to])}
-    ds = _compare([(f"{s_to} vs {s_from}", v[s_from], v[s_to]), (f"{l_to} vs {l_from}", v[l_from], v[l_to]),
-                   ("difference of the two changes (small - large)", d_large, d_small)], margin)
+    ds = decide([(f"{s_to} vs {s_from}", v[s_from], v[s_to]), (f"{l_to} vs {l_from}", v[l_from], v[l_to]),
+                 ("difference of the two changes (small - large)", d_large, d_small)], margin)
     small, inter = ds[0][1], ds[2][1]
-    if min(small.test.n, inter.test.n) < 2:
+    if min(small.n, inter.n) < 2:
         verdict = NOT_RUN
     elif small.word == WORSE and inter.word == WORSE:
-        verdict = REPRODUCED
+        verdict = against_paper(inter, paper, -1)
     elif small.word == BETTER:
         verdict = f"{NOT_REPRODUCED} (better at the small setting)"
     elif inter.word == EQUIVALENT:
         verdict = f"{NOT_REPRODUCED} (no interaction beyond ±{margin:g})"
     else:
-        verdict = _need_more(max((small, inter), key=lambda d: d.n_needed))
-    return Outcome(verdict, [Comparison(n, d.test, d, verdict) for n, d in ds])
+        verdict = need_more(max((d for d in (small, inter) if d.word not in (BETTER, WORSE)), key=lambda d: d.sd,
+                                default=inter))
+    return Outcome(verdict, [Comparison(n, d, _interaction_says(role, d, paper), f)
+                             for role, (n, d, f) in zip(("small", "large", "interaction"), ds, strict=True)])
 
 
 def evaluate_claim(claim: dict[str, Any], cells: dict[tuple[str, str], Cell], data: dict[str, Any],
                    metric: str | None = None) -> Outcome:
     """The claim's verdict on ``metric`` (default: its primary metric)."""
     test, metric = claim["test"], metric or primary_metric(claim, data)
-    kind, margin = test["kind"], margin_of(claim, data)
+    kind, margin, paper = test["kind"], margin_of(claim, data), paper_effect(claim)
     if kind == "gain":
-        return gain(test, cells, metric, margin)
+        return gain(test, cells, metric, margin, paper)
     if kind == "equivalent":
-        return equivalent(test, cells, metric, margin)
+        return equivalent(test, cells, metric, margin, paper)
     if kind == "collapse":
         return collapse(test, cells, float(data.get("collapse_entropy", 0.1)))
     if kind == "inverse_u":
-        return inverse_u(test, cells, metric, margin)
-    return interaction(test, cells, metric, margin)
+        return inverse_u(test, cells, metric, margin, paper)
+    return interaction(test, cells, metric, margin, paper)
 
 
 def design(claim: dict[str, Any], data: dict[str, Any], ref: Path = REFERENCE_DIR) -> tuple[list[int], str]:
     """The claim's seeds (seeds=auto): its study's seeds are the pilot; the sd of each comparison's paired differences
     at the pilot (the variance only, not the differences) gives the seeds that decide ±margin with 80% power on the
-    primary metric; the most any comparison needs, capped at ``max_seeds``. Fixed by the pilot's records alone, so
-    later seeds never change the design."""
+    primary metric (decisions.seeds_needed, with the range the sd's 95% interval allows); the most any comparison
+    needs, capped at ``max_seeds``. Fixed by the pilot's records alone, so later seeds never change the design."""
     common = [str(x) for x in data.get("common") or []]
     pilot_cells = load_cells(claim["study"], common, ref)
     pilot = next(iter(pilot_cells.values())).seeds
@@ -276,15 +347,16 @@ def design(claim: dict[str, Any], data: dict[str, Any], ref: Path = REFERENCE_DI
     if any(c.missing or c.refused for c in used):
         return pilot, f"n = {len(pilot)} for now: the pilot is not complete (the design needs all {len(pilot)} seeds)"
     out = evaluate_claim(claim, pilot_cells, data)
-    sds = [c.test.diff.sd for c in out.comparisons if c.test.n >= 2 and math.isfinite(c.test.diff.sd)]
-    if not sds:
+    done = [c.decision for c in out.comparisons if c.n >= 2 and math.isfinite(c.decision.sd)]
+    if not done:
         return pilot, f"n = {len(pilot)}: no paired differences at the pilot"
-    need = max(seeds_needed(sd, margin) for sd in sds)
-    n = max(len(pilot), min(need, cap))
+    worst = max(done, key=lambda v: v.sd)
+    need = dc.seeds_needed(worst.sd, worst.n, margin)
+    n = max(len(pilot), min(need.n, cap))
     seeds = pilot + [s for s in range(max(pilot) + 1, max(pilot) + 1 + n - len(pilot))]
     return seeds, (f"pilot of {len(pilot)} seeds; the largest sd of the paired differences there, "
-                   f"{max(sds):.2f} points, asks for n = {need if need <= 999 else '>999'} to decide ±{margin:g} "
-                   f"at 80% power; cap {cap}: n = {n}")
+                   f"{worst.sd:.2f} points on {need.df} degrees of freedom, asks for {need.text()} to decide "
+                   f"±{margin:g} at 80% power (the range: the sd's 95% interval); cap {cap}: n = {n}")
 
 
 @dataclass

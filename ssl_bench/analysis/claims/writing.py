@@ -7,23 +7,26 @@ words (lazily)."""
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
+from ssl_bench.analysis import decisions as dc
 from ssl_bench.analysis.claims.figure import claim_figure
-from ssl_bench.analysis.claims.planning import METRICS, NOT_RUN, ROOT, Cell, claim_variants, read_claims, study_command
-from ssl_bench.analysis.claims.verdicts import Evaluated, evaluate
-from ssl_bench.analysis.report import (
-    DEFAULT_MARGIN,
-    Stat,
-    display,
-    fmt_delta,
-    holm,
-    interval90,
-    markdown_table,
-    num,
-    t_interval,
+from ssl_bench.analysis.claims.planning import (
+    METRICS,
+    NOT_RUN,
+    ROOT,
+    Cell,
+    claim_variants,
+    effect_text,
+    paper_effect,
+    read_claims,
+    scale_of,
+    study_command,
 )
+from ssl_bench.analysis.claims.verdicts import Evaluated, Outcome, evaluate
+from ssl_bench.analysis.report import Stat, display, markdown_table, num, t_interval
 from ssl_bench.common.skipped import note as skipped_note
 from ssl_bench.config.overrides import Command, Key, help_requested
 from ssl_bench.records.io import REFERENCE_DIR, write_atomic
@@ -38,9 +41,10 @@ DOC = """Entry point: the papers' claims, tested at small scale, written to resu
 The claims, their studies and the verdict rules (with their dated revisions) are in experiments/claims.yaml. Each
 claim's runs are the planned runs of its study (``ssl_bench.compare``, one configuration per variant, paired
 by seed) at the seeds its pilot asks for (:func:`design`); nothing is trained here: a claim whose runs are missing
-says so, with its command. Statistics come from ssl_bench.analysis.report (95% t-intervals, paired t-tests with Holm
-within a
-claim and over the report, TOST, MDE: better / worse / equivalent / underpowered).
+says so, with its command. Decisions come from ssl_bench.analysis.decisions: each claim's comparisons on one protocol
+form one family, decided by one family-wise rule (decisions.RULE: paired t-tests and TOST together; better / worse /
+equivalent / underpowered, with the seeds that would decide and their range), each verdict read against the paper's
+effect and marked fragile when leaving out one seed changes it.
 """
 
 
@@ -77,22 +81,59 @@ def _p(p: float) -> str:
     return "—" if not math.isfinite(p) else f"{p:.2g}"
 
 
+def _ps(raw: float, adjusted: float) -> str:
+    """'0.049 → 0.098': the raw p and the family-adjusted p the decision reads."""
+    return "—" if not math.isfinite(raw) else f"{_p(raw)} → {_p(adjusted)}"
+
+
+def _interval(lo_hi: tuple[float, float], n: int) -> str:
+    return "—" if n < 2 else f"{lo_hi[0]:+.1f} to {lo_hi[1]:+.1f}"
+
+
 def comparisons_table(ev: Evaluated) -> str:
-    """Every comparison behind the verdict, on both protocols: Δ with its 95% and 90% intervals, Holm within the
-    claim and over the report, TOST, MDE and what it says."""
+    """Every comparison behind the verdict, on both protocols (one family each): its pairs and unpaired seeds, Δ
+    with its 95% and 90% intervals, the t-test's and the TOST's p raw and adjusted under decisions.RULE, MDE, the
+    decision, whether one seed decides it, and what this row says about the claim."""
     rows = []
     for metric, out in ev.outcomes.items():
         for c in out.comparisons:
-            lo90, hi90 = interval90(c.test)
             d = c.decision
-            rows.append([METRICS[metric] + (" (primary)" if metric == ev.primary else ""), c.name, str(c.test.n),
-                         fmt_delta(c.test), "—" if c.test.n < 2 else f"{lo90:+.1f} to {hi90:+.1f}", _p(c.test.p_holm),
-                         _p(c.p_report) if metric == ev.primary else "—", f"{_p(d.p_tost)} (±{d.margin:g})",
-                         num(d.mde), d.text() if c.test.n >= 2 else "—", c.verdict])
+            rows.append([METRICS[metric] + (" (primary)" if metric == ev.primary else ""), c.name,
+                         c.pairing.text(), "—" if d.n < 1 else f"{d.mean:+.1f} ({_interval(d.ci95, d.n)})",
+                         _interval(d.ci90, d.n), _ps(d.p_difference, d.p_difference_adjusted),
+                         _ps(d.p_tost, d.p_tost_adjusted) + f" (±{d.margin:g})", num(d.mde), d.text(),
+                         ("**" + c.fragility.text() + "**") if c.fragility.fragile else
+                         ("—" if d.n < 2 else "no"), c.says])
     if not rows:
         return ""
-    return markdown_table(["protocol", "comparison", "n", "Δ (95% CI)", "90% CI", "Holm p (claim)",
-                           "Holm p (report)", "TOST p", "MDE", "decision", "says"], rows)
+    return markdown_table(["protocol", "comparison", "pairs", "Δ (95% CI)", "90% CI", "t-test p, raw → adjusted",
+                           "TOST p, raw → adjusted", "MDE", "decision", "one seed decides it", "says"], rows)
+
+
+def fragile_note(out: Outcome) -> str:
+    """'' or 'fragile: hard codes vs soft codes is underpowered without seed 0 or 2' (the comparisons whose word
+    one seed decides, and the word each gets without it)."""
+    parts = []
+    for c in out.fragile:
+        by_word: dict[str, list[int]] = {}
+        for s, w in sorted(c.fragility.flips.items()):
+            by_word.setdefault(w, []).append(s)
+        for w, seeds in by_word.items():
+            listed = ", ".join(map(str, seeds[:-1])) + (" or " if len(seeds) > 1 else "") + str(seeds[-1])
+            parts.append(f"{c.name} is {w} without seed {listed}")
+    return ("fragile: " + "; ".join(parts)) if parts else ""
+
+
+def _earlier(claim: dict[str, Any]) -> dict[str, str]:
+    """The claim's earlier verdicts by the date of the rules they were reached under, newest first."""
+    return {str(k): str(v) for k, v in (claim.get("earlier") or {}).items()}
+
+
+def _verdict(ev: Evaluated, out: Outcome | None = None, so_far: str = "", bold: bool = True) -> str:
+    """The verdict, what is still missing, and the fragile mark (bold unless the whole sentence is)."""
+    out = out or ev.outcomes[ev.primary]
+    frail = fragile_note(out)
+    return out.verdict + so_far + ((f"; **{frail}**" if bold else f"; {frail}") if frail else "")
 
 
 def claim_section(ev: Evaluated, data: dict[str, Any], figures: Path | None) -> str:
@@ -102,22 +143,29 @@ def claim_section(ev: Evaluated, data: dict[str, Any], figures: Path | None) -> 
     missing = sum(len(c.missing) for c in used)
     planned = sum(len(c.seeds) for c in used)
     refused = [r for c in used for r in c.refused]
-    verdict = ev.verdict if not missing or ev.verdict == NOT_RUN else (
-        f"{ev.verdict} so far: {missing} of {planned} planned runs missing")
+    verdict = _verdict(ev, so_far="" if not missing or ev.verdict == NOT_RUN else
+                       f" so far: {missing} of {planned} planned runs missing", bold=False)
     other = [m for m in ev.outcomes if m != ev.primary]
-    earlier = claim.get("earlier") or {}
+    earlier = _earlier(claim)
     lines = [f"## Claim {claim['id']}: {claim['title']}", "",
              f"**{claim['paper']}, {claim['where']}**: \"{claim['statement']}\"", "",
              f"Paper's numbers: {claim['paper_numbers']}.", ""]
+    if claim["test"]["kind"] != "collapse":
+        effect = paper_effect(claim)
+        lines += [f"Paper's effect, in points of {METRICS[ev.primary]}: {effect_text(effect)}"
+                  + (f" ({claim['paper_effect_why']})" if claim.get("paper_effect_why") else "") + "; margin "
+                  f"±{ev.outcomes[ev.primary].comparisons[0].decision.margin:g}"
+                  + (f" ({claim['margin_why']})" if claim.get("margin_why") else "") + ".", ""]
     if claim.get("added_after"):
         lines += [f"**Added after the runs began**: {claim['added_after']}", ""]
-    lines += [f"Our command: `{study_command(claim['study'], common, ev.seeds)}`", "",
+    lines += [f"Tested at: {scale_of(used) or 'no records yet'}.", "",
+              f"Our command: `{study_command(claim['study'], common, ev.seeds)}`", "",
               f"Seeds: {ev.design}.", "",
               f"**Verdict ({ev.measure}" + (", the paper's protocol" if ev.claim["test"]["kind"] != "collapse" else "")
               + f"): {verdict}.**"
               + (" The command trains the missing runs." if missing else "")
-              + "".join(f" On {METRICS[m]}: {ev.outcomes[m].verdict}." for m in other)
-              + (f" Earlier ({earlier.get('rules')}): {earlier.get('verdict')}." if earlier else ""), ""]
+              + "".join(f" On {METRICS[m]}: {_verdict(ev, ev.outcomes[m])}." for m in other)
+              + "".join(f" Earlier (rules of {k}): {v}." for k, v in earlier.items()), ""]
     if refused:
         lines += [f"**Refused** (today's code does not reproduce them; `python -m ssl_bench.reference verify`): "
                   f"{', '.join(refused)}.", ""]
@@ -138,48 +186,74 @@ def claim_section(ev: Evaluated, data: dict[str, Any], figures: Path | None) -> 
     return "\n".join(lines)
 
 
+def _class(verdict: str) -> str:
+    """A verdict's outcome without its details or its scope: 'underpowered at this scale: n = 8 ...' and
+    'underpowered (n=8 would decide)' are both 'underpowered'."""
+    return re.split(r" \(|: |, smaller|, larger|; ", verdict.replace(" at this scale", ""), maxsplit=1)[0]
+
+
+def revision_outcome(evs: list[Evaluated], replaces: str) -> str:
+    """What a revision changed, from the verdicts: the claims whose primary verdict reaches another outcome than the
+    one reached under the rules of ``replaces`` (the wording aside), and the verdicts one seed decides."""
+    changed = [f"claim {ev.claim['id']} ({_earlier(ev.claim)[replaces]} → {ev.verdict})" for ev in evs
+               if replaces in _earlier(ev.claim) and _class(_earlier(ev.claim)[replaces]) != _class(ev.verdict)]
+    frail = [str(ev.claim["id"]) for ev in evs if ev.outcomes[ev.primary].fragile]
+    return (f"Under it {len(changed)} of {len(evs)} claims reach another outcome on their primary protocol"
+            + (": " + "; ".join(changed) if changed else "") + ". "
+            + (f"One seed decides the primary verdict of claim{'s' if len(frail) > 1 else ''} {', '.join(frail)} "
+               "(marked fragile)." if frail else "No primary verdict changes when any one seed is left out."))
+
+
+FAMILY = ("Here a family is one claim's comparisons on one protocol (the rows of one protocol in the claim's "
+          "table): a claim's two protocols are two families, and claims are not corrected for each other.")
+
+
 def write(out: Path, ref: Path = REFERENCE_DIR, figures: Path | None = None, data: dict | None = None) -> str:
     """Write the claims report to ``out`` (and figures to ``figures``); returns its text."""
-    from ssl_bench.analysis.compare import verdict_words
     from ssl_bench.analysis.report import STATS
 
     data = data or read_claims()
     evs = [evaluate(claim, data, ref) for claim in data.get("claims") or []]
-    # Holm over every primary comparison of the report, beside each claim's own.
-    every = [c for ev in evs for c in ev.outcomes[ev.primary].comparisons if c.test.n >= 2]
-    for c, q in zip(every, holm([c.test.p for c in every]), strict=True):
-        c.p_report = q
     sections = [claim_section(ev, data, figures) for ev in evs]
+    rules = list(dict.fromkeys(k for ev in evs for k in _earlier(ev.claim)))
     verdicts = [[str(ev.claim["id"]), ev.claim["paper"], ev.claim["title"], ev.measure,
-                 str(len(ev.seeds)), ev.verdict,
-                 "; ".join(f"{METRICS[m]}: {o.verdict}" for m, o in ev.outcomes.items() if m != ev.primary) or "—",
-                 (ev.claim.get("earlier") or {}).get("verdict", "—")] for ev in evs]
-    rev = data.get("revisions") or []
+                 str(len(ev.seeds)), _verdict(ev),
+                 "; ".join(f"{METRICS[m]}: {_verdict(ev, o)}" for m, o in ev.outcomes.items() if m != ev.primary)
+                 or "—", *(_earlier(ev.claim).get(k, "—") for k in rules)] for ev in evs]
     head = ["# The papers' claims, tested at small scale", "",
             "Generated by `python -m ssl_bench.claims` from the shipped records in results/reference/runs (the "
             "claims, their studies and the verdict rules are in experiments/claims.yaml). Demo budget on "
             "Fashion-MNIST: small convnet, 4096 pretraining images, batch 64, 10 epochs, crops 2x28+4x14, AdamW; "
             "kNN top-1 (k=20) and a linear probe (cached features, 100 epochs) on frozen backbone features, "
-            "10000 train / 10000 test images. n is the number of seeds. " + STATS + " Comparisons are paired by "
-            "seed. Each claim's verdict reads its primary metric, the protocol its paper quotes; the other protocol "
-            "is tested the same way and shown beside it. " + verdict_words(
-                float(data.get("margin", DEFAULT_MARGIN)), "the comparisons of one claim and protocol (each "
-                "claim's own margin; the report-wide Holm over every primary comparison is shown beside it)"),
-            "", "What a verdict says: *reproduced* (significant in the paper's direction; *in direction only* when "
-            "TOST also puts the difference inside the margin: real, but smaller than the margin); *not reproduced* "
-            "(significant the other way, or equivalent within the margin: an effect of that size is ruled out); "
-            "*underpowered* (neither: the n that would decide it is given; seeds are capped at "
-            f"{data.get('max_seeds', 8)}); *not run yet*.", ""]
-    for r in rev:
-        head += [f"**Revision {r['date']}**: {r['what']} The verdicts before it are kept in the column "
-                 f"\"earlier\" ({r.get('earlier', 'kNN, n = 3')}).", ""]
+            "10000 train / 10000 test images; each claim states the scale its records ran at. n is the number of "
+            "seeds. " + STATS + " Comparisons are paired by seed; each row lists its pairs and any seed one side "
+            "lacks. Each claim's verdict reads its primary metric, the protocol its paper quotes; the other "
+            "protocol is tested the same way and shown beside it.", "",
+            f"**The rule.** {dc.RULE} {FAMILY} An underpowered comparison gives the pairs that would decide its "
+            "margin at 80% power from its sd, with the range the sd's 95% interval allows. A comparison is "
+            "*fragile* when leaving out one seed (the whole family decided again) changes its word; the seed is "
+            "named.", "",
+            "What a verdict says, at the scale that was run: *reproduced at this scale* (significant in the "
+            "paper's direction, and the 95% interval reaches the paper's effect); *direction only at this scale, "
+            "smaller (or larger) than the paper's* (significant in the paper's direction, but the 95% interval "
+            "excludes the paper's effect, or the paper gives no number); *not reproduced at this scale* "
+            "(significant the other way, or equivalent within the margin, which is smaller than the paper's "
+            "effect: an effect of the paper's size is ruled out); *underpowered at this scale* (neither: the n "
+            f"that would decide it is given; seeds are capped at {data.get('max_seeds', 8)}); *not run yet*. An "
+            "equivalence claim is reproduced when every comparison is equivalent within its margin.", ""]
+    revisions = data.get("revisions") or []
+    latest = max((str(r["date"]) for r in revisions), default="")
+    for r in revisions:  # the newest revision's outcome is today's verdicts against the ones it replaced
+        outcome = f" {revision_outcome(evs, str(r['replaces']))}" if str(r["date"]) == latest else ""
+        head += [f"**Revision {r['date']}**: {r['what']}{outcome} The verdicts before it are kept in the column "
+                 f"\"earlier (rules of {r.get('replaces', '')})\" ({r.get('earlier', 'kNN, n = 3')}).", ""]
     disclosed = [ev.claim for ev in evs if ev.claim.get("added_after")]
     if disclosed or data.get("disclosure"):
         head += ["**Not all of the design came before the runs**: " + " ".join(
             [str(data.get("disclosure", ""))] + [f"Claim {c['id']}: {c['added_after']}" for c in disclosed]).strip(),
             ""]
     head += [markdown_table(["claim", "paper", "statement", "verdict reads", "seeds planned", "verdict",
-                             "other protocol", "earlier"], verdicts)]
+                             "other protocol", *(f"earlier (rules of {k})" for k in rules)], verdicts)]
     text = "\n".join(head + sections) + skipped_note()
     write_atomic(out, text)
     return text
