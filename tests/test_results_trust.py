@@ -10,8 +10,8 @@ import pytest
 from omegaconf import OmegaConf, open_dict
 
 from ssl_bench import reference
-from ssl_bench.analysis import against_reference
-from ssl_bench.analysis.report import decide, holm, label, paired, t_interval, with_holm
+from ssl_bench.analysis import against_reference, decisions
+from ssl_bench.analysis.report import label, t_interval
 from ssl_bench.config.compose import ConfigError, compose
 from ssl_bench.records import io as results
 from ssl_bench.records.identity import configuration, configuration_id, differences, run_name
@@ -95,19 +95,17 @@ def test_t_interval_by_hand():
     assert t_interval([]).n == 0
 
 
-def test_paired_test_uses_the_shared_seeds_and_holm_corrects():
+def test_paired_test_uses_the_shared_seeds_and_the_family_rule_decides():
     a = {0: 1.0, 1: 2.0, 2: 3.0}
-    b = {0: 2.0, 1: 4.0, 2: 6.0, 3: 9.0}  # seed 3 has no partner: left out
-    c = paired(a, b)  # differences 1, 2, 3: t = 2 / (1 / sqrt 3) = 3.464, df 2: p = 1 - t / sqrt(t^2 + 2)
-    assert c.n == 3 and c.diff.mean == 2.0
-    assert c.p == pytest.approx(1 - 3.4641016 / math.sqrt(3.4641016**2 + 2), abs=1e-6)
-    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
-    assert math.isnan(holm([math.nan, 0.02])[0]) and holm([math.nan, 0.02])[1] == pytest.approx(0.02)
-    (adj,) = with_holm([c])
-    assert decide(adj).word == "underpowered" and decide(adj).text().startswith("underpowered: n=")
-    big = with_holm([paired({0: 0, 1: 0, 2: 0}, {0: 5.0, 1: 5.1, 2: 4.9})])[0]
-    assert big.significant and decide(big).text().startswith("better by +5.0")
-    assert decide(paired({0: 1.0}, {0: 2.0})).text() == "no test at n=1"
+    b = {0: 2.0, 1: 4.0, 2: 6.0, 3: 9.0}  # seed 3 has no partner: listed, not paired
+    c = decisions.paired(a, b)  # differences 1, 2, 3: t = 2 / (1 / sqrt 3) = 3.464, df 2: p = 1 - t / sqrt(t^2 + 2)
+    assert c.n == 3 and c.differences == (1.0, 2.0, 3.0) and c.only_method == (3,)
+    assert decisions.t_test(c.differences) == pytest.approx(1 - 3.4641016 / math.sqrt(3.4641016**2 + 2), abs=1e-6)
+    assert decisions.decide_family({"c": c}, 0.5)["c"].word == "underpowered"
+    big = decisions.paired({0: 0, 1: 0, 2: 0}, {0: 5.0, 1: 5.1, 2: 4.9})
+    assert decisions.decide_family({"big": big}, 0.5)["big"].text().startswith("better by +5.0")
+    one = decisions.paired({0: 1.0}, {0: 2.0})
+    assert decisions.decide_family({"one": one}, 0.5)["one"].text() == "no test at n=1"
 
 
 def test_labels_name_what_differs_in_words():

@@ -39,9 +39,9 @@ from ssl_bench.analysis.compare.table import (
     run_rows,
     summarise,
 )
-from ssl_bench.analysis.compare.writing import table_markdown, verdict_words, write_outputs
+from ssl_bench.analysis.compare.writing import table_markdown, write_outputs
 
 __all__ = ["ACCURACIES", "COMMAND", "DEFAULT_REFERENCE", "DONE", "MATCHES", "MAX_SEEDS", "OWN_KEYS", "STUDY_DIR",
            "Plan", "PlannedRun", "Variant", "add_matched", "all_methods", "arguments", "auto_seeds", "cell_rows",
            "check_budgets", "compare", "execute", "load_study", "main", "parse", "plan", "plan_arguments",
-           "refusal_lines", "run_rows", "summarise", "table_markdown", "verdict_words", "with_seeds", "write_outputs"]
+           "refusal_lines", "run_rows", "summarise", "table_markdown", "with_seeds", "write_outputs"]

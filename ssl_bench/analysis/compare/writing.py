@@ -1,8 +1,7 @@
 """The comparison written out: the table as Markdown (:func:`table_markdown`: the caption, one row per (variant,
 method) in the suite's order, decisions.RULE, the verdicts and every count in words from the verdict objects,
 the gain over a baseline variant) and the files of <results>/compare/<name>/ (:func:`write_outputs`: table.md,
-table.csv, runs.csv, comparison.json). :func:`verdict_words` is the old rule's words, which only the claims report
-still quotes. Computes no statistic; imports the plan, the table's columns and its verdicts
+table.csv, runs.csv, comparison.json). Computes no statistic; imports the plan, the table's columns and its verdicts
 (ssl_bench.analysis.compare.planning, .table, .verdicts), ssl_bench.analysis.decisions and .report and the
 records' writers."""
 
@@ -15,9 +14,8 @@ import pandas as pd
 from ssl_bench.analysis.compare.planning import Plan
 from ssl_bench.analysis.compare.table import ACCURACIES, DONE
 from ssl_bench.analysis.compare.verdicts import WORDS, Decided, counts, decided, has_predictions
-from ssl_bench.analysis.decisions import BETTER, EQUIVALENT, RULE, UNDERPOWERED, WORSE
+from ssl_bench.analysis.decisions import ALPHA, BETTER, EQUIVALENT, RULE, UNDERPOWERED, WORSE
 from ssl_bench.analysis.report import (
-    ALPHA,
     STATS,
     Stat,
     budget_caption,
@@ -52,16 +50,6 @@ def _fewer(r: pd.Series, col: str, digits: int = 1) -> str:
     n = r.get(f"{col}_n")
     out = num(r.get(f"{col}_mean"), digits)
     return out + (f" (n={int(n)})" if pd.notna(n) and int(n) < int(r["n_seeds"]) else "")
-
-
-def verdict_words(margin: float, family: str) -> str:
-    """How the old rule (analysis.report.decide) reaches verdicts, for the claims report's caption; compare tables
-    print decisions.RULE instead."""
-    return (f"Verdicts: *better* / *worse* by Δ when the paired t-test is significant after Holm's correction over "
-            f"{family} (α = {ALPHA}); else *equivalent within ±{margin:g}* when TOST puts the 90% CI of Δ inside "
-            f"±{margin:g} points; else *underpowered*, with the number of seeds that would decide ±{margin:g} at "
-            f"80% power given the observed sd of the paired differences. MDE: the smallest true difference the "
-            f"t-test finds with 80% power at this n.")
 
 
 def table_markdown(table: pd.DataFrame, runs: pd.DataFrame, plan: Plan, matched: str | None,
