@@ -9,6 +9,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig
 
 from ssl_bench.common.tracking import tracker_problem
+from ssl_bench.config.classes import read_class_list
 from ssl_bench.config.registry import registry
 from ssl_bench.config.schema import (
     AUGMENT_BACKENDS,
@@ -83,8 +84,6 @@ def validate(cfg: DictConfig) -> None:
 
 def class_list(spec: Any) -> list[str]:
     """The class names of dataset.classes (a file on the config search path, or a list)."""
-    from ssl_bench.data.sources import read_class_list  # torch and PIL: only for datasets with a class list
-
     check(isinstance(spec, str | ListConfig | list),
            f"dataset.classes must be a file of class names or a list of them, got {spec!r}")
     try:

@@ -8,12 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig
 from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets import ImageFolder
 
-from ssl_bench.config.searchpath import EXPERIMENTS_DIR, ConfigGroupDir
+from ssl_bench.config.classes import CLASS_LISTS, read_class_list  # noqa: F401  (re-exported: the data layer's names)
+from ssl_bench.config.searchpath import EXPERIMENTS_DIR
 from ssl_bench.errors import DataNotFound
 
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
@@ -129,31 +130,6 @@ def _stl_split(split: str) -> dict:
 
 
 CLASS_LIST_DIR = EXPERIMENTS_DIR / "dataset"  # the shipped class lists
-CLASS_LISTS = ConfigGroupDir("dataset")  # ... and those in the user's config folders
-
-
-def read_class_list(spec: str | list[str] | ListConfig) -> list[str]:
-    """The class names of ``dataset.classes``: an inline list, or a text file with one name per line (blank
-    lines and '#' comments skipped). A relative path is looked up in the working directory, then in dataset/ of
-    the config folders: experiments/dataset/ where the committed lists live (imagenet100_classes.txt), and the
-    user's ($SSL_BENCH_CONFIG_PATH)."""
-    what = f"'{spec}'" if isinstance(spec, str) else "(the inline list)"
-    if isinstance(spec, str):
-        path = Path(spec).expanduser()
-        if not path.is_absolute() and not path.exists():
-            path = CLASS_LISTS / spec
-        if not path.is_file():
-            raise DataNotFound(f"dataset.classes: no class list file '{spec}' (looked in the working directory "
-                               f"and {CLASS_LISTS}); give a file with one class folder name per line")
-        lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
-        names = [n for n in lines if n]
-    else:
-        names = [str(n).strip() for n in spec]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if not names or dupes or any(not n or "/" in n for n in names):
-        why = f"duplicates {', '.join(dupes)}" if dupes else "empty or with a '/' in a name"
-        raise DataNotFound(f"dataset.classes {what} is not a list of class folder names ({why})")
-    return names
 
 
 def _class_index(d: DictConfig, available: Callable[[str], bool], where: str) -> tuple[list[str], dict[str, int]]:
