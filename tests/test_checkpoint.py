@@ -199,6 +199,7 @@ def test_each_process_writes_and_reads_back_its_own_local_state(tmp_path, monkey
         box[:] = shared["box"]
 
     monkeypatch.setattr(ckpt, "broadcast_object_list", broadcast)
+    monkeypatch.setattr(ckpt, "gather_object", thread_gather(n, barrier, rank_of))
 
     def process(rank: int, run: Path, epoch: int) -> tuple:
         rank_of.rank = rank
@@ -221,3 +222,90 @@ def test_each_process_writes_and_reads_back_its_own_local_state(tmp_path, monkey
         for rank in range(n):
             local = torch.load(ckpt.local_state_file(folder, rank))
             assert torch.equal(local["queue"], torch.full((3,), 10.0 * epoch + rank))
+
+
+def thread_gather(n: int, barrier: threading.Barrier, rank_of: threading.local):
+    """accelerate.utils.gather_object for threads standing in for processes: every one's list, in rank order."""
+    parts: dict[int, list] = {}
+
+    def gather(obj: list) -> list:
+        parts[rank_of.rank] = list(obj)
+        barrier.wait(timeout=60)
+        out = [x for r in range(n) for x in parts[r]]
+        barrier.wait(timeout=60)  # all have read before the next call overwrites
+        return out
+    return gather
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_a_checkpoint_of_another_process_count_is_refused_and_nothing_changes(tmp_path, acc):
+    """Written by 2 processes, resumed on 1: one line saying so and what to do; no file touched, nothing loaded."""
+    save(acc, tmp_path, 1, 1.0)
+    folder = tmp_path / ckpt.CHECKPOINT
+    (folder / ckpt.RANKS).write_text(json.dumps({"num_processes": 2}))
+    (folder / "method_local_1.pt").write_bytes((folder / "method_local_0.pt").read_bytes())
+    ckpt.write_manifest(folder)
+    before = snapshot(folder)
+    with torch.no_grad():
+        acc.test_model.weight.fill_(7.0)
+    method = QueueMethod(torch.zeros(2))
+    with pytest.raises(ConfigError) as err:
+        ckpt.load_checkpoint(acc, tmp_path, method)
+    assert str(err.value) == (f"cannot resume: {folder} was written by 2 processes and this run has 1: resume with 2, "
+                              "or start the run over (overwrite=true)")
+    assert snapshot(folder) == before
+    assert torch.equal(method.queue, torch.zeros(2)) and bool((acc.test_model.weight == 7.0).all())  # not loaded
+
+
+def test_a_rank_file_that_did_not_reach_the_folder_is_named_on_every_process(tmp_path, monkeypatch):
+    """Two processes, the second's method_local_1.pt missing from the checkpoint (a node-local disk): both
+    processes stop with the same line naming the file and the shared-filesystem requirement."""
+    n, barrier, shared, rank_of = 2, threading.Barrier(2), {}, threading.local()
+
+    def broadcast(box: list) -> None:
+        if rank_of.rank == 0:
+            shared["box"] = list(box)
+        barrier.wait(timeout=60)
+        box[:] = shared["box"]
+
+    monkeypatch.setattr(ckpt, "broadcast_object_list", broadcast)
+    monkeypatch.setattr(ckpt, "gather_object", thread_gather(n, barrier, rank_of))
+
+    def write(rank: int) -> None:
+        rank_of.rank = rank
+        acc = ThreadAccelerator(rank, barrier, torch.ones(2))
+        ckpt.save_checkpoint(acc, tmp_path, QueueMethod(torch.full((3,), float(rank))), {"epoch": 1})
+
+    def resume(rank: int) -> str:
+        rank_of.rank = rank
+        acc = ThreadAccelerator(rank, barrier, torch.ones(2))
+        with pytest.raises(ConfigError) as err:
+            ckpt.load_checkpoint(acc, tmp_path, QueueMethod(torch.zeros(3)))
+        return str(err.value)
+
+    with ThreadPoolExecutor(n) as pool:
+        [f.result(timeout=120) for f in [pool.submit(write, r) for r in range(n)]]
+        folder = tmp_path / ckpt.CHECKPOINT
+        (folder / "method_local_1.pt").unlink()
+        ckpt.write_manifest(folder)  # as process 0 would have listed its own folder
+        before = snapshot(folder)
+        said = [f.result(timeout=120) for f in [pool.submit(resume, r) for r in range(n)]]
+    assert said[0] == said[1] and said[0].startswith(f"cannot resume: {folder} lacks method_local_1.pt")
+    assert "needs output_dir on a filesystem every process sees" in said[0] and "\n" not in said[0]
+    assert snapshot(folder) == before
+
+
+def test_rank_files_problem_by_case(tmp_path):
+    folder = tmp_path
+    assert ckpt.rank_files_problem(folder, 1, 0) is not None  # nothing there: process 0's own file is missing
+    (folder / "method_local_0.pt").write_bytes(b"x")
+    assert ckpt.rank_files_problem(folder, 1, 0) is None  # an older checkpoint without ranks.json
+    assert "written by 1 process and this run has 2" in ckpt.rank_files_problem(folder, 2, 1)
+    (folder / ckpt.RANKS).write_text(json.dumps({"num_processes": 2}))
+    assert "lacks method_local_1.pt" in ckpt.rank_files_problem(folder, 2, 0)  # process 0 checks every file
+    assert "lacks method_local_1.pt" in ckpt.rank_files_problem(folder, 2, 1)  # ... each other its own
+    (folder / "method_local_1.pt").write_bytes(b"x")
+    assert ckpt.rank_files_problem(folder, 2, 0) is None and ckpt.rank_files_problem(folder, 2, 1) is None

@@ -14,6 +14,7 @@ from dist_run_worker import RESUMED, RUNS, overrides
 from safetensors.torch import load_file
 
 from ssl_bench.analysis.conformance import PROCESS_TOLERANCE, process_gaps
+from ssl_bench.analysis.conformance import _free_port as free_port
 from ssl_bench.config.compose import compose
 from ssl_bench.pipeline.experiment import run_experiment
 from ssl_bench.records import io as results
@@ -143,3 +144,20 @@ def test_two_processes_resume_their_per_process_state(runs, name):
         for key in ("queue", "bank", "own"):
             if key in la:
                 assert la[key] is not None and torch.allclose(la[key].float(), lb[key].float(), atol=1e-6), key
+
+
+def test_a_run_folder_one_process_cannot_see_stops_every_process_in_one_line(tmp_path):
+    """Process 1 writes into another folder than process 0 (as on a node-local disk): before anything is trained,
+    both stop with the one line that names the shared-filesystem requirement (ssl_bench.training.checkpoint)."""
+    out, said = tmp_path / "runs", tmp_path / "said"
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(TESTS.parent), os.environ.get("PYTHONPATH", "")]))
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--main_process_port", str(free_port()), str(TESTS / "dist_shared_worker.py"), str(out), str(said)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [(said / f"rank{r}.txt").read_text() for r in (0, 1)]
+    assert lines[0] == lines[1] and "\n" not in lines[0]
+    assert lines[0].startswith(f"process 1 cannot see {out}/")
+    assert "needs output_dir on a filesystem every process sees" in lines[0]
+    assert not list(out.rglob("checkpoint*")) and not list(out.rglob("metrics.jsonl"))  # nothing trained

@@ -44,7 +44,7 @@ from ssl_bench.records.io import (
     write_atomic,
     write_json,
 )
-from ssl_bench.training.checkpoint import CHECKPOINT, CHECKPOINT_PREV, CHECKPOINT_TMP
+from ssl_bench.training.checkpoint import CHECKPOINT, CHECKPOINT_PREV, CHECKPOINT_TMP, check_shared_folder
 from ssl_bench.training.health import HEALTH_KEYS
 from ssl_bench.training.loop import Trainer, default_num_workers, peak_memory_mb
 from ssl_bench.training.multicrop import build_pretrain_set
@@ -193,6 +193,7 @@ def _run(cfg: DictConfig, acc: Accelerator, rid: str, run_dir: Path, epoch_callb
         run_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(portable(cfg)))
         start_trackers(cfg, acc, rid, run_dir)
+    check_shared_folder(acc, run_dir)
     resumed = cfg.resume and trainer.load_checkpoint()
     say = print if acc.is_main_process else (lambda *a, **k: None)
     if cfg.print_config:

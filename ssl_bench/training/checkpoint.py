@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast_object_list
+from accelerate.utils import broadcast_object_list, gather_object
 
 from ssl_bench.config.compose import ConfigError
 from ssl_bench.errors import WriteFailed
@@ -29,10 +29,14 @@ from ssl_bench.records.io import read_json, write_json
 CHECKPOINT, CHECKPOINT_PREV, CHECKPOINT_TMP = "checkpoint", "checkpoint.prev", "checkpoint.tmp"
 MANIFEST = "manifest.json"
 POSITION = "loop.json"
+RANKS = "ranks.json"  # how many processes wrote the checkpoint (each its method_local_<rank>.pt)
 # Tests: SSL_BENCH_DIE_IN_CHECKPOINT=<where>[:<n>] ends the process (os._exit, as kill -9 would) at that point of the
 # n-th checkpoint write (default the first): after_state (model and optimiser written, nothing else) or
 # after_manifest (complete, not yet renamed into place).
 DIE_ENV = "SSL_BENCH_DIE_IN_CHECKPOINT"
+TOKEN = ".ranks"  # the run folder's proof that every process sees it (check_shared_folder)
+SHARED = ("a run on several processes or nodes needs output_dir on a filesystem every process sees (each writes its "
+          "own state into the checkpoint folder and process 0 renames it; docs/scaling.md)")
 _saves: dict[str, int] = {}
 
 
@@ -143,6 +147,7 @@ def save_checkpoint(acc: Accelerator, run_dir: Path, method: Method, position: d
         acc.wait_for_everyone()
         if acc.is_main_process:
             write_json(tmp / POSITION, position)
+            write_json(tmp / RANKS, {"num_processes": acc.num_processes})
             write_manifest(tmp)  # last: a checkpoint without it is incomplete
             _die_if_asked("after_manifest")
             prev = run_dir / CHECKPOINT_PREV
@@ -180,8 +185,60 @@ def load_checkpoint(acc: Accelerator, run_dir: Path, method: Method) -> tuple[Pa
     if found_s is None:
         return None
     found = Path(found_s)
+    _check_rank_files(acc, found)  # before anything is loaded: a refused resume changes nothing
     acc.load_state(str(found))
-    local = local_state_file(found, acc.process_index)
-    if local.exists():
-        method.load_local_state_dict(torch.load(local, weights_only=False))
+    method.load_local_state_dict(torch.load(local_state_file(found, acc.process_index), weights_only=False))
     return found, read_json(found / POSITION), notes
+
+
+def rank_files_problem(folder: Path, num_processes: int, process_index: int) -> str | None:
+    """Why this process cannot resume from ``folder``'s rank-local state, or None. The checkpoint says how many
+    processes wrote it (ranks.json; older ones: the rank files there), each its ``method_local_<rank>.pt``: that
+    count must equal this run's, and the files must be there — process 0 checks every one in its folder, each other
+    process its own (on a node-local disk the other nodes' files never reach process 0's folder)."""
+    ranks = folder / RANKS
+    written = (int(read_json(ranks)["num_processes"]) if ranks.exists()
+               else len(list(folder.glob("method_local_*.pt"))) or num_processes)
+    if written != num_processes:
+        return (f"{folder} was written by {written} process{'es' if written > 1 else ''} and this run has "
+                f"{num_processes}: resume with {written}, or start the run over (overwrite=true)")
+    missing = [local_state_file(folder, r).name for r in (range(written) if process_index == 0 else [process_index])
+               if not local_state_file(folder, r).exists()]
+    if missing:
+        return (f"{folder} lacks {', '.join(missing)} (the processes' queues or memory banks), seen from process "
+                f"{process_index}: {SHARED}; resume where every process's file is there, or start over "
+                "(overwrite=true)")
+    return None
+
+
+def _check_rank_files(acc: Accelerator, folder: Path) -> None:
+    """Every process checks its own view of ``folder``; all stop with the first problem, or none does."""
+    problems = [rank_files_problem(folder, acc.num_processes, acc.process_index)]
+    if acc.num_processes > 1:
+        problems = gather_object(problems)
+    first = next((p for p in problems if p), None)
+    if first:
+        raise ConfigError(f"cannot resume: {first}")
+
+
+def check_shared_folder(acc: Accelerator, run_dir: Path) -> None:
+    """With several processes, prove that every one sees the run folder process 0 writes in: process 0 writes a fresh
+    token, every process reads it back. A process that reads no token or another one stops every process with one
+    line naming the shared-filesystem requirement, before anything is trained."""
+    if acc.num_processes <= 1:
+        return
+    box = [(os.urandom(8).hex(), str(run_dir)) if acc.is_main_process else None]
+    if acc.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / TOKEN, {"token": box[0][0]})
+    broadcast_object_list(box)
+    acc.wait_for_everyone()
+    token, written = box[0]
+    try:
+        seen = read_json(run_dir / TOKEN).get("token")
+    except (OSError, ValueError):
+        seen = None
+    blind = [i for i, ok in enumerate(gather_object([seen == token])) if not ok]
+    if blind:
+        raise ConfigError(f"process{'es' if len(blind) > 1 else ''} {', '.join(map(str, blind))} cannot see "
+                          f"{written} as process 0 writes it: {SHARED}")
