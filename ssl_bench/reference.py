@@ -40,6 +40,8 @@ from ssl_bench.config.overrides import Command, Key, help_requested
 from ssl_bench.records.io import REFERENCE_DIR, read_json
 from ssl_bench.records.layout import ResultsLayout
 
+README = ROOT / "README.md"  # its block between the headline's markers is rewritten by the regeneration
+
 
 def manifest(ref: Path = REFERENCE_DIR) -> dict[str, Any]:
     path = ref / "manifest.yaml"
@@ -52,9 +54,19 @@ def manifest(ref: Path = REFERENCE_DIR) -> dict[str, Any]:
     return data
 
 
-def regenerate(out: Path, ref: Path = REFERENCE_DIR) -> list[Path]:
+def regenerate(out: Path, ref: Path = REFERENCE_DIR, readme: Path | None = None) -> list[Path]:
     """Write every table and figure of the manifest under ``out`` (``compare/``, ``figures/``) from the records
-    in ``ref``; returns the files written. Nothing is trained: a missing record is a ConfigError."""
+    in ``ref``, and the headline (``headline.md``: ssl_bench.analysis.headline) from the same tables, the claims
+    evaluated on ``ref`` and its verification ledger; with ``readme``, rewrite that file's generated block too.
+    Returns the files written. Nothing is trained: a missing record is a ConfigError."""
+    return _regenerate_all(out, ref, readme)[0]
+
+
+def _regenerate_all(out: Path, ref: Path, readme: Path | None) -> tuple[list[Path], list[Any], str]:
+    """regenerate(), also returning the evaluated claims (for claims.md) and the headline's text."""
+    from ssl_bench.analysis import headline as hl
+    from ssl_bench.analysis.claims import evaluate_all
+
     data = manifest(ref)
     out, ref = Path(out).resolve(), Path(ref).resolve()
     # Records are found, and named in runs.csv, relative to the checkout, so tables do not depend on where it is.
@@ -62,12 +74,22 @@ def regenerate(out: Path, ref: Path = REFERENCE_DIR) -> list[Path]:
     here = Path.cwd()
     os.chdir(ROOT)
     try:
-        return _regenerate(data, out, ref, rel)
+        written, tables = _regenerate(data, out, ref, rel)
+        evs = evaluate_all(ref)
     finally:
         os.chdir(here)
+    text = hl.headline(tables, evs, ref)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / hl.NAME).write_text(text)
+    written.append(out / hl.NAME)
+    if readme is not None:
+        readme.write_text(hl.with_block(readme.read_text(), text))
+        written.append(readme)
+    return written, evs, text
 
 
-def _regenerate(data: dict[str, Any], out: Path, ref: Path, rel: Path) -> list[Path]:
+def _regenerate(data: dict[str, Any], out: Path, ref: Path, rel: Path
+                ) -> tuple[list[Path], list[tuple[str, Any, Path]]]:
     import optuna
 
     from ssl_bench.analysis import compare as cmp
@@ -76,10 +98,12 @@ def _regenerate(data: dict[str, Any], out: Path, ref: Path, rel: Path) -> list[P
     from ssl_bench.sweep.plots import write_report
 
     written: list[Path] = []
+    tables = []
     for argv in data.get("compare") or []:
         plan = cmp.plan(**{**cmp.plan_arguments(argv)[0], "results": rel})  # the manifest lists command lines
         plan = dataclasses.replace(plan, out_dir=ResultsLayout(out).compare(plan.name))
-        cmp.compare(plan, train=False, verbose=False)
+        table = cmp.compare(plan, train=False, verbose=False)
+        tables.append((plan.name, table, plan.out_dir / "runs.csv"))
         written += sorted(plan.out_dir.iterdir())
     for argv in data.get("plot") or []:
         own = dict(a.split("=", 1) for a in argv)
@@ -93,7 +117,7 @@ def _regenerate(data: dict[str, Any], out: Path, ref: Path, rel: Path) -> list[P
                               runs_dir=ResultsLayout(rel).runs)
         written += [p for p in report.values() if isinstance(p, Path)]
         print(f"sweep report: {ResultsLayout(out).figures(name)}")
-    return written
+    return written, tables
 
 
 def stale_records(ref: Path = REFERENCE_DIR) -> dict[str, str]:
@@ -109,9 +133,11 @@ def stale_records(ref: Path = REFERENCE_DIR) -> dict[str, str]:
 def check(ref: Path = REFERENCE_DIR) -> list[str]:
     """Regenerate into a temporary folder; the tables (*.md, *.csv) that differ from the committed ones, or are
     missing on either side."""
+    from ssl_bench.analysis.headline import readme_problem
+
     with tempfile.TemporaryDirectory() as tmp:
         new = Path(tmp)
-        regenerate(new, ref)
+        _, evs, headline = _regenerate_all(new, ref, None)
         problems = []
         tables = sorted(p.relative_to(new) for p in new.rglob("*") if p.suffix in (".md", ".csv"))
         for t in tables:
@@ -123,8 +149,11 @@ def check(ref: Path = REFERENCE_DIR) -> list[str]:
             for p in sorted(sub.rglob("*")):
                 if p.suffix in (".md", ".csv") and p.relative_to(ref) not in tables:
                     problems.append(f"{p.relative_to(ref)}: committed but no longer generated")
-        if ref.resolve() == REFERENCE_DIR.resolve() and not claims_check():
-            problems.append("results/claims.md: differs from the records (python -m ssl_bench.claims)")
+        if ref.resolve() == REFERENCE_DIR.resolve():
+            if not claims_check(evs):
+                problems.append("results/claims.md: differs from the records (python -m ssl_bench.claims)")
+            if readme_problem(README, headline):
+                problems.append(readme_problem(README, headline))
         for name, why in stale_records(ref).items():
             problems.append(f"runs/{name}: today's code does not reproduce it ({why}); retrain it")
         return problems
@@ -287,11 +316,12 @@ def main(argv: list[str]) -> int:
         print("reference tables: " + ("all equal to the committed ones" if not problems else f"{len(problems)} differ"))
         return 1 if problems else 0
     out = Path(own["out"] or REFERENCE_DIR)
-    for p in regenerate(out):
-        print(p)
     shipped = out.resolve() == REFERENCE_DIR.resolve()
+    written, evs, _ = _regenerate_all(out, REFERENCE_DIR, README if shipped and README.exists() else None)
+    for p in written:
+        print(p)
     claims_out = CLAIMS_OUT if shipped else out / "claims.md"
-    write_claims(claims_out, figures=ResultsLayout(out).figures("claims"))
+    write_claims(claims_out, figures=ResultsLayout(out).figures("claims"), evs=evs)
     print(claims_out)
     return 0
 

@@ -58,6 +58,7 @@ from ssl_bench.analysis.claims.writing import (
     check,
     claim_section,
     comparisons_table,
+    evaluate_all,
     fragile_note,
     main,
     numbers_table,
@@ -69,6 +70,6 @@ __all__ = ["COMMAND", "DIRECTION", "FAMILY", "FIGURES", "KINDS", "MARGIN_KINDS",
            "NOT_RUN", "OUT", "REPRODUCED", "ROOT", "UNDERPOWERED_HERE", "Cell", "Comparison", "Evaluated", "Outcome",
            "against_paper", "check", "check_margin", "claim_figure", "claim_section", "claim_variants", "claims_file",
            "collapse", "comparisons_table", "decide", "design", "effect_text", "equivalent", "evaluate",
-           "evaluate_claim", "final_entropy", "fragile_note", "gain", "interaction", "inverse_u", "load_cells", "main",
-           "margin_of", "need_more", "numbers_table", "paper_effect", "primary_metric", "read_claims",
-           "revision_outcome", "scale_of", "study_command", "write"]
+           "evaluate_all", "evaluate_claim", "final_entropy", "fragile_note", "gain", "interaction", "inverse_u",
+           "load_cells", "main", "margin_of", "need_more", "numbers_table", "paper_effect", "primary_metric",
+           "read_claims", "revision_outcome", "scale_of", "study_command", "write"]

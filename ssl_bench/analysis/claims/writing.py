@@ -208,12 +208,20 @@ FAMILY = ("Here a family is one claim's comparisons on one protocol (the rows of
           "table): a claim's two protocols are two families, and claims are not corrected for each other.")
 
 
-def write(out: Path, ref: Path = REFERENCE_DIR, figures: Path | None = None, data: dict | None = None) -> str:
-    """Write the claims report to ``out`` (and figures to ``figures``); returns its text."""
+def evaluate_all(ref: Path = REFERENCE_DIR, data: dict | None = None) -> list[Evaluated]:
+    """Every claim of ``data`` (experiments/claims.yaml) evaluated on the records in ``ref``."""
+    data = data or read_claims()
+    return [evaluate(claim, data, ref) for claim in data.get("claims") or []]
+
+
+def write(out: Path, ref: Path = REFERENCE_DIR, figures: Path | None = None, data: dict | None = None,
+          evs: list[Evaluated] | None = None) -> str:
+    """Write the claims report to ``out`` (and figures to ``figures``); returns its text. ``evs``: the claims
+    already evaluated on ``ref`` (:func:`evaluate_all`), so a caller that counts them does not evaluate twice."""
     from ssl_bench.analysis.report import STATS
 
     data = data or read_claims()
-    evs = [evaluate(claim, data, ref) for claim in data.get("claims") or []]
+    evs = evaluate_all(ref, data) if evs is None else evs
     sections = [claim_section(ev, data, figures) for ev in evs]
     rules = list(dict.fromkeys(k for ev in evs for k in _earlier(ev.claim)))
     verdicts = [[str(ev.claim["id"]), ev.claim["paper"], ev.claim["title"], ev.measure,
@@ -270,11 +278,11 @@ COMMAND = Command(
     footer=DOC.split("\n\n", 2)[2])
 
 
-def check() -> bool:
+def check(evs: list[Evaluated] | None = None) -> bool:
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        new = write(Path(tmp) / "claims.md")
+        new = write(Path(tmp) / "claims.md", evs=evs)
     return OUT.exists() and OUT.read_text() == new
 
 

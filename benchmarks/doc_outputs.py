@@ -1,0 +1,195 @@
+"""The console output and tables the docs quote, generated (issue 30, "words generated, never typed"): every quoted
+command of a smoke-budget walkthrough runs here exactly as its page shows it, in a fresh temporary folder, and its
+output goes to ``docs/snippets/<name>.txt`` (or ``.md``), which the page includes with ``--8<--``.
+
+    .venv/bin/python -m benchmarks.doc_outputs              # all of them (a few minutes on 2 cores)
+    .venv/bin/python -m benchmarks.doc_outputs --only gs    # the snippets whose name starts with 'gs'
+
+Run it from the repository root with ``PYTHONPATH=.`` (the commands import this checkout). Every run is pinned to one
+thread (``train.num_threads=1`` on the page's command, and ``OMP_NUM_THREADS=1``), so a run's numbers are those of
+this code on this kernel path (see ``python -m ssl_bench.reference verify``): a snippet changes when the code does.
+
+What is normalised, so that running it again on the same code gives the same files: speeds and times
+(``images_per_s``, ``wall_s``, ``wall N s``, ``N images/s``, ``peak memory``, the table columns ``wall (s)``,
+``images/s``, ``peak mem (MB)``, ``duration_s`` of a sweep's trials, Optuna's log timestamps) become ``…``; the
+temporary folder becomes ``$PWD``. Long outputs are trimmed where a page says so, with a ``[... trimmed ...]`` line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SNIPPETS = ROOT / "docs" / "snippets"
+SMOKE_RUN = "swav-fashion_mnist-smoke-s0-af9f570d"  # the first tutorial's first run: its folder name, on the pages
+
+# Units that measure this machine's speed, not the record: replaced by '…'.
+_TIMINGS = [
+    (re.compile(r"(images_per_s|wall_s)=[0-9.e+-]+"), r"\1=…"),
+    (re.compile(r"wall [0-9.]+ s, [0-9.]+ images/s, peak memory [0-9.]+ MB"), "wall … s, … images/s, peak memory … MB"),
+    (re.compile(r"^\[([IWE]) \d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\]", re.M), r"[\1 …]"),
+]
+_TIMING_COLUMNS = ("wall (s)", "images/s", "peak mem (MB)", "duration_s")
+
+
+def normalise(text: str, tmp: Path) -> str:
+    """Timings to '…', the temporary folder to $PWD, timing columns of Markdown tables to '…'."""
+    for folder in {str(tmp), str(tmp.resolve())}:
+        text = text.replace(folder, "$PWD")
+    for pattern, repl in _TIMINGS:
+        text = pattern.sub(repl, text)
+    lines, cols = text.split("\n"), []
+    for i, line in enumerate(lines):
+        if not line.startswith("|"):
+            cols = []
+            continue
+        cells = line.split("|")
+        if not cols:
+            cols = [j for j, c in enumerate(cells) if c.strip() in _TIMING_COLUMNS]
+        elif not set(line) <= set("|- "):
+            for j in cols:
+                if j < len(cells) - 1:
+                    cells[j] = " … " if cells[j].startswith(" ") else "…"
+            lines[i] = "|".join(cells)
+    return "\n".join(lines)
+
+
+def keep(head: int, tail: int, what: str) -> Callable[[str], str]:
+    """The first ``head`` and the last ``tail`` lines, with one line saying what was trimmed between them."""
+    def trim(text: str) -> str:
+        lines = text.rstrip("\n").split("\n")
+        if len(lines) <= head + tail:
+            return text
+        return "\n".join(lines[:head] + [f"[... trimmed: {what} ...]"] + (lines[-tail:] if tail else [])) + "\n"
+    return trim
+
+
+def until(marker: str, what: str, then: int = 1) -> Callable[[str], str]:
+    """The lines before the first line starting with ``marker``, a trimmed line, then the last ``then`` lines."""
+    def trim(text: str) -> str:
+        lines = text.rstrip("\n").split("\n")
+        cut = next((i for i, line in enumerate(lines) if line.startswith(marker)), len(lines))
+        return "\n".join(lines[:cut] + [f"[... trimmed: {what} ...]"] + lines[-then:]) + "\n"
+    return trim
+
+
+@dataclass
+class Snippet:
+    name: str  # docs/snippets/<name>
+    command: str  # as the page shows it: 'python' and 'accelerate' are this environment's; a path is read, not run
+    trim: Callable[[str], str] | None = None
+    exit_code: int = 0
+
+
+@dataclass
+class Walkthrough:
+    """Commands that run one after another in one fresh folder (a later one reads an earlier one's records)."""
+
+    name: str
+    snippets: list[Snippet]
+    files: dict[str, str] = field(default_factory=dict)  # folder-relative path -> docs/snippets file copied there
+    env: dict[str, str] = field(default_factory=dict)  # '$PWD' is the folder
+
+
+PY_GROUPBY = ("from ssl_bench import api; runs = api.load('results'); "
+              "print(runs.groupby('method')['metrics.knn_top1'].agg(['mean', 'std', 'count']))")
+COMPARE = ("python -m ssl_bench.compare methods=[swav,simclr,deepclusterv2,selav2,carl] dataset=fashion_mnist "
+           "budget=smoke seeds=[0,1,2] train.num_threads=1")
+SWEEP = ("python -m ssl_bench.sweep sweep=simclr_temperature_lr method=simclr dataset=fashion_mnist budget=smoke "
+         "train.num_threads=1")
+
+STUDY = "simclr_temperature_lr-simclr-fashion_mnist-smoke"
+
+WALKTHROUGHS = [
+    Walkthrough("gs", [
+        Snippet("gs-first-run.txt",
+                "accelerate launch -q -m ssl_bench.run method=swav dataset=fashion_mnist budget=smoke "
+                "train.num_threads=1"),
+        Snippet("gs-ls.txt", f"ls results/runs/{SMOKE_RUN}/"),
+    ]),
+    Walkthrough("cmp", [
+        Snippet("cmp-compare.txt", COMPARE, until("[2/15]", "runs 2 to 15, each as run 1, and the table, shown below")),
+        Snippet("cmp-table.md", "results/compare/compare-fashion_mnist-smoke/table.md"),
+        Snippet("gs-groupby.txt", f"python -c \"{PY_GROUPBY}\""),
+        Snippet("cmp-plot.txt", "python -m ssl_bench.plot"),
+        Snippet("cmp-evaluate.txt", f"python -m ssl_bench.evaluate checkpoint=results/runs/{SMOKE_RUN} eval=linear"),
+    ]),
+    Walkthrough("sw", [
+        Snippet("sw-run.txt", SWEEP + " n_trials=6",
+                until(f"[sweep {STUDY}] trial 1 ", "trials 1 to 5, each as trial 0", then=8)),
+        Snippet("sw-continue.txt", SWEEP + " n_trials=4", keep(3, 2, "the runs of trials 6 to 9 and the report's "
+                                                                     "file list, as above")),
+        Snippet("sw-trials.md", "results/figures/simclr_temperature_lr-simclr-fashion_mnist-smoke/trials.md",
+                lambda t: "\n".join(t.split("\n")[:5]) + "\n[... trimmed: the other trials and the caption ...]\n"),
+        Snippet("sw-study.txt", "python -m ssl_bench.compare study=simclr_tuned dataset=fashion_mnist budget=smoke "
+                                "train.num_threads=1", until("[2/6]", "the other five runs; the table follows",
+                                                             then=1)),
+        Snippet("sw-study-table.md", "results/compare/simclr_tuned-fashion_mnist-smoke/table.md"),
+    ], files={"my_configs/sweep/simclr_temperature_lr.yaml": "simclr_temperature_lr.yaml",
+              "my_configs/study/simclr_tuned.yaml": "simclr_tuned.yaml"},
+        env={"SSL_BENCH_CONFIG_PATH": "$PWD/my_configs"}),
+]
+
+
+def run_walkthrough(w: Walkthrough, only: str | None) -> list[tuple[Path, float]]:
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
+           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "COLUMNS": "200",
+           "PYTHONUNBUFFERED": "1"}  # stdout and stderr in the order they were written
+    written = []
+    with tempfile.TemporaryDirectory(prefix=f"doc-{w.name}-") as tmp:
+        folder = Path(tmp)
+        env.update({k: v.replace("$PWD", str(folder)) for k, v in w.env.items()})
+        for dest, src in w.files.items():
+            (folder / dest).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(SNIPPETS / src, folder / dest)
+        for s in w.snippets:
+            start = time.perf_counter()
+            if not s.command.startswith(("python ", "accelerate ", "ls ")):  # a file the page shows
+                out = (folder / s.command).read_text()
+            else:
+                argv = shlex.split(s.command)
+                if argv[0] in ("python", "accelerate"):
+                    argv[0] = str(bin_dir / argv[0]) if argv[0] == "accelerate" else sys.executable
+                proc = subprocess.run(argv, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True, timeout=1800)
+                out = proc.stdout
+                if proc.returncode != s.exit_code:
+                    raise SystemExit(f"{s.name}: `{s.command}` exited {proc.returncode}:\n{out[-3000:]}")
+            if only and not s.name.startswith(only):
+                continue
+            text = normalise(out, folder)
+            text = s.trim(text) if s.trim else text
+            SNIPPETS.mkdir(parents=True, exist_ok=True)
+            (SNIPPETS / s.name).write_text(text if text.endswith("\n") else text + "\n")
+            written.append((SNIPPETS / s.name, time.perf_counter() - start))
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", help="only the snippets whose name starts with this (their walkthrough still runs)")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    for w in WALKTHROUGHS:
+        if args.only and not any(s.name.startswith(args.only) for s in w.snippets):
+            continue
+        for path, seconds in run_walkthrough(w, args.only):
+            print(f"{path.relative_to(ROOT)} ({seconds:.0f} s)")
+    print(f"done in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
