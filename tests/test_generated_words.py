@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 
 from ssl_bench import reference
@@ -47,6 +48,7 @@ def _knn_counts(text: str) -> str:
     return re.search(r"kNN top-1 vs SwAV \(n = [^)]*\): ([^\n]*)", text).group(1)
 
 
+@pytest.mark.slow  # regenerates every table and evaluates every claim twice (minutes on 2 cores)
 def test_one_record_changes_the_caption_the_headline_and_the_readme_block(tmp_path):
     ref = _five_method_reference(tmp_path)
     readme = tmp_path / "README.md"
