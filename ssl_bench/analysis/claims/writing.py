@@ -20,6 +20,7 @@ from ssl_bench.analysis.claims.planning import (
     Cell,
     claim_variants,
     effect_text,
+    margin_of,
     paper_effect,
     read_claims,
     scale_of,
@@ -154,7 +155,7 @@ def claim_section(ev: Evaluated, data: dict[str, Any], figures: Path | None) -> 
         effect = paper_effect(claim)
         lines += [f"Paper's effect, in points of {METRICS[ev.primary]}: {effect_text(effect)}"
                   + (f" ({claim['paper_effect_why']})" if claim.get("paper_effect_why") else "") + "; margin "
-                  f"±{ev.outcomes[ev.primary].comparisons[0].decision.margin:g}"
+                  f"±{margin_of(claim, data):g}"
                   + (f" ({claim['margin_why']})" if claim.get("margin_why") else "") + ".", ""]
     if claim.get("added_after"):
         lines += [f"**Added after the runs began**: {claim['added_after']}", ""]
