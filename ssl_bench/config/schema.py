@@ -279,6 +279,14 @@ class HealthConfig:
     # at the demo budget healthy runs of the five methods stay >= 10 of 128 (8%), while SwAV with an early queue,
     # unfrozen prototypes and a 10x lr sits at 3 (2.5%) without reaching min_rank (2026-12-04 evidence runs).
     min_rank_fraction: float = 0.05
+    # ... or nothing moves (not_learning, ssl_bench/training/learning.py), judged at epoch flat_epochs: the loss did
+    # not fall (where the budget has healthy records: an upper bound on its fall, fall + flat_z sqrt(2) standard
+    # errors (loss_sem), below flat_fraction of the smallest fall healthy runs show, healthy_reference.json; else
+    # no fall beyond flat_z sqrt(2) standard errors) and neither the alignment, the online probe nor the monitor
+    # kNN improved by more than flat_z sqrt(2) times its own noise.
+    flat_epochs: int = 3
+    flat_z: float = 3.0
+    flat_fraction: float = 0.5
 
 
 @dataclass

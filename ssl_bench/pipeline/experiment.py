@@ -34,6 +34,7 @@ from ssl_bench.methods.base import build_method
 from ssl_bench.models.networks import ProjectionHead, SSLModel, build_backbone
 from ssl_bench.records.identity import configuration_id
 from ssl_bench.records.io import (
+    below_floor,
     find_run_dir,
     headline,
     one_line,
@@ -221,6 +222,8 @@ def _run(cfg: DictConfig, acc: Accelerator, rid: str, run_dir: Path, epoch_callb
         if baseline_path.exists():
             summary["metrics"].update({f"random_{k}": v for k, v in read_json(baseline_path).items()})
         _add_last_epoch(summary, read_metrics(run_dir) if acc.is_main_process else [], say)
+        # The accuracies below this run's own random-init floor (records.io.below_floor): [] when none is.
+        summary["below_floor"] = below_floor(summary["metrics"])
         if acc.is_main_process:
             if predictions:  # before the summary, which marks the record complete
                 write_predictions(run_dir, predictions)

@@ -329,15 +329,34 @@ def dig(tree: Any, dotted: str) -> Any:
     return tree
 
 
+# The accuracies with a random-initialisation floor (eval.random_baseline): (name, metric, its floor) in metrics.
+FLOORS = (("knn", "knn_top1", "random_knn_top1"), ("linear", "linear.top1", "random.linear.top1"))
+
+
+def below_floor(metrics: dict[str, Any]) -> list[str]:
+    """The protocols (knn, linear) whose final top-1 is below the same run's random-initialisation floor: training
+    made the backbone worse than no training. [] when none is, or no floor was measured."""
+    out = []
+    for name, key, floor in FLOORS:
+        value, low = dig(metrics, key), dig(metrics, floor)
+        if isinstance(value, int | float) and isinstance(low, int | float) and value < low:
+            out.append(name)
+    return out
+
+
 def headline(summary: dict[str, Any]) -> str:
-    """'kNN top-1 (k=20) 80.46% (random init 76.21%), linear probe top-1 84.61% (random init 79.80%)'."""
+    """'kNN top-1 (k=20) 80.46% (random init 76.21%), linear probe top-1 84.61% (random init 79.80%)', and a second
+    line when an accuracy is below its random-init floor."""
     m = _normalise(summary).get("metrics", {})
     parts = []
     for name, value, floor in ((f"kNN top-1 (k={KNN_K})", m.get("knn_top1"), m.get("random_knn_top1")),
                                ("linear probe top-1", dig(m, "linear.top1"), dig(m, "random.linear.top1"))):
         if value is not None:
             parts.append(f"{name} {value:.2f}%" + (f" (random init {floor:.2f}%)" if floor is not None else ""))
-    return ", ".join(parts) or "no accuracy in the record"
+    low = below_floor(m)
+    return (", ".join(parts) or "no accuracy in the record") + (
+        f"\nbelow the floor: the {' and '.join(low)} top-1 is below this run's own random-initialisation baseline, "
+        "training made the backbone worse than no training at all" if low else "")
 
 
 def one_line(cfg: DictConfig, processes: int = 1, steps_per_epoch: int | None = None) -> str:

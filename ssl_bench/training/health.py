@@ -13,7 +13,9 @@ parameters and optimiser. A run with health on or off ends with bit-identical we
 - **std**: the mean per-dimension standard deviation of the normalised projections (0 = collapse; about 1/sqrt(D)
   when the features spread over the sphere).
 - **Guardrails** (``train.guardrails=warn|stop|off``): one line naming the usual causes and the keys that control
-  them when the loss sits at ln(K) (uniform codes), few prototypes are in use, or the effective rank collapses;
+  them when the loss sits at ln(K) (uniform codes), few prototypes are in use, the effective rank collapses, or
+  nothing moves beyond its noise over the first epochs (not learning: ssl_bench/training/learning.py); each says
+  what it measured and what healthy runs of the same budget show (ssl_bench/training/healthy_reference.json);
   a non-finite loss names the first tensor that went non-finite.
 """
 
@@ -31,6 +33,8 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import Tensor, nn
 from torch.utils.data import default_collate
+
+from ssl_bench.training.learning import not_learning, reference_text
 
 # The per-epoch keys (metrics.jsonl); the record's summary keeps the last epoch's as final_<key>.
 HEALTH_KEYS = ("health_rank_backbone", "health_rank_projection", "health_alignment", "health_uniformity", "health_std",
@@ -65,10 +69,19 @@ def feature_std(a: Tensor) -> float:
     return float(F.normalize(a.double(), dim=1).std(0).mean())
 
 
+def alignment_sem(a: Tensor, b: Tensor) -> float:
+    """Standard error of :func:`alignment` over the rows (its noise as a mean over the sample)."""
+    a, b = F.normalize(a.double(), dim=1), F.normalize(b.double(), dim=1)
+    d = (a - b).pow(2).sum(1)
+    return float(d.std() / math.sqrt(len(d))) if len(d) > 1 else 0.0
+
+
 def health_stats(h1: Tensor, h2: Tensor, z1: Tensor, z2: Tensor) -> dict[str, float]:
-    """The per-epoch health keys from backbone features h and projections z of two views of the same images."""
+    """The per-epoch health keys from backbone features h and projections z of two views of the same images, and the
+    alignment's standard error (the noise the not_learning guardrail compares its change with)."""
     return {"health_rank_backbone": effective_rank(h1), "health_rank_projection": effective_rank(z1),
-            "health_alignment": alignment(z1, z2), "health_uniformity": uniformity(z1), "health_std": feature_std(z1)}
+            "health_alignment": alignment(z1, z2), "health_alignment_sem": alignment_sem(z1, z2),
+            "health_uniformity": uniformity(z1), "health_std": feature_std(z1)}
 
 
 def linear_probe_top1(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], num_classes: int, steps: int,
@@ -214,12 +227,14 @@ def check_guardrails(rows: list[dict], cfg: DictConfig) -> list[dict[str, str]]:
     found = []
     msg = uniform_codes([float(r["loss"]) for r in rows], k, h.uniform_tolerance, h.uniform_epochs)
     if msg:
-        found.append(("uniform_codes", msg, _UNIFORM_CAUSES))
+        found.append(("uniform_codes", msg + reference_text(cfg, "loss_from_ln_k", "{:.1%} from ln(K)"),
+                      _UNIFORM_CAUSES))
     if "prototypes_used" in row:
         total = int(OmegaConf.select(cfg, "method.num_prototypes", default=0) if k else 0) or k
         msg = few_prototypes(int(row["prototypes_used"]), total, h.min_prototypes_fraction) if total else None
         if msg:
-            found.append(("few_prototypes", msg, _FEW_PROTOTYPES_CAUSES))
+            found.append(("few_prototypes", msg + reference_text(cfg, "prototypes_used_fraction", "{:.0%} in use"),
+                          _FEW_PROTOTYPES_CAUSES))
     # The projections collapse first (the objective acts on them); either one is reported, the projections first.
     # Their floor is also relative to the rank they could reach: a collapse onto a few directions of many.
     dims = min(int(h.samples), int(OmegaConf.select(cfg, "head.out_dim", default=0) or 0))
@@ -229,9 +244,14 @@ def check_guardrails(rows: list[dict], cfg: DictConfig) -> list[dict[str, str]]:
                 if key in row and (m := low_rank(float(row[key]), floors[what], what, dims if what == "projections"
                                                  else None))), None)
     if msg:
-        found.append(("low_rank", msg, _LOW_RANK_CAUSES))
-    return [{"check": name, "message": f"{text}. Usual causes: {_causes(cfg, causes)}"}
-            for name, text, causes in found if name not in fired]
+        what = "projection" if msg.startswith("effective rank of the projections") else "backbone"
+        found.append(("low_rank", msg + reference_text(cfg, f"rank_{what}", "{:.3g}"), _LOW_RANK_CAUSES))
+    out = [{"check": name, "message": f"{text}. Usual causes: {_causes(cfg, causes)}"}
+           for name, text, causes in found if name not in fired]
+    # not_learning stays quiet once another guardrail fired (this epoch or before): that one names the failure.
+    if not fired and not out and (msg := not_learning(rows, cfg)):
+        out.append({"check": "not_learning", "message": msg})
+    return out
 
 
 class NonFiniteWatch:

@@ -86,10 +86,26 @@ class Health(EpochHook):
     def __init__(self, cfg: DictConfig, acc: Accelerator, model: nn.Module, sample: HealthSample | None,
                  monitor: MonitorKnn | None) -> None:
         self.cfg, self.acc, self.model, self.sample, self.monitor = cfg, acc, model, sample, monitor
+        self.initial: list[Tensor] | None = None  # the trainable parameters before training (weight_drift)
+
+    def _weight_drift(self) -> float | None:
+        """weight_drift: ||theta - theta_0|| / ||theta_0|| over the trainable parameters, theta_0 their values when
+        the hooks were built (the seeded initial weights, also in a resumed run: the checkpoint loads after), so a
+        resumed run records what the uninterrupted one does. Read only; the first call takes theta_0."""
+        with torch.no_grad():
+            now = [p.detach().float().clone() for p in self.model.parameters() if p.requires_grad]
+            if self.initial is None:
+                self.initial = now
+                return None
+            num = sum(float((a - b).pow(2).sum()) for a, b in zip(now, self.initial, strict=True))
+            den = sum(float(b.pow(2).sum()) for b in self.initial)
+        return (num / den) ** 0.5 if den > 0 else None
 
     def measure(self, epoch: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
         h = self.cfg.get("health")
+        if h is not None and h.samples and (drift := self._weight_drift()) is not None:
+            out["weight_drift"] = drift
         if self.sample is not None:
             out.update(self.sample.measure(self.model, self.acc, self.cfg.eval.batch_size))
         feats = self.monitor.take_features() if self.monitor is not None else None
@@ -143,5 +159,7 @@ def epoch_hooks(cfg: DictConfig, acc: Accelerator, model: nn.Module, monitor_pai
     """The standard hooks in their order: the monitor's kNN, then health (its probe fits the monitor's features), then
     the callbacks (they see the whole row), then the guardrails (they stop a run after the callbacks have seen it)."""
     monitor = MonitorKnn(cfg, acc, model, monitor_pair, num_workers)
-    return [monitor, Health(cfg, acc, model, health_sample, monitor), EpochCallbacks(acc, callbacks),
-            Guardrails(cfg, log)]
+    health = Health(cfg, acc, model, health_sample, monitor)
+    if cfg.get("health") is not None and cfg.health.samples:
+        health._weight_drift()  # the initial weights, before a resume loads its checkpoint: weight_drift's origin
+    return [monitor, health, EpochCallbacks(acc, callbacks), Guardrails(cfg, log)]

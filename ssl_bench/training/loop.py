@@ -250,8 +250,15 @@ class Trainer:
     def _epoch_row(self, epoch: int, losses: list[float], t_epoch: float, n_epoch: int) -> dict[str, Any]:
         """The epoch's metrics row: the loss over the global batch (each process's loss is that of its share), the
         method's statistics, then what each hook measures."""
-        total = all_reduce_(torch.tensor([sum(losses), len(losses)], dtype=torch.float64, device=self.acc.device))
-        row = {"epoch": epoch, "step": self.state.step, "loss": float(total[0] / total[1].clamp(min=1)),
+        # loss_sem: the standard error of the epoch's mean loss, the noise the not_learning guardrail compares the
+        # loss's change with (ssl_bench/training/learning.py): the step-to-step noise from successive differences
+        # (von Neumann: var = mean (x[i+1] - x[i])^2 / 2, blind to the loss's own trend within the epoch) / sqrt(steps).
+        ssd = sum((b - a) ** 2 for a, b in zip(losses, losses[1:], strict=False))
+        total = all_reduce_(torch.tensor([sum(losses), len(losses), ssd, max(0, len(losses) - 1)], dtype=torch.float64,
+                                         device=self.acc.device))
+        n, mean = float(total[1].clamp(min=1)), float(total[0] / total[1].clamp(min=1))
+        row = {"epoch": epoch, "step": self.state.step, "loss": mean,
+               "loss_sem": math.sqrt(float(total[2]) / (2 * float(total[3])) / n) if float(total[3]) else 0.0,
                "lr": self.optimizer.param_groups[0]["lr"],
                "images_per_s": n_epoch / max(1e-9, time.time() - t_epoch)}
         row.update(self.method.epoch_stats())

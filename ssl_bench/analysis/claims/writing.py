@@ -30,7 +30,7 @@ from ssl_bench.analysis.claims.verdicts import Evaluated, Outcome, evaluate
 from ssl_bench.analysis.report import Stat, display, markdown_table, num, t_interval
 from ssl_bench.common.skipped import note as skipped_note
 from ssl_bench.config.overrides import Command, Key, help_requested
-from ssl_bench.records.io import REFERENCE_DIR, write_atomic
+from ssl_bench.records.io import REFERENCE_DIR, below_floor, write_atomic
 from ssl_bench.records.layout import ResultsLayout
 
 # The command's help: its usage and, after the keys, where the claims are and how they are tested.
@@ -71,7 +71,10 @@ def numbers_table(cells: dict[tuple[str, str], Cell]) -> str:
     rows = []
     for c in cells.values():
         ent, used, loss = _last(c, "assign_entropy"), _last(c, "prototypes_used"), _last(c, "loss")
-        rows.append([(f"{display(c.method)}, " if multi else "") + c.variant, f"{len(c.summaries)} of {len(c.seeds)}",
+        low = sum(bool(below_floor(x.get("metrics", {}))) for x in c.summaries.values())
+        mark = f" ({low} of {len(c.summaries)} below their random-init floor)" if low else ""
+        rows.append([(f"{display(c.method)}, " if multi else "") + c.variant + mark,
+                     f"{len(c.summaries)} of {len(c.seeds)}",
                      _ci(c.stat("knn_top1")), _ci(c.stat("linear.top1")), num(loss.mean, 3),
                      num(ent.mean, 2), num(used.mean, 0)])
     return markdown_table(["configuration", "n (runs of seeds)", "kNN top-1 (95% CI)", "linear top-1 (95% CI)",

@@ -20,7 +20,7 @@ from ssl_bench.analysis.report import crops_label, display, t_interval
 from ssl_bench.config.compose import ConfigError
 from ssl_bench.records.budget import budget_fingerprint, budget_items
 from ssl_bench.records.identity import configuration_id
-from ssl_bench.records.io import dig, read_config, read_metrics, read_summary, readable
+from ssl_bench.records.io import below_floor, dig, read_config, read_metrics, read_summary, readable
 
 DONE = ("reused", "trained", "resumed", "complete")
 # Accuracy columns of the table: record column -> words.
@@ -47,7 +47,8 @@ def run_rows(plan: Plan, status: dict[str, str] | None = None) -> pd.DataFrame:
                        random_knn_top1=m.get("random_knn_top1"), monitor_knn_top1=m.get("monitor_knn_top1"),
                        linear_top1=dig(m, "linear.top1"), random_linear_top1=dig(m, "random.linear.top1"),
                        wall_s=c.get("wall_s"), images_per_s=c.get("images_per_s"), peak_mem_mb=c.get("peak_mem_mb"),
-                       images_seen=c.get("images_seen"), collapsed=bool(s.get("collapsed", False)))
+                       images_seen=c.get("images_seen"), collapsed=bool(s.get("collapsed", False)),
+                       _below_floor=bool(below_floor(m)))
             if m.get("final_health_rank_backbone") is not None:  # ssl_bench/training/health.py; older records have none
                 row["final_rank"] = m["final_health_rank_backbone"]
             row["versions.git"] = (s.get("versions") or {}).get("git")
@@ -146,6 +147,8 @@ def summarise(runs: pd.DataFrame, plan: Plan, images: bool = True) -> pd.DataFra
             row["refused"] = " ".join(Path(p).name for p, why in zip(every["path"], every["stale"], strict=True)
                                       if why)
             row["collapsed"] = int(g["collapsed"].sum()) if "collapsed" in g else 0
+            # Records below their own random-init floor (records.io.below_floor): a mark in the row, not a column.
+            row["_below_floor"] = int(g["_below_floor"].fillna(False).astype(bool).sum()) if "_below_floor" in g else 0
             row["run_ids"] = " ".join(every["run_id"])
             row["_seeds"] = {col: cells.per_seed(g, col) for col in ACCURACIES}
             row["_paths"] = {int(s): str(p) for s, p in zip(g["seed"], g["path"], strict=True)}

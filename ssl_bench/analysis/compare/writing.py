@@ -90,7 +90,8 @@ def _table_rows(table: pd.DataFrame, plan: Plan, accs: list[str], matched: str |
         row = [r["variant"]] if multi else []
         name = r["method_name"] + (f" (refused: stale {r['refused']})" if r.get("refused") else
                                    f" (missing {r['missing']})" if r["missing"] else "") + (
-            f" ({r['collapsed']} collapsed)" if r["collapsed"] else "")
+            f" ({r['collapsed']} collapsed)" if r["collapsed"] else "") + (
+            f" ({r['_below_floor']} of {r['n_seeds']} below their random-init floor)" if r.get("_below_floor") else "")
         row += [name]
         for c in accs:
             row += [_cell(r, c)]
