@@ -23,7 +23,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-PAGES = sorted(p for p in DOCS.rglob("*.md") if "hooks" not in p.relative_to(DOCS).parts)
+# The site's pages: docs/hooks/ is code, docs/snippets/ holds generated outputs the pages include (not pages).
+PAGES = sorted(p for p in DOCS.rglob("*.md") if not {"hooks", "snippets"} & set(p.relative_to(DOCS).parts))
 # The languages of the code blocks that hold commands a reader types (output is pasted in ``text`` blocks).
 COMMAND_BLOCKS = ("bash", "sh", "shell", "console")
 # Its commands run the example objective the page defines: checked with that objective registered, in a subprocess.
