@@ -42,6 +42,7 @@ def end_processes() -> None:
         import torch.distributed as dist
 
         if dist.is_initialized():
+            dist.barrier()  # every process done with its collectives first: a teardown mid-flight aborts at exit
             dist.destroy_process_group()
 
 
