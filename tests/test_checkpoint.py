@@ -190,16 +190,8 @@ class ThreadAccelerator:
 
 
 def test_each_process_writes_and_reads_back_its_own_local_state(tmp_path, monkeypatch):
-    n, barrier, shared, rank_of = 2, threading.Barrier(2), {}, threading.local()
-
-    def broadcast(box: list) -> None:  # the main process's verdict to every process
-        if rank_of.rank == 0:
-            shared["box"] = list(box)
-        barrier.wait(timeout=60)
-        box[:] = shared["box"]
-
-    monkeypatch.setattr(ckpt, "broadcast_object_list", broadcast)
-    monkeypatch.setattr(ckpt, "gather_object", thread_gather(n, barrier, rank_of))
+    n, barrier, rank_of = 2, threading.Barrier(2), threading.local()
+    thread_collectives(monkeypatch, n, barrier, rank_of)
 
     def process(rank: int, run: Path, epoch: int) -> tuple:
         rank_of.rank = rank
@@ -222,6 +214,21 @@ def test_each_process_writes_and_reads_back_its_own_local_state(tmp_path, monkey
         for rank in range(n):
             local = torch.load(ckpt.local_state_file(folder, rank))
             assert torch.equal(local["queue"], torch.full((3,), 10.0 * epoch + rank))
+
+
+def thread_collectives(monkeypatch, n: int, barrier: threading.Barrier, rank_of: threading.local) -> None:
+    """The checkpoint module's collectives for threads standing in for processes: broadcast (the main process's
+    verdict to every process) and gather."""
+    shared: dict = {}
+
+    def broadcast(box: list) -> None:
+        if rank_of.rank == 0:
+            shared["box"] = list(box)
+        barrier.wait(timeout=60)
+        box[:] = shared["box"]
+
+    monkeypatch.setattr(ckpt, "broadcast_object_list", broadcast)
+    monkeypatch.setattr(ckpt, "gather_object", thread_gather(n, barrier, rank_of))
 
 
 def thread_gather(n: int, barrier: threading.Barrier, rank_of: threading.local):
@@ -263,16 +270,8 @@ def test_a_checkpoint_of_another_process_count_is_refused_and_nothing_changes(tm
 def test_a_rank_file_that_did_not_reach_the_folder_is_named_on_every_process(tmp_path, monkeypatch):
     """Two processes, the second's method_local_1.pt missing from the checkpoint (a node-local disk): both
     processes stop with the same line naming the file and the shared-filesystem requirement."""
-    n, barrier, shared, rank_of = 2, threading.Barrier(2), {}, threading.local()
-
-    def broadcast(box: list) -> None:
-        if rank_of.rank == 0:
-            shared["box"] = list(box)
-        barrier.wait(timeout=60)
-        box[:] = shared["box"]
-
-    monkeypatch.setattr(ckpt, "broadcast_object_list", broadcast)
-    monkeypatch.setattr(ckpt, "gather_object", thread_gather(n, barrier, rank_of))
+    n, barrier, rank_of = 2, threading.Barrier(2), threading.local()
+    thread_collectives(monkeypatch, n, barrier, rank_of)
 
     def write(rank: int) -> None:
         rank_of.rank = rank
