@@ -7,10 +7,8 @@ The library is :mod:`ssl_bench.analysis.conformance`."""
 
 from __future__ import annotations
 
-import sys
-
 from ssl_bench.analysis.conformance import check_method, main  # noqa: F401  (the public names)
-from ssl_bench.config.cli import guarded
+from ssl_bench.config.cli import guarded, leave
 
 if __name__ == "__main__":
-    sys.exit(guarded(main))
+    leave(guarded(main))

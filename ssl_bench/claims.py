@@ -6,10 +6,8 @@ The library is :mod:`ssl_bench.analysis.claims`; this module is the command line
 
 from __future__ import annotations
 
-import sys
-
 from ssl_bench.analysis.claims import COMMAND, main  # noqa: F401  (the public names of ``ssl_bench.claims``)
-from ssl_bench.config.cli import guarded
+from ssl_bench.config.cli import guarded, leave
 
 if __name__ == "__main__":
-    sys.exit(guarded(main))
+    leave(guarded(main))

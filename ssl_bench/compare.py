@@ -6,10 +6,8 @@ The library is :mod:`ssl_bench.analysis.compare`; this module is the command lin
 
 from __future__ import annotations
 
-import sys
-
 from ssl_bench.analysis.compare import COMMAND, Plan, arguments, compare, main, plan, plan_arguments  # noqa: F401  (the public names of ``ssl_bench.compare``)
-from ssl_bench.config.cli import guarded
+from ssl_bench.config.cli import guarded, leave
 
 if __name__ == "__main__":
-    sys.exit(guarded(main))
+    leave(guarded(main))

@@ -23,7 +23,6 @@ Bad input (no checkpoint, unknown key, a split without labels, a fraction outsid
 from __future__ import annotations
 
 import fcntl
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,7 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ssl_bench.common.progress import configure as configure_progress
-from ssl_bench.config.cli import guarded
+from ssl_bench.config.cli import guarded, leave
 from ssl_bench.config.compose import ConfigError, _one_line, _split_overrides, check_settable, compose
 from ssl_bench.config.overrides import Command, Key, help_requested, writable_file
 from ssl_bench.config.schema import EVAL_PROTOCOLS, RunConfig
@@ -297,4 +296,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(guarded(main))
+    leave(guarded(main))

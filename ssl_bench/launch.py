@@ -12,12 +12,11 @@ batch, and the lr is the configured one for that global batch (never rescaled; i
 from __future__ import annotations
 
 import shlex
-import sys
 from dataclasses import dataclass
 
 from omegaconf import DictConfig
 
-from ssl_bench.config.cli import guarded
+from ssl_bench.config.cli import guarded, leave
 from ssl_bench.config.compose import ConfigError, compose
 from ssl_bench.config.overrides import Command, Key, help_requested
 
@@ -203,4 +202,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(guarded(main))
+    leave(guarded(main))

@@ -6,13 +6,11 @@ The library is :mod:`ssl_bench.analysis.plot`; this module is the command line a
 
 from __future__ import annotations
 
-import sys
-
 from ssl_bench.analysis.plot import COMMAND, main, plot  # noqa: F401  (the public names of ``ssl_bench.plot``)
-from ssl_bench.config.cli import guarded
+from ssl_bench.config.cli import guarded, leave
 
 if __name__ == "__main__":
     import numpy as np
 
     np.seterr(all="ignore")
-    sys.exit(guarded(main))
+    leave(guarded(main))

@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import filecmp
 import os
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from ssl_bench.analysis.claims import OUT as CLAIMS_OUT
 from ssl_bench.analysis.claims import ROOT
 from ssl_bench.analysis.claims import check as claims_check
 from ssl_bench.analysis.claims import write as write_claims
-from ssl_bench.config.cli import guarded
+from ssl_bench.config.cli import guarded, leave
 from ssl_bench.config.compose import ConfigError
 from ssl_bench.config.overrides import Command, Key, help_requested
 from ssl_bench.records.io import REFERENCE_DIR, read_json
@@ -327,4 +326,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(guarded(main))
+    leave(guarded(main))

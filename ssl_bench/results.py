@@ -6,10 +6,8 @@ The library is :mod:`ssl_bench.records.io`; this module is the command line and 
 
 from __future__ import annotations
 
-import sys
-
-from ssl_bench.config.cli import guarded
+from ssl_bench.config.cli import guarded, leave
 from ssl_bench.records.io import load, load_epochs, main, read_config, read_metrics, read_summary  # noqa: F401  (the public names of ``ssl_bench.results``)
 
 if __name__ == "__main__":
-    sys.exit(guarded(main))
+    leave(guarded(main))

@@ -34,7 +34,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ssl_bench.config.cli import guarded
+from ssl_bench.config.cli import guarded, leave
 from ssl_bench.config.compose import _register, _searchpath_override, compose
 from ssl_bench.config.help import register_help
 from ssl_bench.config.overrides import help_requested, writable_folder
@@ -261,4 +261,4 @@ def main(argv: list[str]) -> int:
 __all__ = ["CONFIG_PATH_ENV", "job_overrides", "main"]
 
 if __name__ == "__main__":
-    sys.exit(guarded(main))
+    leave(guarded(main))

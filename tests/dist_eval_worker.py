@@ -10,6 +10,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ssl_bench.config.cli import leave
+
 # Extraction batches of 48 (24 per process): the last batch of the 256 / 128 images is incomplete.
 ARGS = ["eval=[knn,linear,finetune]", "eval.linear_mode=cached", "eval.linear_epochs=3", "eval.random_baseline=false",
         "eval.batch_size=48", "eval.knn_k=[5,20]", "data.num_workers=0", "train.num_threads=1",
@@ -56,3 +58,4 @@ def compute(run: str, out: str) -> None:
 
 if __name__ == "__main__":
     compute(sys.argv[1], sys.argv[2])
+    leave(0)  # as the entry points end: Python's finalisation after gloo sometimes aborts (see leave)

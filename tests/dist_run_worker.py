@@ -88,3 +88,6 @@ if __name__ == "__main__":
     (audit / f"rank{os.environ.get('RANK', '0')}.json").write_text(json.dumps(log))
     if dist.is_initialized():
         dist.destroy_process_group()
+    from ssl_bench.config.cli import leave
+
+    leave(0)  # as the entry points end: Python's finalisation after gloo sometimes aborts (see leave)

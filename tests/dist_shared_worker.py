@@ -27,3 +27,6 @@ if __name__ == "__main__":
         text = str(exc)
     said.mkdir(parents=True, exist_ok=True)
     (said / f"rank{rank}.txt").write_text(text)
+    from ssl_bench.config.cli import leave
+
+    leave(0)  # as the entry points end: Python's finalisation after gloo sometimes aborts (see leave)

@@ -10,6 +10,7 @@ from accelerate import PartialState
 sys.path.insert(0, str(Path(__file__).parent))
 from test_sinkhorn import cosine_scores  # noqa: E402
 
+from ssl_bench.config.cli import leave  # noqa: E402
 from ssl_bench.ops.distributed import all_gather  # noqa: E402
 from ssl_bench.ops.sinkhorn import sinkhorn  # noqa: E402
 
@@ -25,3 +26,4 @@ if state.is_main_process:
     torch.save(codes_log, Path(sys.argv[1]) / "full_log.pt")
 state.wait_for_everyone()
 state.destroy_process_group()
+leave(0)  # as the entry points end: Python's finalisation after gloo sometimes aborts (see leave)

@@ -94,3 +94,20 @@ def test_output_piped_into_head_ends_quietly():
     p.stdout.close()  # like head: close the pipe before the command has written everything
     err = p.stderr.read().decode()
     assert p.wait(timeout=60) == 0 and "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+@pytest.mark.parametrize("world, finalised", [("2", False), ("1", True)])
+def test_one_process_of_several_ends_flushed_without_finalisation(world, finalised):
+    """leave(): a process of a multi-process run keeps its exit code and its buffered output but skips Python's
+    finalisation (atexit handlers; the gloo teardown there sometimes aborts); a lone process ends as sys.exit does."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import atexit; from ssl_bench.config.cli import leave; atexit.register(lambda: print('finalised'));"
+            "print('result', end=''); leave(3)")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    p = subprocess.run([sys.executable, "-c", code], env=dict(env, WORLD_SIZE=world), capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 3, p.stderr
+    assert p.stdout == ("resultfinalised\n" if finalised else "result")
