@@ -30,6 +30,7 @@ import argparse
 import json
 import math
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -93,7 +94,7 @@ def train(out: Path) -> None:
         cmd = [sys.executable, "-m", "ssl_bench.run", f"method={method}", *common, *overrides,
                f"output_dir={out}", f"run_id={name}", "resume=true"]
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-        tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
+        tail = (proc.stdout + proc.stderr).replace(f"{ROOT}/", "").strip().splitlines()[-3:]
         if proc.returncode != 0:
             run.mkdir(parents=True, exist_ok=True)
             (run / "outcome.json").write_text(json.dumps({"returncode": proc.returncode, "tail": tail}, indent=1))
@@ -148,6 +149,13 @@ def seed_spread(runs: list[Path]) -> dict[Path, dict[int, float]]:
     return out
 
 
+def ended(tail: list[str]) -> str:
+    """How a stopped run ended: its last `stopped:` or `error:` line (else its last line), with the folder it was
+    trained in cut to the path inside the repository (the catalogue reads the same wherever it was made)."""
+    lines = [line for line in tail if line.startswith(("stopped:", "error:"))] or tail[-1:] or ["stopped"]
+    return re.sub(r"\S*/(results/health/catalogue/)", r"\1", lines[-1])
+
+
 def case_result(out: Path, case: tuple) -> dict[str, Any]:
     """One case's outcome: the guardrails replayed on its record (epochs 1-based), how it ended, kNN and floor."""
     from ssl_bench.records.io import below_floor
@@ -159,7 +167,7 @@ def case_result(out: Path, case: tuple) -> dict[str, Any]:
     stopped = False
     if (run / "outcome.json").exists():
         outcome = json.loads((run / "outcome.json").read_text())
-        res["ended"] = "stopped: " + " ".join(outcome["tail"])[-300:]
+        res["ended"] = ended(outcome["tail"])
         stopped = any("loss became" in line for line in outcome["tail"])
     fired = replay(run) if (run / "metrics.jsonl").exists() else []
     res["fired"] = [{"epoch": f["epoch"] + 1, "check": f["check"], "message": f["message"]} for f in fired]

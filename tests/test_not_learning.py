@@ -160,3 +160,17 @@ def test_the_catalogue_json_agrees_with_its_fragment():
     md = (REFERENCE_DIR.parent / "health" / "catalogue.md").read_text()
     assert f"{data['held_out_detected']} of {data['held_out_n']} held-out failures" in md
     assert data["shipped_not_learning"] == 0
+
+
+def test_a_stopped_case_reads_its_stop_line_with_repository_paths():
+    """The catalogue quotes the line that stopped a case, with the folder it was trained in cut to the repository
+    path (the records were made in another checkout), and the shipped catalogue carries no machine's paths."""
+    from benchmarks.guardrail_catalogue import ended
+
+    tail = ["  config: /x/wt/results/health/catalogue/c/config.yaml (print_config=true prints it)",
+            "stopped: loss became nan at epoch 1; the last good checkpoint is kept in /x/wt/results/health/catalogue/c/ck"]
+    assert ended(tail) == ("stopped: loss became nan at epoch 1; the last good checkpoint is kept in "
+                           "results/health/catalogue/c/ck")
+    assert ended(["error: no such key"]) == "error: no such key" and ended([]) == "stopped"
+    text = (REFERENCE_DIR.parent / "health" / "catalogue.json").read_text()
+    assert "/work/" not in text and "stopped: stopped" not in text
