@@ -7,6 +7,7 @@ below, which import records, configuration, the run pipeline and ssl_bench.analy
     verdicts  every family of the table decided by ssl_bench.analysis.decisions: rule, fragility, seeds, bootstrap
     seeds     seeds=auto: the plan at more seeds, and how many seeds the pilot's variance asks for
     writing   the table as Markdown (caption, verdicts, gains over a baseline variant), CSV and comparison.json
+    jobs      cluster=slurm: one sbatch job per run without a record, every run's state from its folder and squeue/sacct
     running   training what is missing (reused, resumed or trained), then the table: compare() and main()
 """
 
