@@ -76,6 +76,11 @@ def test_bad_input_and_a_differing_budget_are_refused_before_anything_is_submitt
     assert not jobs(slurm) and not (Path("results") / "compare").exists()
 
 
+def test_cluster_keys_without_cluster_slurm_are_refused(capsys):
+    assert guarded(cmp.main, [*ARGS, "nodes=2"]) == 2
+    assert "nodes=2 is a key of cluster=slurm" in capsys.readouterr().err
+
+
 def test_without_slurm_on_path_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PATH", str(Path(sys.executable).parent))
     monkeypatch.chdir(tmp_path)

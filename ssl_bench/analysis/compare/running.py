@@ -97,6 +97,11 @@ def main(argv: list[str]) -> int:
         print(COMMAND.help())
         return 0
     args, train, cluster = split_arguments(argv)
+    defaults = {k.name: k.default for k in COMMAND.keys}
+    stray = [f"{k}={v}" for k, v in cluster.items() if k != "cluster" and v != defaults[k]]
+    if cluster["cluster"] != "slurm" and stray:
+        raise ConfigError(f"{stray[0]} is a key of cluster=slurm (jobs on a cluster): add cluster=slurm or leave it "
+                          "out")
     planned = plan(**args)
     if cluster["cluster"] == "slurm":  # jobs instead of training here; the table once every run is done
         found = submit(planned, cluster, "python -m ssl_bench.compare " + shlex.join(argv), send=train)
