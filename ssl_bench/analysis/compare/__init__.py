@@ -28,6 +28,7 @@ from ssl_bench.analysis.compare.planning import (
     parse,
     plan,
     plan_arguments,
+    split_arguments,
 )
 from ssl_bench.analysis.compare.running import compare, execute, main
 from ssl_bench.analysis.compare.seeds import auto_seeds, with_seeds
@@ -45,4 +46,4 @@ from ssl_bench.analysis.compare.writing import table_markdown, write_outputs
 __all__ = ["ACCURACIES", "COMMAND", "DEFAULT_REFERENCE", "DONE", "MATCHES", "MAX_SEEDS", "OWN_KEYS", "STUDY_DIR",
            "Plan", "PlannedRun", "Variant", "add_matched", "all_methods", "arguments", "auto_seeds", "cell_rows",
            "check_budgets", "compare", "execute", "load_study", "main", "parse", "plan", "plan_arguments",
-           "refusal_lines", "run_rows", "summarise", "table_markdown", "with_seeds", "write_outputs"]
+           "refusal_lines", "run_rows", "split_arguments", "summarise", "table_markdown", "with_seeds", "write_outputs"]
