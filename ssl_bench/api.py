@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
+from ssl_bench.errors import ConfigError
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -64,8 +66,10 @@ def compare(overrides: Sequence[str] = (), train: bool = True, **plan: Any) -> p
     ``api.compare(["budget=smoke"], methods=["swav", "simclr"], seeds=[0, 1], results="results")``."""
     from ssl_bench.analysis import compare as cmp
 
-    args = cmp.arguments(list(overrides))
-    train = bool(args.pop("train")) and train  # pop first: a train=false among the overrides wins too
+    args, given, cluster = cmp.split_arguments(list(overrides))
+    train = given and train  # a train=false among the overrides wins too
+    if cluster["cluster"] != "none":
+        raise ConfigError("api.compare trains here: submit jobs with python -m ssl_bench.compare ... cluster=slurm")
     extra = list(plan.pop("overrides", []))
     return cmp.compare(cmp.plan(**{**args, **plan, "overrides": [*args["overrides"], *extra]}), train=train,
                        verbose=False)

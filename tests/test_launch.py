@@ -89,7 +89,8 @@ def test_slurm_script(capsys, tmp_path):
                           "budget=imagenet_400ep", "dataset=imagenet", "dataset.root=/data/in 1k"]) == 0
     script = capsys.readouterr().out
     for line in ("#SBATCH --nodes=8", "#SBATCH --gpus-per-node=8", "#SBATCH --ntasks-per-node=1",
-                 "#SBATCH --job-name=swav400", "#SBATCH --partition=gpu", "#SBATCH --signal=TERM@300"):
+                 "#SBATCH --job-name=swav400", "#SBATCH --partition=gpu", "#SBATCH --signal=B:USR1@300",
+                 "#SBATCH --requeue"):
         assert line in script.splitlines()
     assert '--machine_rank "$SLURM_NODEID"' in script and '--main_process_ip "$MAIN_ADDR"' in script
     assert "--num_processes 64" in script and "'dataset.root=/data/in 1k'" in script and "resume=true" in script

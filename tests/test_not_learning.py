@@ -168,7 +168,8 @@ def test_a_stopped_case_reads_its_stop_line_with_repository_paths():
     from benchmarks.guardrail_catalogue import ended
 
     tail = ["  config: /x/wt/results/health/catalogue/c/config.yaml (print_config=true prints it)",
-            "stopped: loss became nan at epoch 1; the last good checkpoint is kept in /x/wt/results/health/catalogue/c/ck"]
+            "stopped: loss became nan at epoch 1; the last good checkpoint is kept in "
+            "/x/wt/results/health/catalogue/c/ck"]
     assert ended(tail) == ("stopped: loss became nan at epoch 1; the last good checkpoint is kept in "
                            "results/health/catalogue/c/ck")
     assert ended(["error: no such key"]) == "error: no such key" and ended([]) == "stopped"

@@ -39,7 +39,7 @@ from ssl_bench.training.checkpoint import CHECKPOINT, load_checkpoint, save_chec
 from ssl_bench.training.health import HealthSample, NonFiniteWatch
 from ssl_bench.training.hooks import EpochCallback, epoch_hooks, knn_on
 from ssl_bench.training.optim import build_optimizer, lr_at, set_lr
-from ssl_bench.training.signals import Interrupt
+from ssl_bench.training.signals import Interrupt, pause_if_asked
 
 
 @dataclass
@@ -160,6 +160,7 @@ class Trainer:
             n_epoch += bs
             self.state.train_s += time.time() - t0
             losses.append(stats.get("loss", float(loss)))
+            pause_if_asked(self.state.step, interrupt, str(self.run_dir))
             stop = self._poll(losses, batch, epoch, interrupt)
             self._show_step(bar, losses, step_before, n_epoch / max(1e-9, time.time() - t_epoch))
             if stop:

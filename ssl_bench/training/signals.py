@@ -1,13 +1,21 @@
 """SIGTERM and SIGINT during a run: inside the training loop a flag the loop polls (it saves a checkpoint and stops
-cleanly), outside it an immediate one-line stop. Imports only the errors.
+cleanly), outside it an immediate one-line stop. A SLURM job's SIGUSR1 goes to its batch shell, which turns it into
+SIGTERM for the run (ssl_bench.pipeline.launching). Imports only the errors.
 """
 
 from __future__ import annotations
 
+import os
 import signal
+import time
 from typing import Any, Self
 
 from ssl_bench.errors import TrainingStopped
+
+# Tests: SSL_BENCH_PAUSE_AT_STEP=<n>:<file> makes the first process of any run to reach optimiser step n create
+# <file> (holding the run's folder) and wait there, up to 5 minutes, for a stop signal; a test can then stop that
+# run mid-epoch at a known step, however long the run took to start.
+PAUSE_ENV = "SSL_BENCH_PAUSE_AT_STEP"
 
 
 class _OnSignal:
@@ -53,3 +61,20 @@ class StopOnSignal(_OnSignal):
 
     def _handle(self, signum, frame) -> None:  # noqa: ANN001
         raise TrainingStopped(self.message, 130)
+
+
+def pause_if_asked(step: int, interrupt: Interrupt, where: str) -> None:
+    """The test hook of PAUSE_ENV (a no-op without it): at optimiser step ``step`` == n, the first process to
+    create the file waits for ``interrupt``'s flag."""
+    spec = os.environ.get(PAUSE_ENV, "")
+    if not spec or int(spec.split(":", 1)[0]) != step:
+        return
+    try:
+        fd = os.open(spec.split(":", 1)[1], os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return  # another run (or this one before a resume) took it
+    os.write(fd, where.encode())
+    os.close(fd)
+    deadline = time.monotonic() + 300
+    while not interrupt.flag and time.monotonic() < deadline:
+        time.sleep(0.05)

@@ -7,6 +7,7 @@ below, which import records, configuration, the run pipeline and ssl_bench.analy
     verdicts  every family of the table decided by ssl_bench.analysis.decisions: rule, fragility, seeds, bootstrap
     seeds     seeds=auto: the plan at more seeds, and how many seeds the pilot's variance asks for
     writing   the table as Markdown (caption, verdicts, gains over a baseline variant), CSV and comparison.json
+    jobs      cluster=slurm: one sbatch job per run without a record, every run's state from its folder and squeue/sacct
     running   training what is missing (reused, resumed or trained), then the table: compare() and main()
 """
 
@@ -27,6 +28,7 @@ from ssl_bench.analysis.compare.planning import (
     parse,
     plan,
     plan_arguments,
+    split_arguments,
 )
 from ssl_bench.analysis.compare.running import compare, execute, main
 from ssl_bench.analysis.compare.seeds import auto_seeds, with_seeds
@@ -44,4 +46,4 @@ from ssl_bench.analysis.compare.writing import table_markdown, write_outputs
 __all__ = ["ACCURACIES", "COMMAND", "DEFAULT_REFERENCE", "DONE", "MATCHES", "MAX_SEEDS", "OWN_KEYS", "STUDY_DIR",
            "Plan", "PlannedRun", "Variant", "add_matched", "all_methods", "arguments", "auto_seeds", "cell_rows",
            "check_budgets", "compare", "execute", "load_study", "main", "parse", "plan", "plan_arguments",
-           "refusal_lines", "run_rows", "summarise", "table_markdown", "with_seeds", "write_outputs"]
+           "refusal_lines", "run_rows", "split_arguments", "summarise", "table_markdown", "with_seeds", "write_outputs"]

@@ -29,6 +29,9 @@ from ssl_bench.records.layout import ResultsLayout
 
 STUDY_DIR = ConfigGroupDir("study")  # experiments/study and the user's config folders
 MATCHES = ("epochs", "images", "wall")
+CLUSTERS = ("none", "slurm")
+# The keys of cluster=slurm (ssl_bench.analysis.compare.jobs), not of the plan.
+CLUSTER_KEYS = ("cluster", "nodes", "gpus", "partition", "time", "cpus_per_gpu", "signal_before")
 DEFAULT_REFERENCE = "swav"  # the centre of the suite: every other method is tested against it
 MAX_SEEDS = 8  # seeds=auto: the cap on a cell's seeds (CPU hours: 8 demo runs of a cell take ~35 min on 2 cores)
 # The command's help: its usage and, after the keys, how runs are reused and budgets checked.
@@ -60,7 +63,16 @@ COMMAND = Command(
      Key("margin", "float", None, "equivalence margin in accuracy points (TOST) and the effect the seeds must "
          f"decide (null: the study's margin, else {DEFAULT_MARGIN})"),
      Key("train", "bool", True, "false: train nothing; write the table from the records that exist and name the "
-         "runs that are missing")),
+         "runs that are missing (with cluster=slurm: each run's state too, nothing submitted)"),
+     Key("cluster", "str", "none", "slurm: train each run that has no record as its own sbatch job (nodes x gpus); "
+         "run again, the same command reports each run's state and resubmits the missing and failed ones", CLUSTERS),
+     Key("nodes", "int", 1, "cluster=slurm: machines per run"),
+     Key("gpus", "int", 1, "cluster=slurm: processes per machine of each run, one per GPU"),
+     Key("partition", "str", None, "cluster=slurm: sbatch partition (null: the cluster's default)"),
+     Key("time", "str", "72:00:00", "cluster=slurm: sbatch time limit of each job"),
+     Key("cpus_per_gpu", "int", 10, "cluster=slurm: sbatch CPUs per GPU"),
+     Key("signal_before", "int", 300, "cluster=slurm: seconds before the time limit SLURM sends SIGUSR1; the job "
+         "saves a checkpoint, requeues itself and resumes")),
     overrides="Every other key=value is an ordinary run override, given to every run; <method>:key=value (e.g. "
               "swav:method.epsilon=0.03) is one for that method only.",
     footer="Every run" + DOC.split("\n\nEvery run", 1)[1])
@@ -184,9 +196,15 @@ def arguments(argv: list[str]) -> dict[str, Any]:
 
 
 def plan_arguments(argv: list[str]) -> tuple[dict[str, Any], bool]:
-    """:func:`arguments` without ``train`` (not part of a plan), and ``train``."""
+    """:func:`arguments` without ``train`` and the cluster's keys (not part of a plan), and ``train``."""
+    args, train, _ = split_arguments(argv)
+    return args, train
+
+
+def split_arguments(argv: list[str]) -> tuple[dict[str, Any], bool, dict[str, Any]]:
+    """:func:`arguments` as (the plan's keywords, ``train``, the keys of cluster=slurm: CLUSTER_KEYS)."""
     args = arguments(argv)
-    return args, bool(args.pop("train"))
+    return args, bool(args.pop("train")), {k: args.pop(k) for k in CLUSTER_KEYS}
 
 
 def parse(argv: list[str]) -> Plan:

@@ -1,17 +1,20 @@
 """Running a comparison: :func:`execute` trains what is missing, one run after another (a complete record
 reused, an interrupted one resumed, a diverged one left out), :func:`compare` goes from a plan to the written
-table (with seeds=auto, the pilot first) and :func:`main` is the command line. The one module of the
+table (with seeds=auto, the pilot first) and :func:`main` is the command line (with cluster=slurm, jobs instead:
+ssl_bench.analysis.compare.jobs). The one module of the
 comparison that trains: imports the run pipeline and the other modules of ssl_bench.analysis.compare."""
 
 from __future__ import annotations
 
 import dataclasses
+import shlex
 import sys
 
 import pandas as pd
 
 from ssl_bench.analysis.against_reference import reference_lines
-from ssl_bench.analysis.compare.planning import COMMAND, Plan, check_budgets, plan, plan_arguments
+from ssl_bench.analysis.compare.jobs import submit
+from ssl_bench.analysis.compare.planning import COMMAND, Plan, check_budgets, plan, split_arguments
 from ssl_bench.analysis.compare.seeds import auto_seeds, with_seeds
 from ssl_bench.analysis.compare.table import add_matched, cell_rows, refusal_lines, run_rows, summarise
 from ssl_bench.analysis.compare.writing import table_markdown, write_outputs
@@ -93,6 +96,17 @@ def main(argv: list[str]) -> int:
     if help_requested(argv):
         print(COMMAND.help())
         return 0
-    args, train = plan_arguments(argv)
-    compare(plan(**args), train=train, require_all=False)
+    args, train, cluster = split_arguments(argv)
+    defaults = {k.name: k.default for k in COMMAND.keys}
+    stray = [f"{k}={v}" for k, v in cluster.items() if k != "cluster" and v != defaults[k]]
+    if cluster["cluster"] != "slurm" and stray:
+        raise ConfigError(f"{stray[0]} is a key of cluster=slurm (jobs on a cluster): add cluster=slurm or leave it "
+                          "out")
+    planned = plan(**args)
+    if cluster["cluster"] == "slurm":  # jobs instead of training here; the table once every run is done
+        found = submit(planned, cluster, "python -m ssl_bench.compare " + shlex.join(argv), send=train)
+        if train and any(s.state != "done" for s in found):
+            return 0
+        train = False
+    compare(planned, train=train, require_all=False)
     return 0
