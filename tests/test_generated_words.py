@@ -98,3 +98,28 @@ def test_no_record_number_is_typed_in_the_walkthroughs():
         text = (ROOT / "docs" / page).read_text()
         assert "pretrained knn seed" not in text and "kNN top-1 (k=20)" not in text, page
         assert not re.search(r"^\| (SwAV|SimCLR|DeepCluster-v2|SeLa-v2|CARL) \| \d", text, re.M), page
+
+
+def test_the_claims_header_describes_the_records_it_reads(tmp_path):
+    """The claims report's budget sentence comes from the records' configs: a record at another batch size makes it
+    say the batch varies, and the shared values are the records' own (no typed budget)."""
+    from types import SimpleNamespace
+
+    from ssl_bench.analysis.claims.writing import records_caption
+
+    shipped = next(p for p in sorted((REFERENCE_DIR / "runs").iterdir()) if "-demo-" in p.name)
+    cfg = yaml.safe_load((shipped / "config.yaml").read_text())
+    dirs = {}
+    for seed, batch in ((0, 64), (1, 128)):
+        d = tmp_path / f"s{seed}"
+        d.mkdir()
+        (d / "config.yaml").write_text(yaml.safe_dump({**cfg, "data": {**cfg["data"], "batch_size": batch}}))
+        dirs[seed] = d
+    cell = SimpleNamespace(run_dirs=dirs, summaries={0: {"budget": "demo"}, 1: {"budget": "demo"}})
+    text = records_caption([SimpleNamespace(cells={("a", "swav"): cell})])
+    assert text.startswith("Budget 'demo' (fingerprints ") and "batch varies (data.batch_size)" in text
+    assert f"{cfg['train']['epochs']} epochs" in text and f"T={cfg['eval']['knn_temperature']}" in text
+    one = records_caption([SimpleNamespace(cells={("a", "swav"): SimpleNamespace(run_dirs={0: dirs[0]},
+                                                                                 summaries={0: {"budget": "demo"}})})])
+    assert "batch 64" in one and "varies" not in one
+    assert records_caption([]) == "No records yet."
