@@ -205,3 +205,13 @@ def test_evaluating_a_dino_run_later_reads_the_teacher_by_default(tmp_path):
     assert teacher.keys() == student.keys() and any(not torch.equal(teacher[k], student[k]) for k in teacher)
     with pytest.raises(ConfigError, match="holds no momentum teacher"):
         backbone_state({k: v for k, v in state.items() if not k.startswith("teacher.")}, "teacher")
+
+
+def test_global_batch_norm_keeps_the_teacher_frozen():
+    """Several processes convert batch norm to GlobalBatchNorm (CPU): the teacher's layers must stay without
+    gradient there too (else DDP finds unused parameters and the optimiser gets the teacher's)."""
+    from ssl_bench.training.syncbn import convert_global_batchnorm
+
+    model = convert_global_batchnorm(build_model(compose(["method=byol", "budget=smoke"])))
+    assert not any(p.requires_grad for p in model.teacher.parameters())
+    assert all(p.requires_grad for p in model.backbone.parameters())
