@@ -59,6 +59,46 @@ class Context:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class MomentumTeacher:
+    """What an objective asks of the loop when it needs a momentum (EMA) teacher (BYOL, DINO): returned by
+    :meth:`Method.momentum_teacher`. The loop, which never learns who asks, then keeps a copy of the backbone, the
+    projection head and the objective's ``modules`` (named submodules applied after the head, e.g. DINO's prototype
+    layer), excluded from the optimiser (``requires_grad`` False) and saved in checkpoints; it
+
+    - forwards the first ``crops`` crops (the global ones) through the copy under ``torch.no_grad`` and hands the
+      outputs to :meth:`Method.loss` as ``batch["teacher"]`` (one tensor per crop, ``[B_local, D']``: after the
+      teacher's copies of ``modules``);
+    - after each optimiser step sets every teacher parameter to ``m_k xi + (1 - m_k) theta`` with
+      ``m_k = 1 - (1 - base_momentum) (cos(pi k / K) + 1) / 2`` (k the step just taken, 0-based; K the run's
+      optimiser steps), the cosine schedule of BYOL (Eq. in Sec. 3.2) and DINO.
+
+    Batch norm: the teacher runs in training mode and normalises with its own batch statistics (as the BYOL and DINO
+    reference code, whose target networks are called in training mode); its running statistics, used only when the
+    teacher is evaluated, come from its own forward passes, not from the average (only parameters are averaged).
+
+    :ivar base_momentum: m_0, the momentum of the first step (BYOL and DINO: 0.996).
+    :ivar crops: how many of the first crops go through the teacher (the global crops).
+    :ivar modules: names of the objective's own submodules that belong to the network (after the head).
+    :ivar evaluate: which network the paper reports, ``student`` or ``teacher``: the default of ``eval.network``
+        for this objective, declared here once.
+    """
+
+    base_momentum: float
+    crops: int = 2
+    modules: tuple[str, ...] = ()
+    evaluate: str = "student"
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.base_momentum <= 1.0:
+            raise ConfigError(f"method.base_momentum must be in [0, 1], got {self.base_momentum}")
+        if self.evaluate not in NETWORKS:
+            raise ConfigError(f"unknown network '{self.evaluate}'; valid choices: {', '.join(NETWORKS)}")
+
+
+NETWORKS = ("student", "teacher")
+
+
 class Method(nn.Module):
     """Base class: a loss over crop projections plus optional hooks. Holds no training logic.
 
@@ -87,7 +127,8 @@ class Method(nn.Module):
         :param z_crops: the projections of every crop, global crops first, each ``[B_local, D]`` (this process's
             part of the batch; an objective that needs the global batch gathers it).
         :param batch: the batch as the loader gives it: ``index``, each image's dataset index (for per-sample state
-            such as pseudo-labels), and ``label`` (-1 where the split has none); empty in a plain loop.
+            such as pseudo-labels), and ``label`` (-1 where the split has none); empty in a plain loop. An objective
+            that asks for a momentum teacher also finds ``teacher`` there: the teacher's outputs on the global crops.
         :returns: ``(loss, stats)``: a scalar tensor to backpropagate and the numbers logged for the step.
         """
         raise NotImplementedError
@@ -109,6 +150,11 @@ class Method(nn.Module):
     def after_step(self, ctx: Context) -> None:
         """After each optimiser step (``ctx.step`` already counts it). E.g. re-normalise the prototypes onto the unit
         sphere (SwAV)."""
+
+    def momentum_teacher(self) -> MomentumTeacher | None:
+        """A :class:`MomentumTeacher` when the objective needs a momentum copy of the network (BYOL, DINO); ``None``
+        (the default) costs nothing: no copy is made."""
+        return None
 
     def epoch_stats(self) -> dict[str, float]:
         """Diagnostics for the per-epoch record (e.g. collapse indicators: :func:`assignment_stats`)."""

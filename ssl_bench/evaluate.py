@@ -39,6 +39,7 @@ from ssl_bench.common.progress import configure as configure_progress
 from ssl_bench.config.cli import guarded, leave
 from ssl_bench.config.compose import ConfigError, _one_line, _split_overrides, check_settable, compose
 from ssl_bench.config.overrides import Command, Key, help_requested, writable_file
+from ssl_bench.config.registry import evaluated_network
 from ssl_bench.config.schema import EVAL_PROTOCOLS, RunConfig
 from ssl_bench.config.validation import validate
 from ssl_bench.evaluation import evaluate_all, export_backbone, load_backbone
@@ -202,7 +203,9 @@ def evaluate_checkpoint(cfg: DictConfig, accelerator: Accelerator, src: Source, 
     say = print if main else (lambda *a, **k: None)
     _check_batches(cfg, accelerator.num_processes)
     set_threads(cfg, accelerator)
-    backbone = load_backbone(build_backbone(cfg), src.weights)
+    # eval.network: the run's (its config, else the network its method's paper reports); a weights file: the student
+    network = evaluated_network(cfg) if src.run_dir is not None else (cfg.eval.get("network") or "student")
+    backbone = load_backbone(build_backbone(cfg), src.weights, network)
     if export:
         if main:
             say(f"exported the {cfg.backbone.name} backbone of {src.weights} to {export_backbone(backbone, export)}")
@@ -210,7 +213,8 @@ def evaluate_checkpoint(cfg: DictConfig, accelerator: Accelerator, src: Source, 
     if not protocols:
         return {}
     seeds = list(cfg.eval.seeds)
-    say(f"ssl_bench evaluate {src.run_dir or src.weights}\n  {cfg.backbone.name} backbone from {src.weights}\n"
+    whose = " (the momentum teacher's)" if network == "teacher" else ""
+    say(f"ssl_bench evaluate {src.run_dir or src.weights}\n  {cfg.backbone.name} backbone{whose} from {src.weights}\n"
         f"  {', '.join(protocols)} on {cfg.dataset.name}" + (f" (transfer from {src.saved.dataset.name})" if transfer
                                                               else "")
         + f", seeds {seeds}, {accelerator.num_processes} process(es) on {accelerator.device}")

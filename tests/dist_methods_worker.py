@@ -55,6 +55,7 @@ def run(rank: int, world: int, port: int, out: str) -> None:
 
 def compute(rank: int, world: int) -> dict[str, torch.Tensor]:
     """Everything the test compares; also called with rank 0, world 1 (no process group) for the reference."""
+    from ssl_bench.methods.barlow_twins import barlow_twins_loss, cross_correlation
     from ssl_bench.methods.base import Context
     from ssl_bench.methods.carl import consistency_loss, uniform_kl
     from ssl_bench.methods.deepcluster_v2 import spherical_kmeans
@@ -83,6 +84,16 @@ def compute(rank: int, world: int) -> dict[str, torch.Tensor]:
         loss.backward()
         out[f"{name}_loss"] = all_reduce_(loss.detach().reshape(1)) / world
         out[f"{name}_grad"] = all_gather(crops.grad.transpose(0, 1).contiguous()).transpose(0, 1) / world
+
+    # Barlow Twins: the cross-correlation of the global batch (standardised with the global batch's statistics, summed
+    # over processes), so every process holds the one-process matrix and loss.
+    crops.grad = None
+    c = cross_correlation(crops[0], crops[1])
+    barlow = barlow_twins_loss(c, 5e-3)
+    barlow.backward()
+    out["barlow_twins_correlation"] = c.detach()
+    out["barlow_twins_loss"] = barlow.detach().reshape(1)
+    out["barlow_twins_grad"] = all_gather(crops.grad.transpose(0, 1).contiguous()).transpose(0, 1) / world
 
     # Batch norm over the global batch: each process normalises its share with the statistics of the whole.
     from ssl_bench.training.syncbn import convert_global_batchnorm

@@ -11,8 +11,9 @@ from ssl_bench.config import registry as reg
 from ssl_bench.errors import ConfigError
 from ssl_bench.methods.base import Method
 
-SHIPPED = ["swav", "simclr", "deepclusterv2", "selav2", "carl"]
-CHECKS = ["config", "crops", "gradients", "resume", "seed", "diagnostics", "processes"]
+SHIPPED = ["swav", "simclr", "deepclusterv2", "selav2", "carl", "dino", "byol", "barlow_twins"]
+CHECKS = ["config", "crops", "gradients", "resume", "seed", "diagnostics", "teacher", "processes"]
+TEACHERS = ("dino", "byol")
 
 
 @pytest.mark.slow
@@ -23,7 +24,9 @@ def test_every_shipped_objective_passes(name, tmp_path):
     assert [r.check for r in report.results] == CHECKS
     status = {r.check: r.status for r in report.results}
     assert status["processes"] == "pass"  # two processes really ran
-    assert status["diagnostics"] == ("skip" if name == "simclr" else "pass")  # SimCLR has no prototypes
+    # SimCLR and the three objectives without clusters have no prototypes
+    assert status["diagnostics"] == ("skip" if name in ("simclr", "dino", "byol", "barlow_twins") else "pass")
+    assert status["teacher"] == ("pass" if name in TEACHERS else "skip")
     assert "no check fails" in report.table().splitlines()[-1]
 
 
@@ -60,7 +63,7 @@ def test_a_misbehaving_objective_fails_the_checks_it_should(tmp_path, monkeypatc
     detail = {r.check: r.detail for r in report.results}
     assert "no gradient reaches the backbone" in detail["gradients"]
     assert "assign_entropy" in detail["diagnostics"]
-    assert "2 of 7 checks FAIL" in report.table()
+    assert "2 of 8 checks FAIL" in report.table()
 
 
 def test_the_command_prints_the_table_and_exits_1_when_a_check_fails(monkeypatch, capsys):
@@ -76,7 +79,7 @@ def test_the_command_prints_the_table_and_exits_1_when_a_check_fails(monkeypatch
 
 
 @pytest.mark.filterwarnings("ignore:'ssl_bench.check_method' found in sys.modules")  # runpy runs it as __main__
-@pytest.mark.parametrize("argv, needle", [(["nope"], "unknown method 'nope'; valid choices: carl, deepclusterv2"),
+@pytest.mark.parametrize("argv, needle", [(["nope"], "unknown method 'nope'; valid choices: barlow_twins, byol, carl"),
                                           ([], "a method name is required"),
                                           (["swav", "bogus=1"], "cannot read 'bogus=1'; valid keys: processes")])
 def test_bad_input_is_one_line(argv, needle, capsys):

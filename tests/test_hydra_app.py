@@ -83,7 +83,7 @@ def test_multirun_grid_writes_one_ordinary_record_per_job_and_nothing_else(tmp_p
     (["-m", "seed=0,1", "--cfg", "job"], "only one of --run, --multirun, --cfg"),
     (["eval=linear"], "eval is a section of keys, not a value; set one of them (eval.protocols"),
     (["+method_budget=nope"], "Could not find 'method_budget/nope'; valid choices: carl_carl_cifar10, "),
-    (["~method"], "'~method': every run needs a method; choose one with method=<option> (valid choices: carl, "),
+    (["~method"], "'~method': every run needs a method; choose one with method=<option> (valid choices: barlow_twins"),
     (["-m", "seed=0,1", "output_dir=/dev/null/runs"], "output_dir=/dev/null/runs: /dev/null is a file, not a folder"),
 ])
 def test_bad_grid_or_hydra_error_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, monkeypatch, args, needle):

@@ -11,7 +11,7 @@ import torch
 from ssl_bench.config.compose import ConfigError, compose
 from ssl_bench.config.registry import method_kwargs, registry
 
-SHIPPED = ["swav", "simclr", "deepclusterv2", "selav2", "carl"]
+SHIPPED = ["swav", "simclr", "deepclusterv2", "selav2", "carl", "dino", "byol", "barlow_twins"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow  # integration: several processes
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "plugin_method"
-SHIPPED = ["carl", "deepclusterv2", "selav2", "simclr", "swav"]
+SHIPPED = ["barlow_twins", "byol", "carl", "deepclusterv2", "dino", "selav2", "simclr", "swav"]
 
 
 def _run(args: list, env: dict, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -67,11 +67,12 @@ def test_the_plugin_is_a_method_like_the_shipped_ones(plugin):
     assert out.returncode == 0, out.stderr[-2000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["registry"] == got["options"] == [*SHIPPED, "vicreg"]
-    assert got["compare"] == ["swav", "simclr", "deepclusterv2", "selav2", "carl", "vicreg"]
+    assert got["compare"] == ["swav", "simclr", "deepclusterv2", "selav2", "carl", "dino", "byol", "barlow_twins",
+                             "vicreg"]
     # The config group comes from the dataclass: its fields and defaults, no YAML file anywhere.
     assert got["method"] == {"name": "vicreg", "lambda_param": 25.0, "mu_param": 25.0, "nu_param": 1.0, "eps": 1e-4}
     assert got["refused"] == "method.mu_param must be >= 0, got -1.0"
-    assert "carl, deepclusterv2, selav2, simclr, swav, vicreg (default swav)" in got["help"]
+    assert "barlow_twins, byol, carl, deepclusterv2, dino, selav2, simclr, swav, vicreg (default swav)" in got["help"]
     assert got["source"] == "entry point 'vicreg = ssl_bench_vicreg:VICReg'"
     assert got["examples"][0] > 5 and got["examples"][1] == 0  # the plain-loop example runs
     completion = _run([sys.executable, "-m", "ssl_bench.run", "-sc", "query=bash"],
@@ -85,7 +86,7 @@ def test_the_plugin_passes_check_method(plugin):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     rows = {line.split()[0]: line.split()[1] for line in out.stdout.splitlines()[2:-1]}
     assert rows == {"config": "pass", "crops": "pass", "gradients": "pass", "resume": "pass", "seed": "pass",
-                    "diagnostics": "skip", "processes": "pass"}
+                    "diagnostics": "skip", "teacher": "skip", "processes": "pass"}
     assert out.stdout.strip().splitlines()[-1].startswith("vicreg: no check fails")
 
 
@@ -138,4 +139,4 @@ def test_a_broken_plugin_is_one_line_naming_its_entry_point(tmp_path):
     run = _run([sys.executable, "-m", "ssl_bench.run", "method=broken", "budget=smoke"], env, tmp_path)
     assert run.returncode == 2 and "Traceback" not in run.stderr
     last = run.stderr.strip().splitlines()[-1]
-    assert last == "error: unknown method 'broken'; valid choices: carl, deepclusterv2, selav2, simclr, swav"
+    assert last == "error: unknown method 'broken'; valid choices: " + ", ".join(SHIPPED)

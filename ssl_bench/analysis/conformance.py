@@ -8,6 +8,8 @@ on the CPU in well under two minutes, the checks every objective must pass, ship
                 and every epoch's numbers
     seed        the same seed gives the same numbers (the objective twice; the loop's first epoch twice)
     diagnostics assign_entropy and prototypes_used in every epoch's record if it clusters (has prototypes)
+    teacher     a momentum teacher, if it asks for one: a copy outside the optimiser, without gradients, averaged at the
+                scheduled momentum (its resume is the resume check's: the teacher is in the checkpoint)
     processes   one process = two processes (gloo, the same global batch) within the measured round-off
 
 It prints a table of the checks and exits non-zero when one fails. In a test: ``check_method("swav").passed``.
@@ -37,6 +39,7 @@ from ssl_bench.analysis.objective_checks import (  # noqa: F401  (CROP_COUNTS: o
     check_config,
     check_crops,
     check_gradients,
+    check_teacher,
     one_line,
     same_step,
 )
@@ -356,6 +359,7 @@ def check_method(name: str, processes: int = 2, workdir: str | Path | None = Non
             _timed(report, "resume", lambda: check_resume(name, work))
             _timed(report, "seed", lambda: check_seed(name, work))
             _timed(report, "diagnostics", lambda: check_diagnostics(name, work))
+            _timed(report, "teacher", lambda: check_teacher(name))
             _timed(report, "processes", lambda: check_processes(proc, work))
         finally:
             if proc is not None and proc.poll() is None:

@@ -145,3 +145,47 @@ def same_step(name: str) -> str:
         if (p.grad is None) != (q.grad is None) or (p.grad is not None and not torch.equal(p.grad, q.grad)):
             raise CheckFailed(f"the same seed gave another gradient of {k}")
     return "objective: equal loss and gradients"
+
+
+# -- the momentum teacher ----------------------------------------------------------------------------------------
+def check_teacher(name: str) -> str:
+    """For an objective that asks for a momentum teacher: the teacher is there, starts equal to the student, is left
+    out of the optimiser and gets no gradient from a step, and one update moves it to m xi + (1 - m) theta at the
+    scheduled momentum. Without a teacher: no copy exists (the objective pays nothing)."""
+    import torch
+
+    from ssl_bench.config.compose import compose
+    from ssl_bench.models.networks import momentum_at
+    from ssl_bench.training.optim import build_optimizer
+
+    _, model = _random_step(name, 2, 2)
+    if model.method.momentum_teacher() is None:
+        if getattr(model, "teacher", None) is not None:
+            raise CheckFailed("a teacher was built for an objective that asks for none")
+        return "n/a (no momentum teacher)"
+    teacher = model.teacher
+    if teacher is None:
+        raise CheckFailed("the objective asks for a momentum teacher and the model has none")
+    params = list(teacher.parameters())
+    if any(p.requires_grad or p.grad is not None for p in params):
+        raise CheckFailed("a teacher parameter requires or got a gradient")
+    optimised = {id(p) for g in build_optimizer(model, compose(["budget=smoke", f"method={name}"])).param_groups
+                 for p in g["params"]}
+    if any(id(p) in optimised for p in params):
+        raise CheckFailed("a teacher parameter is in the optimiser's groups")
+    student = [model.backbone, model.head, *(getattr(model.method, n) for n in teacher.spec.modules)]
+    before = [p.detach().clone() for p in params]
+    theirs = [p.detach().clone() for m in student for p in m.parameters()]
+    with torch.no_grad():
+        for m in student:
+            for p in m.parameters():
+                p.add_(1.0)
+    m = model.update_teacher(3, 10)
+    if m is None or abs(m - momentum_at(3, 10, teacher.spec.base_momentum)) > 1e-12:
+        raise CheckFailed(f"the teacher's momentum at step 3 of 10 was {m}")
+    worst = max(float((p - (m * b + (1 - m) * (s + 1.0))).abs().max()) for p, b, s in zip(params, before, theirs,
+                                                                                           strict=True))
+    if worst > 1e-5:
+        raise CheckFailed(f"one update is not m xi + (1 - m) theta (off by {worst:.2g})")
+    return (f"{len(params)} teacher tensors, none trained; momentum {teacher.spec.base_momentum} -> 1; evaluates the "
+            f"{teacher.spec.evaluate} by default")

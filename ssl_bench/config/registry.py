@@ -57,7 +57,7 @@ class MethodEntry:
         self.config(**OmegaConf.to_container(cfg.method))
         with torch.random.fork_rng(devices=[]):
             try:
-                build_method(cfg, cfg.head.out_dim)
+                evaluated_network(cfg, build_method(cfg, cfg.head.out_dim))
             except ConfigError:
                 raise
             except Exception as exc:  # an objective that checks with other exceptions (or not at all): one line too
@@ -168,6 +168,7 @@ def run_values(cfg: DictConfig, embed_dim: int) -> dict[str, Any]:
     """What a run can tell an objective beyond its hyperparameters; a constructor gets those it names."""
     return {
         "embed_dim": embed_dim,  # the projection head's output (head.out_dim)
+        "head_hidden_dim": int(cfg.head.hidden_dim),  # the projection head's hidden width (BYOL's predictor copies it)
         "num_global_crops": int(cfg.crops["global"].n),
         "num_local_crops": int(cfg.crops["local"].n),
         "batch_size": int(cfg.data.batch_size),  # the global batch, all processes together
@@ -186,6 +187,26 @@ def method_kwargs(cfg: DictConfig, embed_dim: int) -> dict[str, Any]:
     takes_all = any(p.kind is p.VAR_KEYWORD for p in params.values())
     run = {k: v for k, v in run_values(cfg, embed_dim).items() if takes_all or k in params}
     return {**hparams, **run}  # type: ignore[dict-item]
+
+
+def evaluated_network(cfg: DictConfig, method: Any = None) -> str:
+    """``eval.network`` resolved for a run: the key's value, else the network the objective's paper reports (its
+    momentum teacher's ``evaluate``; ``student`` without one). Checked: one of student, teacher, and teacher only
+    for an objective with a momentum teacher. ``method``: the built objective (built here when not given)."""
+    network = cfg.eval.get("network")
+    if network not in (None, "student", "teacher"):
+        raise ConfigError(f"unknown eval.network '{network}'; valid choices: student, teacher (or null: the network "
+                          "the method's paper reports)")
+    if method is None:
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            method = build_method(cfg, cfg.head.out_dim)
+    teacher = method.momentum_teacher() if hasattr(method, "momentum_teacher") else None
+    if network == "teacher" and teacher is None:
+        raise ConfigError(f"eval.network=teacher: method {cfg.method.name} has no momentum teacher (valid choice: "
+                          "student)")
+    return network or (teacher.evaluate if teacher is not None else "student")
 
 
 def build_method(cfg: DictConfig, embed_dim: int) -> Any:

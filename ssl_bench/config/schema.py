@@ -197,6 +197,9 @@ class EvalConfig:
     # Protocols run at the end of ssl_bench.run (kNN always runs there: the flat metrics.knn_top1* come from it);
     # `python -m ssl_bench.evaluate eval=...` runs any of them later. Choices: knn, linear, finetune, supervised.
     protocols: list[str] = field(default_factory=lambda: ["knn"])
+    # The network evaluated (final evaluation, random-init floor and the kNN monitor): student, or teacher for a method
+    # with a momentum teacher; null = the one the method's paper reports (its MomentumTeacher.evaluate, else student).
+    network: str | None = None
     # Each protocol is repeated per seed (subset and label-split draws, classifier init and batch order); the
     # record holds the mean and, with several seeds, the sample standard deviation (<key>_std).
     seeds: list[int] = field(default_factory=lambda: [0])

@@ -3,7 +3,8 @@ plain (torchvision-style) state_dict.
 
 Every method shares the backbone, so a checkpoint of any method loads the same way: the ``backbone.*`` entries
 of the run's ``checkpoint/model.safetensors`` (Accelerate's save of the SSLModel: ``backbone.*``, ``head.*``,
-``method.*``). A file given directly (``.safetensors``, ``.pt``, ``.pth``, ``.bin``) may hold such a full state,
+``method.*``, and ``teacher.*`` for an objective with a momentum teacher, whose backbone ``eval.network=teacher``
+reads). A file given directly (``.safetensors``, ``.pt``, ``.pth``, ``.bin``) may hold such a full state,
 a plain backbone state_dict, a torchvision classifier's (its ``fc.*`` is dropped), or either nested under
 ``state_dict`` / ``model`` and with DDP's ``module.`` prefix.
 """
@@ -45,18 +46,24 @@ def read_state(path: str | Path) -> dict[str, Tensor]:
     return {k: v for k, v in state.items() if isinstance(v, Tensor)}
 
 
-def backbone_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """The backbone's entries of a full model state (``backbone.*``) or of a plain one, without prefixes."""
+def backbone_state(state: dict[str, Tensor], network: str = "student") -> dict[str, Tensor]:
+    """The backbone's entries of a full model state (``backbone.*``, or ``teacher.backbone.*`` for ``network`` =
+    teacher: a momentum teacher's) or of a plain one, without prefixes."""
     state = {k.removeprefix("module."): v for k, v in state.items()}
+    if network == "teacher":
+        if not any(k.startswith("teacher.backbone.") for k in state):
+            raise ConfigError("eval.network=teacher: the checkpoint holds no momentum teacher (teacher.backbone.*)")
+        return {k.removeprefix("teacher.backbone."): v for k, v in state.items() if k.startswith("teacher.backbone.")}
     if any(k.startswith("backbone.") for k in state):
         state = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
     return state
 
 
-def load_backbone(backbone: nn.Module, path: str | Path) -> nn.Module:
-    """Load the backbone weights of ``path`` into ``backbone``: every backbone tensor must be there with the same
-    shape (a mismatch is one line naming the first differences)."""
-    state = backbone_state(read_state(path))
+def load_backbone(backbone: nn.Module, path: str | Path, network: str = "student") -> nn.Module:
+    """Load the backbone weights of ``path`` into ``backbone`` (the student's, or with ``network`` = teacher a
+    momentum teacher's): every backbone tensor must be there with the same shape (a mismatch is one line naming the
+    first differences)."""
+    state = backbone_state(read_state(path), network)
     own = backbone.state_dict()
     if not any(k.startswith("fc.") for k in own):  # our backbones end at the pooled features
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}

@@ -63,3 +63,14 @@ def all_gather(t: Tensor, grad: bool = False) -> Tensor:
     out = [torch.empty_like(t) for _ in range(dist.get_world_size())]
     dist.all_gather(out, t.contiguous())
     return torch.cat(out)
+
+
+def all_reduce_grad(t: Tensor) -> Tensor:
+    """The sum of ``t`` over every process, differentiable: its backward hands each process the sum of every
+    process's gradient (with DDP's gradient mean, each process then gets the gradient of the one-process loss);
+    identity on one process."""
+    if not is_distributed():
+        return t
+    import torch.distributed.nn.functional as dist_fn
+
+    return dist_fn.all_reduce(t)

@@ -215,7 +215,7 @@ def _run(cfg: DictConfig, acc: Accelerator, rid: str, run_dir: Path, epoch_callb
         t_final = time.time()
         # kNN (flat knn_top1* keys) + eval.protocols over eval.seeds, with their random-init floor (metrics.random).
         predictions: dict[str, Any] = {}  # per test image, kept beside the summary (not in it)
-        final = final_evaluation(cfg, acc, trainer.unwrapped.backbone, run_dir, trainer.num_workers,
+        final = final_evaluation(cfg, acc, trainer.evaluated, run_dir, trainer.num_workers,
                                  random_knn=read_json(baseline_path) if baseline_path.exists() else None,
                                  predictions=predictions)
         summary = _summary(cfg, acc, rid, state, final, eval_s + (time.time() - t_final))

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-METHOD_ORDER = ("swav", "simclr", "deepclusterv2", "selav2", "carl")
+METHOD_ORDER = ("swav", "simclr", "deepclusterv2", "selav2", "carl", "dino", "byol", "barlow_twins")
 
 def display(method: str) -> str:
     """The method's display name, from its registration (``@register(name, Config, display=...)``)."""

@@ -56,8 +56,9 @@ def knn_on(cfg: DictConfig, acc: Accelerator, backbone: nn.Module, pair: tuple |
 
 
 class MonitorKnn(EpochHook):
-    """``monitor_knn_top1``: the kNN top-1 (k = min(20, eval.monitor_train_subset)) on the monitor's subsets, when
-    eval.monitor_train_subset and eval.monitor_test_subset are set. Keeps the features for the online linear probe."""
+    """``monitor_knn_top1``: the kNN top-1 (k = min(20, eval.monitor_train_subset)) of the evaluated backbone
+    (eval.network) on the monitor's subsets, when eval.monitor_train_subset and eval.monitor_test_subset are set.
+    Keeps the features for the online linear probe."""
 
     def __init__(self, cfg: DictConfig, acc: Accelerator, model: nn.Module, pair: tuple | None,
                  num_workers: int) -> None:
@@ -69,8 +70,8 @@ class MonitorKnn(EpochHook):
         if not (e.monitor_train_subset and e.monitor_test_subset):
             return {}
         k = min(20, e.monitor_train_subset)
-        scores, self.features = knn_on(self.cfg, self.acc, self.model.backbone, self.pair, self.num_workers,
-                                       "monitor", [k])
+        network = self.model.network(e.get("network")) if hasattr(self.model, "network") else self.model.backbone
+        scores, self.features = knn_on(self.cfg, self.acc, network, self.pair, self.num_workers, "monitor", [k])
         return {"monitor_knn_top1": scores[f"knn_top1_k{k}"]}
 
     def take_features(self) -> Features | None:

@@ -194,6 +194,10 @@ class Trainer:
         if acc.sync_gradients:
             self.state.step += 1
             method.after_step(self.context())
+            # A momentum teacher, where the objective asked for one: its average after the step (and the objective's
+            # own after_step), at the momentum scheduled for this step.
+            if getattr(self._unwrapped, "teacher", None) is not None:
+                self._unwrapped.update_teacher(self.state.step - 1, self.total_steps)
         return loss.detach(), stats
 
     # -- the epoch's parts ---------------------------------------------------------------------------
@@ -317,9 +321,15 @@ class Trainer:
             tqdm.write(msg)
 
     def knn(self, which: str, ks: list[int] | None = None) -> dict[str, float]:
-        """kNN top-1 of the backbone on the eval pair ``which`` ("final", "monitor"); {} without that pair."""
-        return knn_on(self.cfg, self.acc, self.unwrapped.backbone, self.eval_sets.get(which), self.num_workers,
-                      which, ks)[0]
+        """kNN top-1 of the evaluated backbone (eval.network) on the eval pair ``which`` ("final", "monitor"); {}
+        without that pair."""
+        return knn_on(self.cfg, self.acc, self.evaluated, self.eval_sets.get(which), self.num_workers, which, ks)[0]
+
+    @property
+    def evaluated(self) -> torch.nn.Module:
+        """The backbone evaluation reads: eval.network's (the student's, or a momentum teacher's)."""
+        model = self.unwrapped
+        return model.network(self.cfg.eval.get("network")) if hasattr(model, "network") else model.backbone
 
     @torch.no_grad()
     def embed_dataset(self) -> tuple[torch.Tensor, torch.Tensor]:

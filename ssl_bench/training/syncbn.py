@@ -56,12 +56,15 @@ class GlobalBatchNorm(_BatchNorm):
 
 
 def convert_global_batchnorm(module: nn.Module) -> nn.Module:
-    """Replace every BatchNorm layer by a GlobalBatchNorm with the same parameters and statistics."""
+    """Replace every BatchNorm layer by a GlobalBatchNorm with the same parameters, statistics and ``requires_grad``."""
     if isinstance(module, _BatchNorm) and not isinstance(module, GlobalBatchNorm):
         new = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
                               module.track_running_stats)
         new.load_state_dict(module.state_dict())
         new.train(module.training)
+        if module.affine:  # a frozen layer stays frozen (a momentum teacher's), as torch's convert_sync_batchnorm keeps
+            new.weight.requires_grad_(module.weight.requires_grad)
+            new.bias.requires_grad_(module.bias.requires_grad)
         return new
     for name, child in module.named_children():
         setattr(module, name, convert_global_batchnorm(child))
