@@ -23,6 +23,7 @@ from typing import Any
 
 from ssl_bench.analysis.compare.planning import Plan, PlannedRun
 from ssl_bench.config.compose import ConfigError
+from ssl_bench.pipeline import gpu_budgets
 from ssl_bench.pipeline.launching import Cluster, check_scale, slurm_script
 
 STATES = ("done", "running", "queued", "failed", "missing")
@@ -146,7 +147,7 @@ def job_script(plan: Plan, run: PlannedRun, cl: Cluster, written_by: str) -> Pat
     folder = plan.out_dir.resolve() / "jobs"
     folder.mkdir(parents=True, exist_ok=True)
     shape = replace(cl, job=job_name(run))
-    about = check_scale(run.cfg, shape)
+    about = check_scale(run.cfg, shape) + gpu_budgets.lines(run.cfg, shape.processes)
     path = folder / f"{run.run_id}.sbatch"
     text = slurm_script(shape, [str(o) for o in run.cfg.overrides], about, written_by,
                         output=str(folder / f"{run.run_id}-%j.out"))
@@ -169,8 +170,10 @@ def submit(plan: Plan, keys: dict[str, Any], written_by: str, send: bool = True,
         check_scale(run.cfg, cl)
     slurm = slurm or Slurm()
     found = states(plan, slurm)
-    print("\n".join(status_lines(plan, found, cl)), flush=True)
     todo = [s for s in found if s.state in SUBMITTABLE]
+    if todo:  # before anything is submitted: a GPU budget's note and what its runs will cost
+        print("\n".join(gpu_budgets.lines(plan.runs[0].cfg, cl.processes, len(todo))), flush=True)
+    print("\n".join(status_lines(plan, found, cl)), flush=True)
     if not send or not todo:
         return found
     scripts = {id(s): job_script(plan, s.run, cl, written_by) for s in todo}  # every script before any job
