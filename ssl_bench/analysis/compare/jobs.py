@@ -14,6 +14,7 @@ runs; an interrupted run resumes from its checkpoint (every job runs with resume
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 from collections.abc import Sequence
@@ -49,7 +50,10 @@ class RunState:
 
 
 def job_name(run: PlannedRun) -> str:
-    return PREFIX + run.run_id
+    """PREFIX + the run's id, each character other than letters, digits and ``_.=+-`` as ``_``: squeue and sacct take
+    a comma-separated list of names (a run id that names two keys, ``...-epsilon=0.02,num_prototypes=300-s0-...``,
+    would be two names), and the id's configuration hash keeps the name unique."""
+    return PREFIX + re.sub(r"[^A-Za-z0-9_.=+-]", "_", run.run_id)
 
 
 def cluster(keys: dict[str, Any], run_overrides: Sequence[str] = ()) -> Cluster:
