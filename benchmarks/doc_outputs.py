@@ -18,6 +18,7 @@ temporary folder becomes ``$PWD``. Long outputs are trimmed where a page says so
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shlex
@@ -75,6 +76,15 @@ def keep(head: int, tail: int, what: str) -> Callable[[str], str]:
     return trim
 
 
+def before(marker: str, what: str) -> Callable[[str], str]:
+    """The lines before the first line starting with ``marker``, then one line saying what was trimmed."""
+    def trim(text: str) -> str:
+        lines = text.rstrip("\n").split("\n")
+        cut = next((i for i, line in enumerate(lines) if line.startswith(marker)), len(lines))
+        return "\n".join(lines[:cut] + ([f"[... trimmed: {what} ...]"] if cut < len(lines) else [])) + "\n"
+    return trim
+
+
 def until(marker: str, what: str, then: int = 1) -> Callable[[str], str]:
     """The lines before the first line starting with ``marker``, a trimmed line, then the last ``then`` lines."""
     def trim(text: str) -> str:
@@ -86,10 +96,19 @@ def until(marker: str, what: str, then: int = 1) -> Callable[[str], str]:
 
 @dataclass
 class Snippet:
-    name: str  # docs/snippets/<name>
+    name: str  # docs/snippets/<name>; "" runs the command and writes nothing (its output is not quoted)
     command: str  # as the page shows it: 'python' and 'accelerate' are this environment's; a path is read, not run
     trim: Callable[[str], str] | None = None
     exit_code: int = 0
+
+
+@dataclass
+class Wait:
+    """Not a command of the page: wait (up to ``timeout`` s) until ``ready(folder)`` holds, e.g. for background jobs."""
+
+    what: str
+    ready: Callable[[Path], bool]
+    timeout: float = 1800
 
 
 @dataclass
@@ -97,9 +116,10 @@ class Walkthrough:
     """Commands that run one after another in one fresh folder (a later one reads an earlier one's records)."""
 
     name: str
-    snippets: list[Snippet]
+    snippets: list[Snippet | Wait]
     files: dict[str, str] = field(default_factory=dict)  # folder-relative path -> docs/snippets file copied there
     env: dict[str, str] = field(default_factory=dict)  # '$PWD' is the folder
+    cleanup: Callable[[Path, dict[str, str]], None] | None = None  # always, at the end (e.g. cancel live jobs)
 
 
 PY_GROUPBY = ("from ssl_bench import api; runs = api.load('results'); "
@@ -110,6 +130,34 @@ SWEEP = ("python -m ssl_bench.sweep sweep=simclr_temperature_lr method=simclr da
          "train.num_threads=1")
 
 STUDY = "simclr_temperature_lr-simclr-fashion_mnist-smoke"
+
+# The SLURM tutorial (docs/tutorials/compare-on-a-slurm-cluster.md): the stand-ins of tests/fake_slurm run the jobs
+# here, one at a time, and the first run waits at step 6 (epoch 2, batch 2: the test hook of
+# ssl_bench.training.signals) for the page's `scancel --signal=USR1 --batch 1001`, so every status the page quotes is
+# the same on every generation.
+FAKE_SLURM = ROOT / "tests" / "fake_slurm"
+FIVE = "name=five-methods methods=[swav,simclr,deepclusterv2,selav2,carl] seeds=[0,1,2] cluster=slurm dataset=imagenet"
+CLUSTER = "dataset.root=/data/imagenet budget=imagenet_400ep nodes=8 gpus=8"
+HERE = "dataset.root=data/tiny-imagenet budget=smoke crops.global.size=64 crops.local.size=32 train.num_threads=1"
+SLURM_COMPARE = f"python -m ssl_bench.compare {FIVE} {HERE}"
+PLAN_LINE = "comparison five-methods: 15 runs (1 variant"
+NO_RUNS = "the runs and an empty table: no run has a record yet"
+
+
+def _jobs(folder: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in (folder / ".slurm").glob("*.json")]
+
+
+def _all_ended(folder: Path) -> bool:
+    jobs = _jobs(folder)
+    return bool(jobs) and all(j["state"] not in ("PENDING", "RUNNING") for j in jobs)
+
+
+def _cancel_live_jobs(folder: Path, env: dict[str, str]) -> None:
+    for job in _jobs(folder):
+        if job["state"] in ("PENDING", "RUNNING"):
+            subprocess.run([str(FAKE_SLURM / "scancel"), str(job["id"])], env=env, capture_output=True)
+
 
 WALKTHROUGHS = [
     Walkthrough("gs", [
@@ -139,7 +187,40 @@ WALKTHROUGHS = [
     ], files={"my_configs/sweep/simclr_temperature_lr.yaml": "simclr_temperature_lr.yaml",
               "my_configs/study/simclr_tuned.yaml": "simclr_tuned.yaml"},
         env={"SSL_BENCH_CONFIG_PATH": "$PWD/my_configs"}),
+    Walkthrough("sl", [
+        Snippet("sl-data.txt", "python -m benchmarks.tiny_imagenet data/tiny-imagenet"),
+        Snippet("sl-cost.txt", f"python -m ssl_bench.compare {FIVE} {CLUSTER} train=false",
+                before(PLAN_LINE, NO_RUNS)),
+        Snippet("sl-submit.txt", SLURM_COMPARE),
+        Wait("the first job at step 6", lambda f: (f / ".paused").exists()),
+        Snippet("sl-status.txt", f"{SLURM_COMPARE} train=false", before(PLAN_LINE, NO_RUNS)),
+        Snippet("", "scancel --signal=USR1 --batch 1001"),
+        Wait("every job ended", _all_ended),
+        Snippet("sl-log.txt", "grep -h -e SIGUSR1 -e 'interrupted at' -e 'resumed at' -e '^record:' "
+                              "results/compare/five-methods/jobs/swav-*-1001.out"),
+        Snippet("sl-after.txt", f"{SLURM_COMPARE} train=false", until(PLAN_LINE, "the runs and the table, below")),
+        Snippet("sl-table.md", "results/compare/five-methods/table.md"),
+    ], env={"PATH": f"{FAKE_SLURM}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "FAKE_SLURM_DIR": "$PWD/.slurm", "FAKE_SLURM_SLOTS": "1", "SSL_BENCH_PAUSE_AT_STEP": "6:$PWD/.paused"},
+        cleanup=_cancel_live_jobs),
 ]
+
+
+def _run_command(s: Snippet, folder: Path, env: dict[str, str], bin_dir: Path) -> str:
+    """The snippet's command in ``folder`` (python and accelerate are this environment's; any other command runs in
+    bash, so a glob expands as on the page), or the file it names; its output."""
+    if not s.command.startswith(("python ", "accelerate ", "ls ", "scancel ", "grep ")):  # a file the page shows
+        return (folder / s.command).read_text()
+    argv = shlex.split(s.command)
+    if argv[0] in ("python", "accelerate"):
+        argv[0] = str(bin_dir / argv[0]) if argv[0] == "accelerate" else sys.executable
+    else:
+        argv = ["bash", "-c", s.command]
+    proc = subprocess.run(argv, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=1800)
+    if proc.returncode != s.exit_code:
+        raise SystemExit(f"{s.name}: `{s.command}` exited {proc.returncode}:\n{proc.stdout[-3000:]}")
+    return proc.stdout
 
 
 def run_walkthrough(w: Walkthrough, only: str | None) -> list[tuple[Path, float]]:
@@ -154,26 +235,27 @@ def run_walkthrough(w: Walkthrough, only: str | None) -> list[tuple[Path, float]
         for dest, src in w.files.items():
             (folder / dest).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(SNIPPETS / src, folder / dest)
-        for s in w.snippets:
-            start = time.perf_counter()
-            if not s.command.startswith(("python ", "accelerate ", "ls ")):  # a file the page shows
-                out = (folder / s.command).read_text()
-            else:
-                argv = shlex.split(s.command)
-                if argv[0] in ("python", "accelerate"):
-                    argv[0] = str(bin_dir / argv[0]) if argv[0] == "accelerate" else sys.executable
-                proc = subprocess.run(argv, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      text=True, timeout=1800)
-                out = proc.stdout
-                if proc.returncode != s.exit_code:
-                    raise SystemExit(f"{s.name}: `{s.command}` exited {proc.returncode}:\n{out[-3000:]}")
-            if only and not s.name.startswith(only):
-                continue
-            text = normalise(out, folder)
-            text = s.trim(text) if s.trim else text
-            SNIPPETS.mkdir(parents=True, exist_ok=True)
-            (SNIPPETS / s.name).write_text(text if text.endswith("\n") else text + "\n")
-            written.append((SNIPPETS / s.name, time.perf_counter() - start))
+        try:
+            for s in w.snippets:
+                start = time.perf_counter()
+                if isinstance(s, Wait):
+                    end = time.monotonic() + s.timeout
+                    while not s.ready(folder):
+                        if time.monotonic() > end:
+                            raise SystemExit(f"{w.name}: timed out waiting for {s.what}")
+                        time.sleep(0.5)
+                    continue
+                out = _run_command(s, folder, env, bin_dir)
+                if not s.name or (only and not s.name.startswith(only)):
+                    continue
+                text = normalise(out, folder)
+                text = s.trim(text) if s.trim else text
+                SNIPPETS.mkdir(parents=True, exist_ok=True)
+                (SNIPPETS / s.name).write_text(text if text.endswith("\n") else text + "\n")
+                written.append((SNIPPETS / s.name, time.perf_counter() - start))
+        finally:
+            if w.cleanup is not None:
+                w.cleanup(folder, env)
     return written
 
 
@@ -183,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     start = time.perf_counter()
     for w in WALKTHROUGHS:
-        if args.only and not any(s.name.startswith(args.only) for s in w.snippets):
+        if args.only and not any(isinstance(s, Snippet) and s.name and s.name.startswith(args.only)
+                                 for s in w.snippets):
             continue
         for path, seconds in run_walkthrough(w, args.only):
             print(f"{path.relative_to(ROOT)} ({seconds:.0f} s)")

@@ -12,10 +12,12 @@ batch, and the lr is the configured one for that global batch (never rescaled; i
 from __future__ import annotations
 
 import shlex
+import sys
 
 from ssl_bench.config.cli import guarded, leave
 from ssl_bench.config.compose import ConfigError, compose
 from ssl_bench.config.overrides import Command, Key, help_requested
+from ssl_bench.pipeline import gpu_budgets
 from ssl_bench.pipeline.launching import (  # noqa: F401  (the names ssl_bench.launch has always had)
     ENTRIES,
     Cluster,
@@ -98,7 +100,11 @@ def main(argv: list[str]) -> int:
     else:
         cfg = compose(overrides)
     about = check_scale(cfg, cl)
+    gpu = gpu_budgets.lines(cfg, cl.processes)  # a GPU budget: the note that it is untried here, the GPU hours
+    about += gpu
     if cl.slurm:
+        if gpu:  # the script goes to stdout (a file, usually): the same lines on the terminal too
+            print("\n".join(gpu), file=sys.stderr)
         shown = argv if sweep is None else ["storage=$STORAGE" if a.startswith("storage=") else a for a in argv]
         print(slurm_script(cl, overrides, about, "python -m ssl_bench.launch " + shlex.join(shown), sweep), end="")
         return 0

@@ -116,6 +116,19 @@ def test_status_and_only_missing_or_failed_runs_resubmitted(slurm, monkeypatch, 
     assert "resume=true" in script and "scontrol requeue" in script
 
 
+def test_a_run_id_with_a_comma_is_found_by_its_job(slurm, monkeypatch, capsys):
+    """A run whose id names two keys (``...-final_lr=0.001,lr=0.04-s0-...``): its job's name has no comma, so squeue's
+    and sacct's comma-separated --name lists find it (it was reported missing and submitted again)."""
+    monkeypatch.setenv("FAKE_SLURM_SLOTS", "0")
+    extra = ("optim.lr=0.04", "optim.final_lr=0.001")
+    rc, out, _ = submit(capsys, *extra)
+    assert rc == 0 and out.count("submitted ") == 4
+    assert not any("," in j["name"] for j in jobs(slurm))
+    rc, out, _ = submit(capsys, *extra)
+    assert rc == 0 and "submitted" not in out and set(states(out).values()) == {"queued"}
+    assert "lr=0.04" in out and "," in out  # the run ids keep their comma; the job names do not
+
+
 def wait_for(what, timeout: float = 300, every: float = 0.5):
     end = time.monotonic() + timeout
     while time.monotonic() < end:

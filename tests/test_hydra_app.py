@@ -82,7 +82,7 @@ def test_multirun_grid_writes_one_ordinary_record_per_job_and_nothing_else(tmp_p
     (["--cfg", "nope"], "invalid choice: 'nope'"),
     (["-m", "seed=0,1", "--cfg", "job"], "only one of --run, --multirun, --cfg"),
     (["eval=linear"], "eval is a section of keys, not a value; set one of them (eval.protocols"),
-    (["+method_budget=nope"], "Could not find 'method_budget/nope'; valid choices: carl_carl_cifar10, "),
+    (["+method_budget=nope"], "Could not find 'method_budget/nope'; valid choices: barlow_twins_carl_cifar10, "),
     (["~method"], "'~method': every run needs a method; choose one with method=<option> (valid choices: barlow_twins"),
     (["-m", "seed=0,1", "output_dir=/dev/null/runs"], "output_dir=/dev/null/runs: /dev/null is a file, not a folder"),
 ])

@@ -76,7 +76,7 @@ def test_queue_per_process_is_printed(capsys):
     (["nodes=two"], "nodes=two: expected an integer"),
     (["nodes=2", "gpus=1"], "nodes=2 needs address=HOST"),
     (["entry=sweep", "n_trials=x", "nodes=2", "address=h", "slurm=maybe"], "slurm=maybe: expected true or false"),
-    (["method=byol"], "unknown method 'byol'"),
+    (["method=moco"], "unknown method 'moco'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, argv, message):
     assert guarded(main, argv) == 2

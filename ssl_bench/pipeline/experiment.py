@@ -32,6 +32,7 @@ from ssl_bench.evaluation.predictions import write_predictions
 from ssl_bench.evaluation.protocols import baseline_file, cache_tag, read_baselines
 from ssl_bench.methods.base import build_method
 from ssl_bench.models.networks import ProjectionHead, SSLModel, build_backbone
+from ssl_bench.pipeline import gpu_budgets
 from ssl_bench.records.identity import configuration_id
 from ssl_bench.records.io import (
     below_floor,
@@ -203,7 +204,8 @@ def _run(cfg: DictConfig, acc: Accelerator, rid: str, run_dir: Path, epoch_callb
         f"  {n} process(es) on {acc.device}, {torch.get_num_threads()} threads, {trainer.num_workers} loader workers "
         f"each, {backend} multi-crop, precision {acc.mixed_precision} ({source})\n"
         f"  config: {run_dir}/config.yaml" + ("" if cfg.print_config else " (print_config=true prints it)")
-        + (f"\n  resumed at epoch {trainer.state.epoch + 1}, batch {trainer.state.batch}" if resumed else ""))
+        + (f"\n  resumed at epoch {trainer.state.epoch + 1}, batch {trainer.state.batch}" if resumed else "")
+        + (f"\n  note: {untried}" if (untried := gpu_budgets.note(cfg)) else ""))
     # Ctrl-C / SIGTERM outside the training loop (which checkpoints and stops itself): one line, exit 130.
     with StopOnSignal("interrupted before training (the random-init baseline); nothing was trained") as stop:
         baseline_path = run_dir / "baseline.json"

@@ -14,6 +14,7 @@ runs; an interrupted run resumes from its checkpoint (every job runs with resume
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ from typing import Any
 
 from ssl_bench.analysis.compare.planning import Plan, PlannedRun
 from ssl_bench.config.compose import ConfigError
+from ssl_bench.pipeline import gpu_budgets
 from ssl_bench.pipeline.launching import Cluster, check_scale, slurm_script
 
 STATES = ("done", "running", "queued", "failed", "missing")
@@ -48,7 +50,10 @@ class RunState:
 
 
 def job_name(run: PlannedRun) -> str:
-    return PREFIX + run.run_id
+    """PREFIX + the run's id, each character other than letters, digits and ``_.=+-`` as ``_``: squeue and sacct take
+    a comma-separated list of names (a run id that names two keys, ``...-epsilon=0.02,num_prototypes=300-s0-...``,
+    would be two names), and the id's configuration hash keeps the name unique."""
+    return PREFIX + re.sub(r"[^A-Za-z0-9_.=+-]", "_", run.run_id)
 
 
 def cluster(keys: dict[str, Any], run_overrides: Sequence[str] = ()) -> Cluster:
@@ -146,7 +151,7 @@ def job_script(plan: Plan, run: PlannedRun, cl: Cluster, written_by: str) -> Pat
     folder = plan.out_dir.resolve() / "jobs"
     folder.mkdir(parents=True, exist_ok=True)
     shape = replace(cl, job=job_name(run))
-    about = check_scale(run.cfg, shape)
+    about = check_scale(run.cfg, shape) + gpu_budgets.lines(run.cfg, shape.processes)
     path = folder / f"{run.run_id}.sbatch"
     text = slurm_script(shape, [str(o) for o in run.cfg.overrides], about, written_by,
                         output=str(folder / f"{run.run_id}-%j.out"))
@@ -169,8 +174,10 @@ def submit(plan: Plan, keys: dict[str, Any], written_by: str, send: bool = True,
         check_scale(run.cfg, cl)
     slurm = slurm or Slurm()
     found = states(plan, slurm)
-    print("\n".join(status_lines(plan, found, cl)), flush=True)
     todo = [s for s in found if s.state in SUBMITTABLE]
+    if todo:  # before anything is submitted: a GPU budget's note and what its runs will cost
+        print("\n".join(gpu_budgets.lines(plan.runs[0].cfg, cl.processes, len(todo))), flush=True)
+    print("\n".join(status_lines(plan, found, cl)), flush=True)
     if not send or not todo:
         return found
     scripts = {id(s): job_script(plan, s.run, cl, written_by) for s in todo}  # every script before any job
