@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -58,6 +59,43 @@ def sigterm_at_step(monkeypatch):
         return lambda: monkeypatch.setattr(Trainer, "train_step", real_step)
 
     return arm
+
+
+@pytest.fixture
+def stopped_and_resumed(sigterm_at_step):
+    """``check(compose, tmp_path, overrides, step)``: trains the run uninterrupted (in tmp_path/full), then again with
+    SIGTERM after ``step`` steps and a resume (tmp_path/cut); asserts the two end with equal checkpoint tensors and
+    equal per-epoch numbers (timings aside) and returns both checkpoints' tensors (cut, full) for more checks."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from ssl_bench.pipeline.experiment import run_experiment
+    from ssl_bench.records.identity import run_id
+    from ssl_bench.training.loop import TrainingStopped
+
+    def check(compose, tmp_path, overrides, step):
+        run_experiment(compose(tmp_path / "full", *overrides))
+        cfg = compose(tmp_path / "cut", *overrides)
+        disarm = sigterm_at_step(step)
+        with pytest.raises(TrainingStopped):
+            run_experiment(cfg)
+        disarm()
+        run_experiment(compose(tmp_path / "cut", *overrides, "resume=true"))
+        cut, full = (load_file(tmp_path / d / run_id(cfg) / "checkpoint" / "model.safetensors")
+                     for d in ("cut", "full"))
+        assert cut.keys() == full.keys()
+        for k in cut:
+            assert torch.equal(cut[k], full[k]), k
+        rows = [[json.loads(line) for line in (tmp_path / d / run_id(cfg) / "metrics.jsonl").read_text().splitlines()]
+                for d in ("full", "cut")]
+        assert len(rows[0]) == len(rows[1])
+        for x, y in zip(*rows, strict=True):  # every epoch's numbers, the interrupted epoch's mean loss included
+            assert {k: v for k, v in x.items() if not k.endswith(("_s", "per_s"))} == \
+                   {k: v for k, v in y.items() if not k.endswith(("_s", "per_s"))}
+        return cut, full
+
+    return check
 
 
 def assert_cli_error(module: str, *args: str, starts: str) -> None:
