@@ -286,6 +286,24 @@ def test_kill_inside_a_checkpoint_write_then_resume_gives_the_uninterrupted_weig
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("method", ["dino", "byol", "barlow_twins"])
+def test_kill_9_then_resume_gives_the_uninterrupted_run_for_each_newer_objective(tmp_path, method):
+    """kill -9 inside the second checkpoint's write of DINO, BYOL and Barlow Twins: the resumed run ends with the
+    uninterrupted run's tensors, the momentum teacher and DINO's centre included (they live in the checkpoint)."""
+    full, out = tmp_path / "full" / "runs", tmp_path / "cut" / "runs"
+    for d in (full, out):
+        d.mkdir(parents=True)
+    assert run_cli(full, f"method={method}").returncode == 0
+    assert run_cli(out, f"method={method}", env={"SSL_BENCH_DIE_IN_CHECKPOINT": "after_state:2"}).returncode == 137
+    resumed = run_cli(out, f"method={method}", "resume=true")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed at epoch 2" in resumed.stdout
+    cut = weights(out)
+    assert any(k.startswith("teacher.") for k in cut) == (method != "barlow_twins")
+    assert_same(cut, weights(full))
+
+
+@pytest.mark.slow
 def test_a_damaged_latest_checkpoint_resumes_from_the_previous_one_or_says_none_is_usable(tmp_path, uninterrupted):
     out = tmp_path / "runs"
     out.mkdir()

@@ -163,11 +163,14 @@ def test_smoke_run_finishes_with_finite_loss(tmp_path, name):
         assert not torch.equal(weights[k], weights[f"teacher.{k}"])
 
 
-def test_dino_stopped_and_resumed_equals_the_uninterrupted_run(tmp_path, stopped_and_resumed):
-    """SIGTERM mid-epoch 1 of 2: the teacher, the centre and the epoch (teacher temperature) come back from the
+@pytest.mark.parametrize("name", NEW)
+def test_stopped_mid_epoch_and_resumed_equals_the_uninterrupted_run(tmp_path, stopped_and_resumed, name):
+    """SIGTERM mid-epoch 1 of 2: the teacher, DINO's centre and its epoch (teacher temperature) come back from the
     checkpoint, and the resumed run ends with the uninterrupted run's tensors (teacher included) and numbers."""
-    cut, _ = stopped_and_resumed(smoke, tmp_path, ["method=dino", "eval.monitor_train_subset=0", "health.samples=0"], 3)
-    assert "teacher.tail.0.weight" in cut and "method.center" in cut
+    cut, _ = stopped_and_resumed(smoke, tmp_path, [f"method={name}", "eval.monitor_train_subset=0", "health.samples=0"],
+                                 3)
+    assert ("teacher.backbone.features.0.0.weight" in cut) == (name != "barlow_twins")
+    assert ("method.center" in cut) == (name == "dino")
 
 
 def test_evaluating_a_dino_run_later_reads_the_teacher_by_default(tmp_path):
