@@ -3,10 +3,10 @@ ICCV 2021).
 
 The loss and its equation: :class:`DINO` (an ``nn.Module`` usable in any PyTorch loop).
 
-Paper defaults (Sec. 3.1, App. A/B of the paper): K = 65536 output dimensions, student temperature 0.1, teacher
+Paper defaults (Sec. 3.1-3.2, App. C-D of the paper): K = 65536 output dimensions, student temperature 0.1, teacher
 temperature with a linear warm-up from 0.04 to 0.07 over the first 30 epochs, centre momentum m = 0.9, teacher
-momentum 0.996 -> 1 on a cosine schedule, the last layer frozen during the first epoch; the teacher is what the paper
-evaluates (``eval.network`` defaults to ``teacher``).
+momentum 0.996 -> 1 on a cosine schedule; the last layer frozen during the first epoch (the reference code,
+main_dino.py); the teacher is what the paper evaluates (``eval.network`` defaults to ``teacher``).
 
 Choices the paper leaves open, or that the shared loop fixes:
 - The DINO head is the shared projection head (its MLP; ``head.out_dim`` is the bottleneck) followed by this

@@ -55,15 +55,17 @@ def test_every_gpu_budget_yaml_carries_the_note(budget):
 @pytest.mark.parametrize("budget", list(GPU_BUDGETS))
 @pytest.mark.parametrize("method", group_options("method"))
 def test_every_method_x_gpu_budget_has_its_settings_file_with_a_source_on_every_value(method, budget):
-    """A file for every pair: each value it sets names its source (a paper and where in it); a file that sets nothing
-    says why (no paper gives settings for the pair) and that the suite default is kept."""
+    """A file for every pair: each value it sets names its source (a paper and where in it, or the authors' reference
+    code: repository, file and argument); a file that sets nothing says why (no paper gives settings for the pair) and
+    that the suite default is kept."""
     path = EXPERIMENTS / "method_budget" / f"{method}_{budget}.yaml"
     lines = path.read_text().splitlines()
     assert lines[0] == "# @package method"
     values = [line for line in lines if re.match(r"^[a-z_]+:", line)]
     for line in values:
         comment = line.partition("#")[2]
-        assert re.search(r"(SwAV|CARL) paper, (App\. |Sec\. )?[A-Z0-9]", comment), f"{path.name}: {line}"
+        assert re.search(r"(SwAV|CARL|DINO|BYOL|Barlow Twins) paper, (App\. |Sec\. )?[A-Z0-9]"
+                         r"|[\w-]+/[\w-]+ [\w/]+\.py --\w+", comment), f"{path.name}: {line}"
     if not values:
         text = " ".join(lines)
         assert "no paper gives" in text or "gives no" in text, path.name
@@ -80,6 +82,11 @@ def test_every_method_x_gpu_budget_has_its_settings_file_with_a_source_on_every_
     ("swav", "imagenet_bs256", "queue_length", 3840),  # SwAV A.6
     ("carl", "imagenet_400ep", "num_prototypes", 3000),  # CARL A.4 (downsampled ImageNet)
     ("carl", "cifar_200ep", "lambda_end", 1.5),  # CARL Sec. 4.2
+    ("dino", "imagenet_800ep", "warmup_teacher_temp_epochs", 30),  # DINO paper, Sec. 3.2: the first 30 epochs
+    ("dino", "carl_cifar10", "base_momentum", 0.9995),  # main_dino.py --momentum_teacher: 0.9995 at batch 256
+    ("byol", "imagenet_400ep", "base_momentum", 0.996),  # BYOL paper, Sec. 3.3 (batch 4096)
+    ("byol", "imagenet_bs256", "base_momentum", 0.9995),  # BYOL paper, App. G (its smaller batch, 512)
+    ("barlow_twins", "carl_stl10", "lambda_param", 5.0e-3),  # Barlow Twins paper, Sec. 2.2
 ])
 def test_method_budget_values_are_the_papers(method, budget, key, value):
     assert compose([f"method={method}", f"budget={budget}", f"dataset={dataset(budget)}"]).method[key] == value
