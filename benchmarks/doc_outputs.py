@@ -5,6 +5,9 @@ output goes to ``docs/snippets/<name>.txt`` (or ``.md``), which the page include
     .venv/bin/python -m benchmarks.doc_outputs              # all of them (a few minutes on 2 cores)
     .venv/bin/python -m benchmarks.doc_outputs --only gs    # the snippets whose name starts with 'gs'
 
+``--only`` runs only the walkthroughs that write such a snippet (each walkthrough's names share its prefix: ``gs``,
+``cmp``, ``sw``, ``sl``, ``in``), and writes only those snippets.
+
 Run it from the repository root with ``PYTHONPATH=.`` (the commands import this checkout). Every run is pinned to one
 thread (``train.num_threads=1`` on the page's command, and ``OMP_NUM_THREADS=1``), so a run's numbers are those of
 this code on this kernel path (see ``python -m ssl_bench.reference verify``): a snippet changes when the code does.
@@ -23,6 +26,8 @@ import os
 import re
 import shlex
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -85,6 +90,15 @@ def before(marker: str, what: str) -> Callable[[str], str]:
     return trim
 
 
+def after(marker: str, what: str) -> Callable[[str], str]:
+    """One line saying what was trimmed, then the lines after the first line starting with ``marker``."""
+    def trim(text: str) -> str:
+        lines = text.rstrip("\n").split("\n")
+        cut = next((i for i, line in enumerate(lines) if line.startswith(marker)), None)
+        return text if cut is None else "\n".join([f"[... trimmed: {what} ...]"] + lines[cut + 1:]) + "\n"
+    return trim
+
+
 def until(marker: str, what: str, then: int = 1) -> Callable[[str], str]:
     """The lines before the first line starting with ``marker``, a trimmed line, then the last ``then`` lines."""
     def trim(text: str) -> str:
@@ -97,7 +111,9 @@ def until(marker: str, what: str, then: int = 1) -> Callable[[str], str]:
 @dataclass
 class Snippet:
     name: str  # docs/snippets/<name>; "" runs the command and writes nothing (its output is not quoted)
-    command: str  # as the page shows it: 'python' and 'accelerate' are this environment's; a path is read, not run
+    # As the page shows it ('python' and 'accelerate' are this environment's), one or more lines run by bash -e; a
+    # path (no blank in it) is a file the page shows: it is read, not run.
+    command: str
     trim: Callable[[str], str] | None = None
     exit_code: int = 0
 
@@ -142,6 +158,65 @@ HERE = "dataset.root=data/tiny-imagenet budget=smoke crops.global.size=64 crops.
 SLURM_COMPARE = f"python -m ssl_bench.compare {FIVE} {HERE}"
 PLAN_LINE = "comparison five-methods: 15 runs (1 variant"
 NO_RUNS = "the runs and an empty table: no run has a record yet"
+
+
+# The ImageNet tutorial (docs/tutorials/imagenet-on-n-nodes.md): what prepares a cluster run (configs, launch lines, an
+# sbatch script) runs with ImageNet's real paths; the 2-node stand-in runs both launchers on this machine (machine 1's
+# in the background) on the tiny ImageNet-shaped folder; the SIGTERM stop comes at a known step (the test hook of
+# ssl_bench.training.signals holds the run there until the page's `kill -TERM`), so the stopped and resumed outputs
+# are the same on every generation. Only the 40-epoch run reaches that step.
+IN_400 = "method=swav budget=imagenet_400ep dataset=imagenet dataset.root=/data/imagenet"
+IN_STANDIN = ("method=swav budget=smoke dataset=imagenet dataset.root=data/tiny-imagenet dataset.num_classes=10 "
+              "crops.global.size=64 crops.local.size=32 train.num_threads=1")
+IN_PORT = 29556
+
+
+def _in_machine(rank: int) -> str:
+    """Machine ``rank``'s line of the 2-node stand-in, as ``ssl_bench.launch`` prints it (tests/test_docs.py checks)."""
+    return (f"accelerate launch -q --multi_gpu --num_machines 2 --num_processes 2 --machine_rank {rank} "
+            f"--main_process_ip 127.0.0.1 --main_process_port {IN_PORT} --rdzv_backend static --same_network "
+            f"-m ssl_bench.run {IN_STANDIN}")
+
+
+IN_TWO_NODES = "\n".join(["export ACCELERATE_USE_CPU=1", f"{_in_machine(1)} > machine1.log 2>&1 &", _in_machine(0),
+                          "wait"])
+IN_STOP_RUN = ("python -m ssl_bench.run method=swav dataset=fashion_mnist budget=smoke train.epochs=40 "
+               "train.num_threads=1")
+IN_PAUSE_STEP = 70  # epoch 18 of 40 (4 steps each), batch 2
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie does not): Linux's /proc."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def _background_pid(folder: Path) -> int | None:
+    pid = folder / "swav-40.pid"
+    return int(pid.read_text()) if pid.is_file() else None
+
+
+def _stopped(folder: Path) -> bool:
+    log, pid = folder / "swav-40.log", _background_pid(folder)
+    return log.is_file() and "continue with resume=true" in log.read_text() and pid is not None and not _alive(pid)
+
+
+def _stop_background_run(folder: Path, env: dict[str, str]) -> None:
+    pid = _background_pid(folder)
+    if pid is not None and _alive(pid):
+        os.kill(pid, signal.SIGTERM)
 
 
 def _jobs(folder: Path) -> list[dict]:
@@ -203,19 +278,58 @@ WALKTHROUGHS = [
     ], env={"PATH": f"{FAKE_SLURM}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             "FAKE_SLURM_DIR": "$PWD/.slurm", "FAKE_SLURM_SLOTS": "1", "SSL_BENCH_PAUSE_AT_STEP": "6:$PWD/.paused"},
         cleanup=_cancel_live_jobs),
+    Walkthrough("in", [
+        Snippet("in-no-root.txt", "python -m ssl_bench.run method=swav dataset=imagenet budget=imagenet_400ep",
+                exit_code=2),
+        Snippet("in-cfg-train.txt", "python -m ssl_bench.run --cfg job -p train method=swav dataset=imagenet "
+                                    "budget=imagenet_400ep dataset.root=/data/imagenet",
+                until("max_steps_per_epoch:", "the keys at their defaults")),
+        Snippet("in-launch-4x8.txt", f"python -m ssl_bench.launch nodes=4 gpus=8 address=10.0.0.1 port=29500 {IN_400}",
+                before("# machine 2", "machines 2 and 3, the same with their --machine_rank")),
+        Snippet("in-launch-3x8.txt", f"python -m ssl_bench.launch nodes=3 gpus=8 address=h {IN_400}", exit_code=2),
+        Snippet("in-launch-bs256.txt", "python -m ssl_bench.launch nodes=1 gpus=4 method=swav budget=imagenet_bs256 "
+                                       "dataset=imagenet dataset.root=/data/imagenet"),
+        Snippet("in-data.txt", "python -m benchmarks.tiny_imagenet data/tiny-imagenet"),
+        Snippet("in-launch-2x1.txt", f"python -m ssl_bench.launch nodes=2 gpus=1 address=127.0.0.1 port={IN_PORT} "
+                                     f"{IN_STANDIN}"),
+        Wait(f"port {IN_PORT} free", lambda f: _port_free(IN_PORT), timeout=120),
+        Snippet("in-machine0.txt", IN_TWO_NODES,
+                after("To avoid this warning", "Accelerate's note on the launch values it defaulted, 4 lines")),
+        Snippet("in-machine1.txt", "machine1.log"),
+        Snippet("", "python -m ssl_bench.launch nodes=4 gpus=8 slurm=true job=swav-in1k partition=gpu time=48:00:00 "
+                    f"{IN_400} > swav.sbatch"),
+        Snippet("in-sbatch.txt", "swav.sbatch"),
+        Snippet("", "bash -n swav.sbatch"),
+        Snippet("", f"{IN_STOP_RUN} > swav-40.log 2>&1 &\necho $! > swav-40.pid"),
+        Wait(f"the 40-epoch run at step {IN_PAUSE_STEP}", lambda f: (f / ".paused").exists(), timeout=600),
+        Snippet("", "kill -TERM $(cat swav-40.pid)"),
+        Wait("the 40-epoch run stopped", _stopped, timeout=300),
+        Snippet("in-stop.txt", "tail -n 2 swav-40.log"),
+        Snippet("in-resume.txt", f"{IN_STOP_RUN} resume=true",
+                until("epoch=18 ", "epochs 18 to 39 and the final evaluation")),
+    ], env={"SSL_BENCH_PAUSE_AT_STEP": f"{IN_PAUSE_STEP}:$PWD/.paused"}, cleanup=_stop_background_run),
 ]
 
 
+def _shell(command: str) -> bool:
+    """Whether the command needs a shell: several lines, or an operator outside quotes (``>``, ``&``, ``;``, ``|``)."""
+    lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    return "\n" in command.strip() or any(set(tok) <= set("();<>|&") for tok in lexer)
+
+
 def _run_command(s: Snippet, folder: Path, env: dict[str, str], bin_dir: Path) -> str:
-    """The snippet's command in ``folder`` (python and accelerate are this environment's; any other command runs in
-    bash, so a glob expands as on the page), or the file it names; its output."""
-    if not s.command.startswith(("python ", "accelerate ", "ls ", "scancel ", "grep ")):  # a file the page shows
+    """The snippet's command in ``folder``, or the file it names; its output. A lone ``python`` or ``accelerate``
+    command runs as itself (this environment's); any other runs in ``bash -e`` with this environment first on PATH,
+    so a glob, a redirection or a background job works as on the page, and a failing line stops it."""
+    if not re.search(r"\s", s.command.strip()):  # a file the page shows
         return (folder / s.command).read_text()
     argv = shlex.split(s.command)
-    if argv[0] in ("python", "accelerate"):
+    if argv[0] in ("python", "accelerate") and not _shell(s.command):
         argv[0] = str(bin_dir / argv[0]) if argv[0] == "accelerate" else sys.executable
     else:
-        argv = ["bash", "-c", s.command]
+        argv = ["bash", "-e", "-c", s.command]
+        env = {**env, "PATH": f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"}
     proc = subprocess.run(argv, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, timeout=1800)
     if proc.returncode != s.exit_code:
