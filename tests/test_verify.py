@@ -124,3 +124,30 @@ def test_the_shipped_sample_reproduces_with_todays_code(tmp_path):
     bad = [c for c in checks if c.status != verify.REPRODUCES]
     assert not bad, ("today's code does not reproduce the shipped records " + "; ".join(c.line() for c in bad)
                      + ": run `python -m ssl_bench.reference verify` and retrain the stale ones")
+
+
+def test_coverage_counts_an_entry_checked_at_a_later_commit_of_docs_only_as_current(tmp_path):
+    """The current code state is the training code's last commit: an entry checked at any commit since (docs, tests)
+    is current; one checked before the training code last changed is at an older state."""
+    import subprocess
+
+    from ssl_bench.pipeline.experiment import TRAINING_CODE, training_commit
+
+    log = subprocess.run(["git", "log", "-2", "--format=%h", "--", *TRAINING_CODE], capture_output=True, text=True,
+                         check=True).stdout.split()
+    if len(log) < 2:
+        pytest.skip("needs a checkout with history")
+    last, before = log
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    assert training_commit("HEAD") == training_commit(head) == last and training_commit(before) == before
+    for name in ("a", "b", "c"):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / "summary.json").write_text("{}")
+    entry = {"status": verify.REPRODUCES, "exact": True, "kernel": kernel_path(), "clean": True}
+    (tmp_path / "verification.json").write_text(json.dumps({"records": {
+        "a": {**entry, "checked_with": last}, "b": {**entry, "checked_with": before}}}))
+    line = verify.coverage_line(tmp_path, commit=head)
+    assert line.startswith("1 of 3 records verified at the current code state") and f"as of {last}" in line or \
+        (head == last and line.startswith(f"1 of 3 records verified at the current code state ({head})"))
+    assert "1 at older states, 1 not reproducing or never checked" in line

@@ -98,7 +98,8 @@ def ledger_line(reference: Path) -> str:
             f"records reproduce their first epoch ({exact} exactly, {len(ok) - exact} approximately), checked at "
             f"{states} code state{'s' if states != 1 else ''}"
             + "".join(f", {k} {s}" for s, k in sorted(other.items())) + f", {never} never checked; "
-            "`python -m ssl_bench.reference verify` prints which of them were checked at today's commit.")
+            "`python -m ssl_bench.reference verify` prints which of them were checked at the current code state (the "
+            "training code's last commit).")
 
 
 def headline(tables: list[tuple[str, pd.DataFrame, Path]], evs: list[Any], reference: Path) -> str:

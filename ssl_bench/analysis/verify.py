@@ -280,17 +280,20 @@ def coverage_line(reference: Path, commit: str | None = None) -> str:
     """'N of M records verified at the current code state (<commit>), K at older states, J never; E of them exact
     on this kernel path': what the ledger proves about today's code."""
     from ssl_bench.common.kernels import kernel_path
-    from ssl_bench.pipeline.experiment import code_state
+    from ssl_bench.pipeline.experiment import code_state, training_commit
 
     state = code_state()
     commit = commit or state.get("git", "?")
     entries = read_ledger(reference)
     names = [d.name for d in record_dirs(ResultsLayout(reference).runs)]
     ok = [entries[n] for n in names if entries.get(n, {}).get("status") == REPRODUCES]
-    now = [e for e in ok if e.get("checked_with") == commit and e.get("clean") is not False]
+    # The code state is the training code's last commit, so a later commit of docs or tests keeps the entries current.
+    code = {c: training_commit(c) or c for c in {commit, *(e.get("checked_with") for e in ok)} if c}
+    now = [e for e in ok if code.get(e.get("checked_with")) == code[commit] and e.get("clean") is not False]
     exact_here = [e for e in now if e.get("exact") and e.get("kernel") == kernel_path()]
-    dirty = "" if state.get("git_clean") is not False else " (the training code has uncommitted changes)"
-    return (f"{len(now)} of {len(names)} records verified at the current code state ({commit}{dirty}), "
+    dirty = "" if state.get("git_clean") is not False else "; the training code has uncommitted changes"
+    since = f"{commit}, training code as of {code[commit]}" if code[commit] != commit else commit
+    return (f"{len(now)} of {len(names)} records verified at the current code state ({since}{dirty}), "
             f"{len(ok) - len(now)} at older states, {len(names) - len(ok)} not reproducing or never checked; "
             f"{len(exact_here)} of the current ones exactly on this kernel path")
 

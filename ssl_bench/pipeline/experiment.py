@@ -89,6 +89,19 @@ def code_state() -> dict[str, Any]:
     return {"git": commit, "git_clean": not dirty}
 
 
+def training_commit(rev: str = "HEAD") -> str | None:
+    """The last commit at or before ``rev`` that changed the training code (TRAINING_CODE): two commits with the same
+    one train the same way, so a record verified at either is verified at both (a commit of docs or tests moves
+    nothing). None outside a git checkout or for an unknown ``rev``."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        out = subprocess.run(["git", "log", "-1", "--format=%h", rev, "--", *TRAINING_CODE], capture_output=True,
+                             text=True, cwd=root, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out or None
+
+
 def build_model(cfg: DictConfig) -> SSLModel:
     backbone = build_backbone(cfg)
     head = ProjectionHead(backbone.out_dim, cfg.head.hidden_dim, cfg.head.out_dim)
