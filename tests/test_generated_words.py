@@ -123,3 +123,20 @@ def test_the_claims_header_describes_the_records_it_reads(tmp_path):
                                                                                  summaries={0: {"budget": "demo"}})})])
     assert "batch 64" in one and "varies" not in one
     assert records_caption([]) == "No records yet."
+
+
+def test_the_headline_counts_predictions_beside_its_table_from_any_folder(tmp_path, monkeypatch):
+    """runs.csv's paths are relative to where the table was written; the headline reads the records beside the table
+    (<reference>/runs/<run id>), so a copy of the reference counted from elsewhere says what its caption says."""
+    src = REFERENCE_DIR / "compare" / "methods-fashion_mnist-demo"
+    ref = tmp_path / "ref"
+    (ref / "compare" / src.name).mkdir(parents=True)
+    shutil.copy(src / "runs.csv", ref / "compare" / src.name / "runs.csv")
+    runs = pd.read_csv(src / "runs.csv")
+    for rid in runs["run_id"][:3]:
+        (ref / "runs" / rid).mkdir(parents=True)
+    (ref / "runs" / runs["run_id"][0] / "predictions.npz").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)  # where the shipped runs.csv paths lead nowhere
+    table = pd.read_csv(src / "table.csv", dtype=str, keep_default_na=False)
+    line = hl.table_lines(src.name, table, ref / "compare" / src.name / "runs.csv")[0]
+    assert f"{len(runs)} records, 1 of them with per-test-image predictions" in line

@@ -44,7 +44,11 @@ def table_lines(name: str, table: pd.DataFrame, runs_csv: Path) -> list[str]:
         lines.append(f"  - {family} (n = {n} seeds per comparison): {counts(ds)}")
     runs = pd.read_csv(runs_csv)
     done = runs[runs["status"].isin(DONE)]
-    kept = sum(has_predictions(p) for p in done["path"])
+    # The records beside this table (<reference>/runs/<run id>), not its runs.csv paths, which are relative to the
+    # folder the table was written from (another one with SSL_BENCH_REFERENCE set to a copy).
+    folder = runs_csv.parents[2] / "runs"
+    kept = sum(has_predictions(folder / r if (folder / r).is_dir() else p) for r, p in zip(done["run_id"], done["path"],
+                                                                                           strict=True))
     return [f"- `{name}`: {len(done)} records, {kept} of them with per-test-image predictions; "
             f"verdicts per family:", *lines]
 
