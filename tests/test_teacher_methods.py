@@ -4,6 +4,7 @@ stop-and-resume equal to an uninterrupted run."""
 
 import copy
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -199,3 +200,15 @@ def test_global_batch_norm_keeps_the_teacher_frozen():
     model = convert_global_batchnorm(build_model(compose(["method=byol", "budget=smoke"])))
     assert not any(p.requires_grad for p in model.teacher.parameters())
     assert all(p.requires_grad for p in model.backbone.parameters())
+
+
+def test_the_loop_names_no_method():
+    """Method-agnostic: the training loop's source (code, comments and docstrings) names no registered objective, so
+    a method's behaviour can only come from its own file."""
+    import ssl_bench.training.loop as loop
+    from ssl_bench.methods import registry
+
+    text = Path(loop.__file__).read_text().lower()
+    names = {n.lower() for n in registry()} | {"swav", "simclr", "deepcluster", "sela", "barlow", "carl", "dino",
+                                                "byol"}
+    assert len(registry()) >= 8 and not [n for n in names if n in text]

@@ -335,9 +335,9 @@ class Trainer:
     def embed_dataset(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Dataset indices [N] and head projections z [N, D] (float32, CPU, dataset order) of the whole
         pretraining set on the deterministic eval view, for memory banks. As the training forward (and the
-        SwAV reference's memory initialisation): batches of data.batch_size with batch-statistics BN (at
-        random init, eval-mode BN maps every image to nearly the same z); the running statistics are
-        restored afterwards. The set is padded by wrap-around to whole batches (no tiny last batch for
+        memory initialisation of the clustering papers' reference code): batches of data.batch_size with
+        batch-statistics BN (at random init, eval-mode BN maps every image to nearly the same z); the running
+        statistics are restored afterwards. The set is padded by wrap-around to whole batches (no tiny last batch for
         BN); each process embeds 1/N of every batch and all get the whole set."""
         n, bs = len(self.train_set), self.cfg.data.batch_size
         ds = EvalDataset(self.train_set.base, eval_transform(self.cfg))
