@@ -219,10 +219,13 @@ def describe(values: list[float]) -> Stat:
     n = len(x)
     if n == 0:
         return Stat(0, math.nan, math.nan, math.nan, math.nan)
-    mean = float(np.mean(x))
+    # Summed left to right in seed order, the plain definition: at a tie of the printed precision (a mean of 78.85
+    # printed with one decimal) the float's last bit decides the printed digit, and numpy's pairwise sum can land on
+    # the other side of the tie than the sum a reader (and the suite) computes.
+    mean = sum(float(v) for v in x) / n
     if n < 2:
         return Stat(1, mean, math.nan, math.nan, math.nan)
-    sd = float(np.std(x, ddof=1))
+    sd = math.sqrt(sum((float(v) - mean) ** 2 for v in x) / (n - 1))
     lo, hi = t_interval(x, CONFIDENCE)
     return Stat(n, mean, sd, lo, hi)
 
@@ -1766,7 +1769,8 @@ def headline_lines(ship: Shipped, tables: list[Table], evs: list[Evaluated] | No
                      f"shipped records reproduce their first epoch ({exact} exactly, {len(ok) - exact} "
                      f"approximately), checked at {states} code state{'s' if states != 1 else ''}"
                      + "".join(f", {k} {s}" for s, k in sorted(other.items())) + f", {never} never checked; "
-                     "`python -m ssl_bench.reference verify` prints which of them were checked at today's commit.")
+                     "`python -m ssl_bench.reference verify` prints which of them were checked at the current code "
+                     "state (the training code's last commit).")
     return out
 
 
