@@ -22,7 +22,7 @@ TABLE = "methods-fashion_mnist-demo"
 
 
 def _five_method_reference(tmp: Path) -> Path:
-    """A reference folder holding only the five-method table's records, its manifest entry and the ledger."""
+    """A reference folder holding only the methods table's records, its manifest entry and the ledger."""
     ref = tmp / "reference"
     runs = json.loads((REFERENCE_DIR / "compare" / TABLE / "comparison.json").read_text())
     (ref / "runs").mkdir(parents=True)
@@ -59,7 +59,7 @@ def test_one_record_changes_the_caption_the_headline_and_the_readme_block(tmp_pa
     readme_before = readme.read_text()
     # The shipped fragment is what the shipped records give: same table lines (the claims and ledger differ here).
     shipped = (REFERENCE_DIR / hl.NAME).read_text()
-    assert _knn_counts(before) == _knn_counts(shipped) == "0 better, 1 worse, 0 equivalent, 3 underpowered; 2 fragile"
+    assert _knn_counts(before) == _knn_counts(shipped) == "0 better, 4 worse, 0 equivalent, 3 underpowered; 1 fragile"
     assert before in readme_before and readme_before.startswith("# x\n\nbefore\n\n") and readme_before.endswith(
         f"{hl.END}\nafter\n")
 
@@ -68,9 +68,9 @@ def test_one_record_changes_the_caption_the_headline_and_the_readme_block(tmp_pa
     reference.regenerate(tmp_path / "after", ref, readme=readme)
     after = (tmp_path / "after" / hl.NAME).read_text()
     caption_after = (tmp_path / "after" / "compare" / TABLE / "table.md").read_text().split("\n\n")[1]
-    assert _knn_counts(after).startswith("0 better, 0 worse, 0 equivalent, 4 underpowered")
-    assert "of the 8 comparisons against SwAV, 1 better, 3 worse" in caption_before
-    assert "of the 8 comparisons against SwAV, 1 better, 2 worse" in caption_after
+    assert _knn_counts(after).startswith("0 better, 3 worse, 0 equivalent, 4 underpowered")
+    assert "of the 14 comparisons against SwAV, 1 better, 9 worse" in caption_before
+    assert "of the 14 comparisons against SwAV, 1 better, 8 worse" in caption_after
     assert caption_after != caption_before
     assert after in readme.read_text() and before not in readme.read_text()
     assert hl.readme_problem(readme, after) == "" and hl.readme_problem(readme, before) != ""
